@@ -1,0 +1,192 @@
+"""RetryPolicy: whether and when to retry a failure, usable in-process and as a task's `retry=`."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from dawdle._errors import ConfigurationError
+from dawdle.backoff._strategies import (
+    DEFAULT_MAX_DELAY,
+    Backoff,
+    Exponential,
+    Jitter,
+    check_attempt,
+    check_number,
+)
+from procrastinate import BaseRetryStrategy, RetryDecision
+from procrastinate.jobs import Job
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of `RetryPolicy.decide`: retry or not, after how long, and why."""
+
+    retry: bool
+    delay: float | None
+    reason: str
+
+
+def _exception_types(name: str, value: object) -> tuple[type[BaseException], ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigurationError(
+                f"RetryPolicy: {name} must be exception classes, got {item!r} in {value!r}"
+            )
+    return types
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The longest valid `retry_after` (seconds or timedelta) carried by `exc` or its leaves."""
+    hints: list[float] = []
+    for candidate in (exc, *_leaves(exc)):
+        hint = getattr(candidate, "retry_after", None)
+        if isinstance(hint, datetime.timedelta):
+            hint = hint.total_seconds()
+        if isinstance(hint, int | float) and not isinstance(hint, bool) and math.isfinite(hint):
+            hints.append(max(0.0, float(hint)))
+    return max(hints, default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy(BaseRetryStrategy):
+    """When to retry a failed call or job, and how long to wait first.
+
+    `max_attempts` counts every run, the first included: `max_attempts=3` means one run and
+    up to two retries. (Procrastinate's `RetryStrategy(max_attempts=n)` counts retries, so it
+    allows n + 1 runs.) `None` means no limit. `deadline` is in seconds since the first
+    attempt; a job's runs are bounded by `max_attempts` since a job does not record when its
+    first run started. An exception group is retried only if every leaf is in `retry_on`
+    and none is in `give_up_on`. An exception with a `retry_after` attribute (seconds or a
+    timedelta) sets the wait, still capped at the backoff's `max_delay`.
+    """
+
+    backoff: Backoff = field(default_factory=lambda: Exponential(1.0, 2.0, jitter="full"))
+    max_attempts: int | None = 3
+    deadline: float | None = None
+    retry_on: ExceptionTypes = (Exception,)
+    give_up_on: ExceptionTypes = ()
+    retry_if: Callable[[BaseException], bool] | None = None
+    retry_after: bool = True
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigurationError(
+                f"RetryPolicy: backoff must be a dawdle.backoff strategy, got {self.backoff!r}"
+            )
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy: max_attempts must be an int >= 1 or None, got {self.max_attempts!r}"
+            )
+        if self.deadline is not None:
+            check_number("RetryPolicy", "deadline", self.deadline, positive=True)
+        object.__setattr__(self, "retry_on", _exception_types("retry_on", self.retry_on))
+        object.__setattr__(self, "give_up_on", _exception_types("give_up_on", self.give_up_on))
+        if self.retry_if is not None and not callable(self.retry_if):
+            raise ConfigurationError(
+                f"RetryPolicy: retry_if must be callable, got {self.retry_if!r}"
+            )
+
+    def decide(
+        self,
+        exc: BaseException,
+        *,
+        attempt: int,
+        elapsed: float | None = None,
+        rng: random.Random | None = None,
+    ) -> Decision:
+        """Decide about `exc`, raised by run number `attempt` (1 = first), `elapsed` s in."""
+        check_attempt(attempt)
+        name = type(exc).__name__
+        for leaf in _leaves(exc):
+            if isinstance(leaf, self.give_up_on):
+                return Decision(
+                    retry=False, delay=None, reason=f"{type(leaf).__name__} is in give_up_on"
+                )
+            if not isinstance(leaf, self.retry_on):
+                return Decision(
+                    retry=False, delay=None, reason=f"{type(leaf).__name__} is not in retry_on"
+                )
+        if self.retry_if is not None and not self.retry_if(exc):
+            return Decision(retry=False, delay=None, reason=f"retry_if rejected {name}")
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return Decision(
+                retry=False,
+                delay=None,
+                reason=f"{name} on attempt {attempt} of {self.max_attempts}: none left",
+            )
+        delay = self.backoff.delay(attempt, rng or self.rng)
+        why = "backoff"
+        hint = _retry_after(exc) if self.retry_after else None
+        if hint is not None:
+            delay, why = min(hint, self.backoff.max_delay), f"retry_after={hint:g}s"
+        if self.deadline is not None and elapsed is not None and elapsed + delay > self.deadline:
+            return Decision(
+                retry=False,
+                delay=None,
+                reason=f"{name} on attempt {attempt}: waiting {delay:.3f}s after {elapsed:.3f}s "
+                f"would pass the {self.deadline:g}s deadline",
+            )
+        limit = "" if self.max_attempts is None else f" of {self.max_attempts}"
+        next_run = f"attempt {attempt + 1}{limit} in {delay:.3f}s ({why})"
+        return Decision(retry=True, delay=delay, reason=f"{name} on attempt {attempt}; {next_run}")
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        """Procrastinate's hook: a job that ran `job.attempts + 1` times has failed."""
+        decision = self.decide(exception, attempt=job.attempts + 1)
+        if not decision.retry or decision.delay is None:
+            return None
+        retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=decision.delay)
+        return RetryDecision(retry_at=retry_at)
+
+
+class ExponentialBackoffStrategy(RetryPolicy):
+    """Short form of `RetryPolicy(backoff=Exponential(base_delay, 2.0, ...), max_attempts=...)`.
+
+    As in `RetryPolicy`, `max_attempts` counts runs: the default 3 is a run and two retries,
+    after `base_delay` and `2 * base_delay` seconds.
+    """
+
+    def __init__(
+        self,
+        max_attempts: int | None = 3,
+        base_delay: float = 1.0,
+        max_delay: float = DEFAULT_MAX_DELAY,
+        jitter: Jitter = "none",
+        retry_exceptions: ExceptionTypes = (Exception,),
+    ) -> None:
+        super().__init__(
+            backoff=Exponential(base_delay, 2.0, jitter=jitter, max_delay=max_delay),
+            max_attempts=max_attempts,
+            retry_on=retry_exceptions,
+        )
+
+    @property
+    def base_delay(self) -> float:
+        """The wait before the first retry, in seconds (before jitter)."""
+        assert isinstance(self.backoff, Exponential)  # noqa: S101 (set in __init__)
+        return self.backoff.initial
+
+    @property
+    def max_delay(self) -> float:
+        """The longest wait, in seconds."""
+        return self.backoff.max_delay

@@ -1,0 +1,36 @@
+"""Sessions: `tests` (unit + durability, asyncio and trio), `perf`, `lint`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
+LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the unit and durability suites on both runtimes, with the perf sanity floors."""
+    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """Run the benchmarks in tests/perf and print what they measured."""
+    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.run("pytest", "tests/perf", "-s", "-m", "perf", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff (lint and format) on everything, mypy --strict on the package."""
+    session.install(".[trio,embedded]", *LINT_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    # mypy reads the installed copy of lib/: it cannot follow the package-dir mapping in lib/.
+    session.run("mypy", "--strict", "-p", "dawdle")
