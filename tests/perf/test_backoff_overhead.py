@@ -30,7 +30,7 @@ def rate(call: Callable[[], object]) -> float:
 
 @pytest.mark.perf
 def test_retry_decisions_per_second() -> None:
-    """A jittered RetryPolicy decision stays within a small factor of Procrastinate's."""
+    """Decisions per second for both, printed side by side; the floor is 10,000 per second."""
     job = Job(id=1, queue="q", lock=None, queueing_lock=None, task_name="t", attempts=3)
     ours = RetryPolicy(backoff=Exponential(1.0, jitter="full"), max_attempts=10)
     theirs = RetryStrategy(max_attempts=10, exponential_wait=2)
