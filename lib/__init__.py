@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dawdle._app import App as App
+from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
 from dawdle._errors import DawdleError as DawdleError
+from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle.backoff import ExponentialBackoffStrategy as ExponentialBackoffStrategy
 from dawdle.backoff import RetryPolicy as RetryPolicy
 
-__all__ = ["ConfigurationError", "DawdleError", "ExponentialBackoffStrategy", "RetryPolicy"]
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "DawdleError",
+    "ExponentialBackoffStrategy",
+    "InMemoryConnector",
+    "RetryPolicy",
+    "SchemaStatus",
+]

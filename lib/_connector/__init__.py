@@ -1,0 +1,1 @@
+"""Database access that runs natively on asyncio and Trio."""

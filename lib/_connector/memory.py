@@ -1,0 +1,53 @@
+"""An in-memory connector for fast unit tests, on asyncio and Trio."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+
+import anyio.from_thread
+import anyio.lowlevel
+from procrastinate import connector as procrastinate_connector
+from procrastinate import jobs, schema, testing
+
+
+class InMemoryConnector(testing.InMemoryConnector):
+    """Procrastinate's in-memory connector with its asyncio ties cut.
+
+    Same query semantics and inspection API (`connector.jobs`, `reset()`); notifications
+    reach the event loop that opened it, whichever runtime that is and whichever thread
+    defers. Never a substitute for a real database in durability tests.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # SchemaManager escapes % before sending the schema; without this key the lookup of
+        # the escaped text fails with a KeyError in Procrastinate's own in-memory connector.
+        escaped = schema.SchemaManager.get_schema().replace("%", "%%")
+        self.reverse_queries[escaped] = "apply_schema"
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
+        """Remember the running event loop so that other threads can notify it."""
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread_id = threading.get_ident()
+        self.states.append("open_async")
+
+    async def _notify(self, queue_name: str, notification: jobs.Notification) -> None:
+        if not self.on_notification:
+            return
+        destinations = {"procrastinate_any_queue_v1", f"procrastinate_queue_v1#{queue_name}"}
+        payload = json.dumps(notification)
+        for channel in sorted(destinations.intersection(self.notify_channels)):
+            deliver = functools.partial(self.on_notification, channel=channel, payload=payload)
+            if self._token is None or threading.get_ident() == self._loop_thread_id:
+                await deliver()
+            else:
+                # Deferred from another thread (a sync task): hand over to the opening loop.
+                anyio.from_thread.run(deliver, token=self._token)
+
+    async def close_async(self) -> None:
+        """Forget the event loop; the jobs stay inspectable."""
+        self._token = None
+        self.states.append("closed_async")

@@ -1,0 +1,79 @@
+"""Whether Procrastinate's schema is in the database, and which version it matches."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from procrastinate import schema
+
+CHECK_SCHEMA_QUERY: Final = """
+SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present,
+       ARRAY(SELECT p.proname::text FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = ANY(current_schemas(false))
+               AND p.proname LIKE 'procrastinate\\_%%') AS functions
+"""
+
+_CREATED_FUNCTION = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+(?:public\.)?(procrastinate_\w+)"
+)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """What `check_schema_async` found: is the schema there, how recent, what is missing."""
+
+    present: bool
+    version: str | None
+    missing: tuple[str, ...]
+
+    @property
+    def current(self) -> bool:
+        """True when the schema has every function the installed Procrastinate uses."""
+        return self.present and not self.missing
+
+
+@functools.cache
+def _expected_functions() -> frozenset[str]:
+    return frozenset(_CREATED_FUNCTION.findall(schema.SchemaManager.get_schema()))
+
+
+@functools.cache
+def _introduced_in() -> dict[str, tuple[int, ...]]:
+    """For each function name, the Procrastinate version whose migration first created it."""
+    first: dict[str, tuple[int, ...]] = {}
+    migrations = sorted(Path(schema.SchemaManager.get_migrations_path()).glob("*.sql"))
+    for migration in migrations:
+        version = tuple(int(part) for part in migration.name.split("_", 1)[0].split("."))
+        for name in _CREATED_FUNCTION.findall(migration.read_text()):
+            first.setdefault(name, version)
+    return first
+
+
+def schema_status(*, present: bool, functions: list[str]) -> SchemaStatus:
+    """Interpret the result of CHECK_SCHEMA_QUERY."""
+    if not present:
+        return SchemaStatus(
+            present=False, version=None, missing=tuple(sorted(_expected_functions()))
+        )
+    introduced = _introduced_in()
+    versions = [introduced[name] for name in functions if name in introduced]
+    version = ".".join(str(part) for part in max(versions)) if versions else None
+    missing = tuple(sorted(_expected_functions().difference(functions)))
+    return SchemaStatus(present=True, version=version, missing=missing)
+
+
+class SchemaManager(schema.SchemaManager):
+    """Procrastinate's schema manager, plus a check of what the database already has."""
+
+    async def check_schema_async(self) -> SchemaStatus:
+        """Tell whether the schema is present, which version it matches and what it lacks.
+
+        Missing functions mean the database needs Procrastinate's migrations.
+        """
+        row = await self.connector.execute_query_one_async(CHECK_SCHEMA_QUERY)
+        return schema_status(present=row["present"], functions=list(row["functions"]))
