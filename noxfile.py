@@ -14,9 +14,11 @@ LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the unit and durability suites on both runtimes, with the perf sanity floors."""
+    """Run the unit and durability suites on both runtimes, and the perf sanity floors."""
     session.install(".[trio,embedded]", *TEST_DEPS)
-    session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
+    session.run(
+        "pytest", "tests/unit", "tests/durability", "tests/perf", "-m", "not perf", *session.posargs
+    )
 
 
 @nox.session

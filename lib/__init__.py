@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dawdle._app import App as App
 from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
+from dawdle._connector.psycopg import PsycopgConnector as PsycopgConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
+from dawdle._errors import DatabaseUnavailable as DatabaseUnavailable
 from dawdle._errors import DawdleError as DawdleError
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle.backoff import ExponentialBackoffStrategy as ExponentialBackoffStrategy
@@ -13,9 +15,11 @@ from dawdle.backoff import RetryPolicy as RetryPolicy
 __all__ = [
     "App",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "DawdleError",
     "ExponentialBackoffStrategy",
     "InMemoryConnector",
+    "PsycopgConnector",
     "RetryPolicy",
     "SchemaStatus",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from procrastinate.exceptions import ConnectorException
+
 
 class DawdleError(Exception):
     """Root of every exception dawdle raises on its own account."""
@@ -9,3 +11,7 @@ class DawdleError(Exception):
 
 class ConfigurationError(DawdleError, ValueError):
     """A value given to dawdle is invalid; the message names it. Fix the call, do not retry."""
+
+
+class DatabaseUnavailable(DawdleError, ConnectorException):  # noqa: N818 (reads as a state)
+    """PostgreSQL cannot be reached: the message names host and database, never the password."""

@@ -1,0 +1,477 @@
+"""A psycopg 3 async connection that waits through anyio (asyncio or trio).
+
+`AnyioConnection` subclasses `psycopg.AsyncConnection`, so the whole async query
+API (AsyncCursor, dict_row, Jsonb, transaction(), notifies(), executemany,
+server cursors, COPY with the default writer) works unchanged.  What is replaced
+is every place where AsyncConnection talks to asyncio:
+
+- ``wait()``: drives psycopg's non-blocking generators with
+  ``anyio.wait_readable`` / ``anyio.wait_writable`` instead of
+  ``loop.add_reader``; on cancellation it sends a cancel request and drains the
+  in-flight command, or marks the connection broken.
+- ``lock``: an ``anyio.Lock`` instead of ``asyncio.Lock``.
+- ``connect()``: libpq's ``PQconnectStart``/``PQconnectPoll`` state machine
+  driven by anyio, with ``connect_timeout`` enforced by ``anyio.fail_after``;
+  host name resolution runs psycopg's sync resolver in a worker thread
+  (psycopg's async one calls ``loop.getaddrinfo``).
+- ``cancel_safe()``: libpq >= 17 ``PGcancelConn`` polled through anyio, else the
+  blocking ``PQcancel`` in ``anyio.to_thread`` (psycopg uses asyncio.to_thread).
+- ``close()``: calls ``anyio.notify_closing`` so a task blocked on the socket
+  wakes up with OperationalError instead of waiting on a dead fd.
+- ``transaction()`` and ``__aexit__``: the closing COMMIT/ROLLBACK runs in a
+  shielded scope with a deadline, because anyio cancellation is level
+  triggered: an unshielded ROLLBACK in a cancelled scope would never run.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from time import monotonic
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import psycopg
+from psycopg import errors as e
+from psycopg import pq
+from psycopg.abc import PQGen
+from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
+from psycopg.rows import tuple_row
+from psycopg.transaction import AsyncTransaction
+from psycopg.waiting import Ready, Wait
+
+__all__ = ["AnyioConnection"]
+
+logger = logging.getLogger(__name__)
+
+RV = TypeVar("RV")
+
+WAIT_R = Wait.R
+WAIT_W = Wait.W
+READY_R = Ready.R
+READY_W = Ready.W
+
+OK = pq.ConnStatus.OK
+ACTIVE = pq.TransactionStatus.ACTIVE
+POLL_OK = pq.PollingStatus.OK
+POLL_READING = pq.PollingStatus.READING
+POLL_WRITING = pq.PollingStatus.WRITING
+POLL_FAILED = pq.PollingStatus.FAILED
+
+# A run of steps that never wait on the socket (writes to a writable socket,
+# generators that finish at once) gives the scheduler a turn after this long,
+# so that executemany() or COPY cannot starve other tasks.
+MAX_BUSY_TIME = 0.005
+
+
+class _SchedulerTurns:
+    """When this thread's connections last let the scheduler run (shared by all of them)."""
+
+    last = 0.0
+
+
+_turns = _SchedulerTurns()
+
+
+def _ready_now(fileno: int, s: int) -> int:
+    """Readiness of `fileno` for the `Wait` state `s`, without blocking."""
+    p = select.poll()
+    p.register(fileno, (select.POLLIN if s & WAIT_R else 0) | (select.POLLOUT if s & WAIT_W else 0))
+    ready = 0
+    for _, ev in p.poll(0):
+        if ev & (select.POLLERR | select.POLLHUP):
+            # Report what was asked: libpq will find the error itself.
+            return (READY_R if s & WAIT_R else 0) | (READY_W if s & WAIT_W else 0)
+        if ev & select.POLLIN:
+            ready |= READY_R
+        if ev & select.POLLOUT:
+            ready |= READY_W
+    return ready
+
+
+async def _wait_rw(fileno: int) -> int:
+    """Wait until `fileno` is readable or writable (whichever comes first).
+
+    Rare path: only taken when the send buffer is full while libpq also wants
+    to read (big queries, pipeline mode, COPY).
+    """
+    ready = 0
+    error: BaseException | None = None
+
+    async with anyio.create_task_group() as tg:
+
+        async def waiter(fn: Callable[[int], Any], flag: int) -> None:
+            nonlocal ready, error
+            try:
+                await fn(fileno)
+                ready |= flag
+            except (anyio.ClosedResourceError, OSError) as ex:
+                error = ex  # re-raised bare, not wrapped in an ExceptionGroup
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(waiter, anyio.wait_readable, READY_R)
+        tg.start_soon(waiter, anyio.wait_writable, READY_W)
+    if error is not None:
+        raise error
+    return ready
+
+
+async def _drive(gen: PQGen[RV], fileno: int) -> RV:
+    """Run a psycopg generator to completion, waiting on `fileno` with anyio.
+
+    `gen` may be fresh or suspended at a yield: psycopg's generators loop on
+    ``while not (yield state)``, so ``next(gen)`` on a suspended one re-yields
+    the state it is waiting for.  This is what lets `_recover` resume a
+    generator that a cancellation interrupted.
+    """
+    try:
+        s = next(gen)
+        while True:
+            if s == WAIT_R:
+                await anyio.wait_readable(fileno)
+                _turns.last = monotonic()
+                s = gen.send(READY_R)
+                continue
+            # W or RW: a socket asked for writing is nearly always writable and a
+            # zero-timeout poll is far cheaper than a scheduler round trip.
+            if ready := _ready_now(fileno, s):
+                if monotonic() - _turns.last >= MAX_BUSY_TIME:
+                    await anyio.lowlevel.checkpoint()
+                    _turns.last = monotonic()
+                s = gen.send(ready)
+                continue
+            if s == WAIT_W:
+                await anyio.wait_writable(fileno)
+                ready = READY_W
+            else:
+                ready = await _wait_rw(fileno)
+            _turns.last = monotonic()
+            s = gen.send(ready)
+    except StopIteration as ex:
+        if monotonic() - _turns.last >= MAX_BUSY_TIME:
+            # Finished without waiting: give others a turn, but don't raise a
+            # cancellation for an operation that has completed.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            _turns.last = monotonic()
+        return ex.value  # type: ignore[no-any-return]
+
+
+async def _poll_libpq(
+    poll: Callable[[], int], socket: Callable[[], int], what: str, first: int = POLL_WRITING
+) -> None:
+    """Drive a libpq PQconnectPoll-style state machine (connect or cancel)."""
+    status = first
+    while True:
+        if status == POLL_READING:
+            await anyio.wait_readable(socket())
+        elif status == POLL_WRITING:
+            await anyio.wait_writable(socket())
+        elif status == POLL_OK:
+            return
+        elif status == POLL_FAILED:
+            raise e.OperationalError(f"{what} failed")  # caller adds libpq's message
+        else:
+            raise e.InternalError(f"unexpected {what} poll status: {status}")
+        status = poll()
+
+
+def _connection_failed(pgconn: pq.abc.PGconn) -> e.OperationalError:
+    """Close a connection attempt that libpq gave up on; the error carries libpq's reason."""
+    message = pgconn.get_error_message()
+    pgconn.finish()
+    return e.OperationalError(f"connection failed: {message}")
+
+
+_COPY_STATES = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
+
+
+def _drain_results(pgconn: pq.abc.PGconn) -> PQGen[None]:
+    """Generator discarding the results of the command in flight.
+
+    Stops at the end of the command, or at a COPY state (not drained: the
+    caller then finds the connection still ACTIVE and closes it).
+    """
+    while True:
+        while pgconn.is_busy():
+            while not (yield WAIT_R):
+                pass
+            pgconn.consume_input()
+            while n := pgconn.notifies():  # keep psycopg's notify backlog fed
+                if pgconn.notify_handler:
+                    pgconn.notify_handler(n)
+        res = pgconn.get_result()
+        if res is None or res.status in _COPY_STATES:
+            return
+
+
+class AnyioConnection(psycopg.AsyncConnection[Any]):
+    """psycopg AsyncConnection that runs on any anyio backend (asyncio, trio)."""
+
+    #: Max time to cancel and drain a query interrupted by a cancellation, and
+    #: for the COMMIT/ROLLBACK closing a transaction() block. Past it the
+    #: connection is closed and reported as `broken`.
+    cleanup_timeout: float = 5.0
+
+    def __init__(self, pgconn: pq.abc.PGconn, row_factory: Any = tuple_row):
+        super().__init__(pgconn, row_factory)
+        # Replaces the asyncio.Lock set by AsyncConnection.__init__.
+        # fast_acquire: no scheduler round trip when uncontended; every query
+        # checkpoints anyway while waiting for the server's reply.
+        self.lock = anyio.Lock(fast_acquire=True)  # type: ignore[assignment]
+
+    # -- connection ---------------------------------------------------------
+
+    @classmethod
+    async def connect(  # type: ignore[override]
+        cls,
+        conninfo: str = "",
+        *,
+        autocommit: bool = False,
+        prepare_threshold: int | None = 5,
+        context: Any = None,
+        row_factory: Any = None,
+        cursor_factory: Any = None,
+        **kwargs: Any,
+    ) -> AnyioConnection:
+        """Connect without asyncio; errors name the host, port and address tried.
+
+        ``connect_timeout`` applies per attempt with psycopg's rules (unset or 0: 130 s,
+        at least 2 s) and raises `psycopg.errors.ConnectionTimeout`.
+        """
+        params = await cls._get_connection_params(conninfo, **kwargs)
+        timeout = timeout_from_conninfo(params)
+        # psycopg's sync resolver (socket.getaddrinfo) in a worker thread; the
+        # async one is bound to asyncio's loop.getaddrinfo.
+        attempts = await anyio.to_thread.run_sync(conninfo_attempts, params, abandon_on_cancel=True)
+        errors: list[tuple[e.Error, str]] = []
+        rv: AnyioConnection | None = None
+        for attempt in attempts:
+            descr = (
+                f"host: {attempt.get('host')!r}, port: {attempt.get('port')!r}, "
+                f"hostaddr: {attempt.get('hostaddr')!r}"
+            )
+            try:
+                rv = await cls._connect_one(make_conninfo("", **attempt), timeout)
+            except TimeoutError:
+                errors.append(
+                    (e.ConnectionTimeout(f"connection timeout expired after {timeout}s"), descr)
+                )
+            except e.Error as ex:
+                errors.append((ex, descr))
+            else:
+                break
+
+        if rv is None:
+            last = errors[-1][0]
+            if len(errors) == 1:
+                raise type(last)(f"{last} ({errors[0][1]})").with_traceback(None)
+            lines = [str(last), "Multiple connection attempts failed. All failures were:"]
+            lines += [f"- {d}: {err}" for err, d in errors]
+            raise type(last)("\n".join(lines)).with_traceback(None)
+
+        rv._autocommit = bool(autocommit)
+        if row_factory:
+            rv.row_factory = row_factory
+        if cursor_factory:
+            rv.cursor_factory = cursor_factory
+        if context:
+            rv._adapters = psycopg.adapt.AdaptersMap(context.adapters)
+        rv.prepare_threshold = prepare_threshold
+        return rv
+
+    @classmethod
+    async def _connect_one(cls, conninfo: str, time_limit: float) -> AnyioConnection:
+        pgconn = pq.PGconn.connect_start(conninfo.encode())
+        if pgconn.status == pq.ConnStatus.BAD:
+            raise _connection_failed(pgconn)
+        try:
+            with anyio.fail_after(time_limit):
+                await _poll_libpq(pgconn.connect_poll, lambda: pgconn.socket, "connection")
+        except e.OperationalError:
+            raise _connection_failed(pgconn) from None
+        except BaseException:
+            pgconn.finish()
+            raise
+        pgconn.nonblocking = 1
+        return cls(pgconn)
+
+    async def close(self) -> None:
+        """Close the connection; a task blocked on it gets OperationalError."""
+        if self.closed:
+            return
+        try:
+            fileno = self.pgconn.socket
+        except e.OperationalError:
+            pass
+        else:
+            # No checkpoint between this and finish() (trio's rule for closing fds).
+            anyio.notify_closing(fileno)
+        await super().close()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self.closed:
+            return
+        try:
+            with anyio.move_on_after(self.cleanup_timeout, shield=True):
+                if exc_type:
+                    try:
+                        await self.rollback()
+                    except psycopg.Error as ex:
+                        logger.warning("error ignored in rollback on %s: %s", self, ex)
+                else:
+                    await self.commit()
+        finally:
+            await self.close()
+
+    # -- waiting ------------------------------------------------------------
+
+    async def wait(
+        self,
+        gen: PQGen[RV],
+        interval: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (psycopg's signature, which cursors call)
+    ) -> RV:
+        """Consume a psycopg generator, waiting on the socket with anyio.
+
+        Raise ``psycopg.errors._WaitTimeout`` if `timeout` expires (used by
+        `notifies()`).  If interrupted (cancellation, KeyboardInterrupt) while a
+        command is in flight, cancel it server side and drain it (shielded, at
+        most `cleanup_timeout`), else close the connection: it is never left
+        half-used.
+        """
+        fileno = self.pgconn.socket  # OperationalError if the connection is lost
+        try:
+            if timeout is None:
+                return await _drive(gen, fileno)
+            with anyio.move_on_after(timeout):
+                return await _drive(gen, fileno)
+            await self._recover(gen)
+            raise e._WaitTimeout("wait timeout expired")
+        except anyio.ClosedResourceError:
+            raise e.OperationalError("the connection was closed while in use") from None
+        except OSError as ex:
+            raise e.OperationalError("connection socket closed") from ex
+        except (anyio.get_cancelled_exc_class(), KeyboardInterrupt, SystemExit):
+            await self._recover(gen)
+            raise
+
+    async def _recover(self, gen: PQGen[Any]) -> None:
+        """Bring the connection back to idle after `gen` was interrupted.
+
+        Called with the cancellation (or timeout) already delivered; runs
+        shielded, bounded by `cleanup_timeout`. Outcome: the connection is idle
+        (reusable) or closed (`broken` is True), never busy.
+        """
+        pgconn = self.pgconn
+        if pgconn.status != OK or pgconn.transaction_status != ACTIVE:
+            gen.close()  # nothing in flight: nothing to drain
+            return
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self.cleanup_timeout):
+                try:
+                    await self._send_cancel()
+                except e.Error as ex:
+                    # The command may still end by itself within the deadline.
+                    logger.warning("query cancellation failed: %s", ex)
+                fileno = pgconn.socket
+                try:
+                    # Resume the interrupted generator first: it may be half way
+                    # through sending the query, and it keeps psycopg's state
+                    # (transaction counters, prepared statements) consistent.
+                    await _drive(gen, fileno)
+                except e.Error as ex:
+                    # QueryCanceled is the expected outcome; any other error
+                    # from the command is fine as long as we end up idle.
+                    logger.debug("interrupted command ended with: %r", ex)
+                if pgconn.status == OK and pgconn.transaction_status == ACTIVE:
+                    # e.g. stream(): the generator fetched one row of many.
+                    await _drive(_drain_results(pgconn), fileno)
+        except Exception as ex:  # noqa: BLE001 (any failure here ends in the check below)
+            logger.debug("while recovering an interrupted connection: %r", ex)
+        except BaseException:
+            self._mark_broken("interrupted again while cancelling")
+            raise
+        finally:
+            gen.close()
+        if pgconn.status != OK or pgconn.transaction_status == ACTIVE:
+            self._mark_broken("query not terminated after cancellation")
+
+    def _mark_broken(self, why: str) -> None:
+        if self.pgconn.status != pq.ConnStatus.BAD:
+            logger.warning("%s: closing connection %s", why, self)
+        # Sets `broken`: status BAD but not closed by close().
+        self.pgconn.finish()
+
+    # -- cancellation -------------------------------------------------------
+
+    async def _send_cancel(self) -> None:
+        if self.closed:
+            return
+        if psycopg.capabilities.has_cancel_safe():
+            cancel_conn = self.pgconn.cancel_conn()
+            try:
+                cancel_conn.start()
+                try:
+                    await _poll_libpq(cancel_conn.poll, lambda: cancel_conn.socket, "cancel")
+                except e.OperationalError:
+                    raise e.OperationalError(
+                        f"cancellation failed: {cancel_conn.get_error_message()}"
+                    ) from None
+            finally:
+                cancel_conn.finish()
+        else:
+            # libpq < 17: blocking PQcancel, in a worker thread.
+            await anyio.to_thread.run_sync(self.cancel, abandon_on_cancel=True)
+
+    async def cancel_safe(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (psycopg's)
+        """Ask the server to cancel the current command (anyio version)."""
+        try:
+            with anyio.fail_after(timeout or None):
+                await self._send_cancel()
+        except TimeoutError:
+            raise e.CancellationTimeout("cancellation timeout expired") from None
+
+    # -- transactions -------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(  # type: ignore[override]
+        self,
+        savepoint_name: str | None = None,
+        force_rollback: bool = False,  # noqa: FBT001, FBT002 (psycopg's signature)
+    ) -> AsyncIterator[AsyncTransaction]:
+        """Like AsyncConnection.transaction(), with BEGIN and COMMIT/ROLLBACK shielded.
+
+        anyio's cancellation is level-triggered: an unshielded ROLLBACK in a cancelled scope
+        would never run. The shield is bounded by `cleanup_timeout`.
+        """
+        if self._pipeline:  # not reworked: psycopg's version, unshielded
+            async with super().transaction(savepoint_name, force_rollback) as tx:
+                yield tx
+            return
+        tx = AsyncTransaction(self, savepoint_name, force_rollback)
+        with anyio.move_on_after(self.cleanup_timeout, shield=True) as scope:
+            await tx.__aenter__()
+        if scope.cancelled_caught:
+            raise e.OperationalError("timed out starting the transaction")
+        try:
+            yield tx
+        except BaseException as ex:
+            suppress = False
+            with anyio.move_on_after(self.cleanup_timeout, shield=True):
+                suppress = await tx.__aexit__(type(ex), ex, ex.__traceback__)
+            if not suppress:
+                raise
+        else:
+            with anyio.move_on_after(self.cleanup_timeout, shield=True) as scope:
+                await tx.__aexit__(None, None, None)
+            if scope.cancelled_caught:
+                raise e.OperationalError("timed out ending the transaction")

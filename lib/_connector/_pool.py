@@ -1,0 +1,116 @@
+"""A bounded, fair connection pool on anyio: safe under cancellation, healed after faults."""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+
+import anyio
+import psycopg
+from dawdle.backoff import RetryPolicy, retrying
+from psycopg import pq
+
+logger = logging.getLogger("dawdle.connector")
+
+C = TypeVar("C", bound=psycopg.AsyncConnection[object])
+
+# How long returning a connection may spend rolling back an abandoned transaction.
+RESET_TIMEOUT = 5.0
+
+
+def has_gone_bad(conn: psycopg.AsyncConnection[object]) -> bool:
+    """True if an idle connection can no longer be trusted.
+
+    An idle connection that does not LISTEN receives nothing from the server unless the
+    server is going away (pg_terminate_backend, shutdown): readable means dead or dying.
+    """
+    if conn.closed or conn.broken or conn.pgconn.status != pq.ConnStatus.OK:
+        return True
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class Pool(Generic[C]):
+    """At most `max_size` connections; waiters are served first come, first served.
+
+    A connection goes back to the pool only if it is idle (no transaction, no query in
+    flight); anything else is rolled back or closed, so the next user never inherits a
+    half-used connection. New connections are made with `reconnect`'s backoff.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[C]],
+        *,
+        min_size: int,
+        max_size: int,
+        reconnect: RetryPolicy,
+    ) -> None:
+        self._connect = connect
+        self._min_size = min_size
+        self._reconnect = reconnect
+        self._slots = anyio.Semaphore(max_size, max_value=max_size)
+        self._idle: list[C] = []
+        self._closed = False
+
+    @property
+    def idle_count(self) -> int:
+        """How many connections wait, open, in the pool."""
+        return len(self._idle)
+
+    async def open(self) -> None:
+        """Open `min_size` connections now, failing at once if the first cannot be made."""
+        while len(self._idle) < self._min_size:
+            self._idle.append(await self._connect())
+
+    async def close(self) -> None:
+        """Close the idle connections; connections in use are closed when given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[C]:
+        """Borrow a connection for the block; waiting for one honours cancellation."""
+        if self._closed:
+            raise RuntimeError("the connection pool is closed")
+        async with self._slots:
+            conn = await self._take()
+            try:
+                yield conn
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(conn)
+
+    async def _take(self) -> C:
+        while self._idle:
+            conn = self._idle.pop()
+            if not has_gone_bad(conn):
+                return conn
+            logger.info("discarding a pooled connection that the server closed")
+            await conn.close()
+        async for attempt in retrying(self._reconnect):
+            with attempt:
+                return await self._connect()
+        raise AssertionError("unreachable: retrying re-raises the last connection error")
+
+    async def _give_back(self, conn: C) -> None:
+        if not conn.closed and not conn.broken and not self._closed:
+            status = conn.info.transaction_status
+            if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+                with anyio.move_on_after(RESET_TIMEOUT):
+                    try:
+                        await conn.rollback()
+                    except psycopg.Error:
+                        logger.debug("rollback of a returned connection failed", exc_info=True)
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE and not conn.broken:
+                self._idle.append(conn)
+                return
+        await conn.close()

@@ -1,0 +1,300 @@
+"""PsycopgConnector: Procrastinate's connector interface on psycopg, native to asyncio and Trio."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, LiteralString
+
+import anyio
+import anyio.to_thread
+import psycopg
+from dawdle._connector._connection import AnyioConnection
+from dawdle._connector._pool import Pool
+from dawdle._connector.embedded import default_conninfo
+from dawdle._errors import ConfigurationError, DatabaseUnavailable
+from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
+from procrastinate import connector, exceptions, sync_psycopg_connector
+from psycopg import conninfo as libpq_conninfo
+from psycopg import sql
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+
+logger = logging.getLogger("dawdle.connector")
+
+# A listening connection that heard nothing for this long checks that it is still alive.
+LISTEN_TIMEOUT = connector.LISTEN_TIMEOUT
+
+
+def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
+    """Host, port, database and user of a connection string, never its password."""
+    try:
+        params = libpq_conninfo.conninfo_to_dict(conninfo, **kwargs)
+    except psycopg.ProgrammingError:
+        return "an unparsable connection string"
+    shown = [
+        f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if params.get(key)
+    ]
+    return " ".join(shown) or "libpq's defaults"
+
+
+def _jsonb(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Jsonb(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_jsonb(item) for item in value)
+    return value
+
+
+def _query_params(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Procrastinate's arguments with dicts sent as jsonb, as its own connector does."""
+    return {key: _jsonb(value) for key, value in arguments.items()}
+
+
+class PsycopgConnector(connector.BaseAsyncConnector):
+    """Procrastinate's `BaseAsyncConnector` on psycopg, for asyncio and Trio alike.
+
+    Queries run on a pool of at most `max_size` autocommit connections (each of
+    Procrastinate's queries is one statement). Without `conninfo`, the database is
+    DAWDLE_DSN, else libpq's environment, else an embedded server. After a server restart
+    or a terminated backend, new connections are made with backoff for up to
+    `reconnect_timeout` seconds before `DatabaseUnavailable` is raised.
+    """
+
+    def __init__(
+        self,
+        *,
+        conninfo: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        reconnect_timeout: float = 60.0,
+        json_dumps: Callable[[Any], str] | None = None,
+        json_loads: Callable[[str | bytes], Any] | None = None,
+        **connect_kwargs: Any,
+    ) -> None:
+        for name, value, low in (("min_size", min_size, 0), ("max_size", max_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(f"PsycopgConnector: {name} must be an int >= {low}")
+        if min_size > max_size:
+            raise ConfigurationError(
+                f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
+            )
+        self._conninfo = conninfo
+        self._connect_kwargs = connect_kwargs
+        self._min_size = min_size
+        self._max_size = max_size
+        self._reconnect = RetryPolicy(
+            backoff=DecorrelatedJitter(0.05, max_delay=2.0),
+            max_attempts=None,
+            deadline=reconnect_timeout,
+            retry_on=(DatabaseUnavailable,),
+        )
+        self.json_dumps = json_dumps
+        self.json_loads = json_loads
+        self._pool: Pool[AnyioConnection] | None = None
+        self._sync_connector: sync_psycopg_connector.SyncPsycopgConnector | None = None
+
+    @property
+    def pool(self) -> Pool[AnyioConnection]:
+        """The open pool; Procrastinate's AppNotOpen before `open_async`."""
+        if self._pool is None:
+            raise exceptions.AppNotOpen
+        return self._pool
+
+    async def open_async(self, pool: connector.Pool | None = None) -> None:
+        """Resolve the database and open `min_size` connections; fail at once if unreachable."""
+        if self._pool is not None:
+            return
+        if pool is not None:
+            raise ConfigurationError(
+                "PsycopgConnector makes its own pool: pass conninfo, min_size and max_size"
+            )
+        if self._conninfo is None:
+            self._conninfo = await anyio.to_thread.run_sync(default_conninfo)
+        new_pool = Pool(
+            self._connect,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            reconnect=self._reconnect,
+        )
+        await new_pool.open()
+        self._pool = new_pool
+
+    async def close_async(self) -> None:
+        """Close the pool (and the synchronous connector, if sync code used one)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        sync, self._sync_connector = self._sync_connector, None
+        if sync is not None:
+            await anyio.to_thread.run_sync(sync.close)
+
+    async def _connect(self, *, autocommit: bool = True) -> AnyioConnection:
+        assert self._conninfo is not None  # noqa: S101 (open_async resolves it first)
+        try:
+            conn = await AnyioConnection.connect(
+                self._conninfo, autocommit=autocommit, **self._connect_kwargs
+            )
+        except psycopg.OperationalError as exc:
+            target = describe_target(self._conninfo, self._connect_kwargs)
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
+        if self.json_dumps is not None:
+            set_json_dumps(self.json_dumps, conn)
+        if self.json_loads is not None:
+            set_json_loads(self.json_loads, conn)
+        return conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AnyioConnection]:
+        """Borrow a pooled connection, e.g. to defer jobs inside your own transaction.
+
+        ``async with conn.transaction(): await task.configure(connection=conn).defer_async()``
+        makes the job exist only if that transaction commits.
+        """
+        async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _cursor(
+        self, connection: psycopg.AsyncConnection[Any] | None
+    ) -> AsyncIterator[psycopg.AsyncCursor[DictRow]]:
+        with sync_psycopg_connector.wrap_exceptions():
+            if connection is not None:
+                async with connection.cursor(row_factory=dict_row) as cursor:
+                    self._configure_json(cursor)
+                    yield cursor
+                return
+            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+                yield cursor
+
+    def _configure_json(self, cursor: psycopg.AsyncCursor[DictRow]) -> None:
+        # A caller's own connection does not have our JSON functions installed.
+        if self.json_dumps is not None:
+            set_json_dumps(self.json_dumps, cursor)
+        if self.json_loads is not None:
+            set_json_loads(self.json_loads, cursor)
+
+    async def _one(
+        self, connection: psycopg.AsyncConnection[Any] | None, query: LiteralString, args: Any
+    ) -> dict[str, Any]:
+        async with self._cursor(connection) as cursor:
+            await cursor.execute(query, _query_params(args))
+            row = await cursor.fetchone()
+        if row is None:
+            raise exceptions.NoResult
+        return row
+
+    async def _all(
+        self, connection: psycopg.AsyncConnection[Any] | None, query: LiteralString, args: Any
+    ) -> list[dict[str, Any]]:
+        async with self._cursor(connection) as cursor:
+            await cursor.execute(query, _query_params(args))
+            return await cursor.fetchall()
+
+    async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
+        """Run a statement whose result is not needed."""
+        async with self._cursor(None) as cursor:
+            await cursor.execute(query, _query_params(arguments))
+
+    async def execute_query_one_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> dict[str, Any]:
+        """Run a query and return its first row (Procrastinate's NoResult if none)."""
+        return await self._one(None, query, arguments)
+
+    async def execute_query_all_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> list[dict[str, Any]]:
+        """Run a query and return all its rows."""
+        return await self._all(None, query, arguments)
+
+    async def execute_query_one_async_with_connection(
+        self, connection: Any, query: LiteralString, **arguments: Any
+    ) -> dict[str, Any]:
+        """Like `execute_query_one_async`, on the caller's connection (and transaction)."""
+        return await self._one(connection, query, arguments)
+
+    async def execute_query_all_async_with_connection(
+        self, connection: Any, query: LiteralString, **arguments: Any
+    ) -> list[dict[str, Any]]:
+        """Like `execute_query_all_async`, on the caller's connection (and transaction)."""
+        return await self._all(connection, query, arguments)
+
+    async def listen_notify(
+        self,
+        on_notification: connector.Notify,
+        channels: Iterable[str],
+        *,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """LISTEN on `channels` until cancelled, on a connection of its own.
+
+        When that connection drops, it reconnects with backoff and listens again; then
+        `on_reconnect` is awaited, since notifications sent meanwhile are lost: poll then.
+        """
+        channels = list(channels)
+        heard_before = False
+        while True:
+            conn = await self._connect_with_retries()
+            try:
+                for channel in channels:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                if heard_before and on_reconnect is not None:
+                    await on_reconnect()
+                heard_before = True
+                await self._relay(conn, on_notification)
+            except psycopg.OperationalError:
+                logger.warning("lost the LISTEN connection; reconnecting", exc_info=True)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+
+    async def _relay(self, conn: AnyioConnection, on_notification: connector.Notify) -> None:
+        while True:
+            async for notify in conn.notifies(timeout=LISTEN_TIMEOUT):
+                await on_notification(channel=notify.channel, payload=notify.payload)
+            # Quiet for a while: a query proves the connection is alive (or raises).
+            await conn.execute("SELECT 1")
+
+    async def _connect_with_retries(self) -> AnyioConnection:
+        async for attempt in retrying(self._reconnect):
+            with attempt:
+                return await self._connect()
+        raise AssertionError("unreachable: retrying re-raises the last connection error")
+
+    def get_sync_connector(self) -> connector.BaseConnector:
+        """A thread-safe synchronous connector on the same database, for sync code."""
+        if self._sync_connector is None:
+            conninfo = default_conninfo() if self._conninfo is None else self._conninfo
+            sync = sync_psycopg_connector.SyncPsycopgConnector(
+                conninfo=conninfo,
+                min_size=0,
+                max_size=self._max_size,
+                kwargs={"autocommit": True, **self._connect_kwargs},
+                json_dumps=self.json_dumps,
+                json_loads=self.json_loads,
+            )
+            sync.open()
+            self._sync_connector = sync
+        return self._sync_connector
+
+    def execute_query(self, query: LiteralString, **arguments: Any) -> None:
+        """Run a statement from synchronous code, through the sync connector."""
+        self.get_sync_connector().execute_query(query, **arguments)
+
+    def execute_query_one(self, query: LiteralString, **arguments: Any) -> dict[str, Any]:
+        """Run a query from synchronous code and return its first row."""
+        return self.get_sync_connector().execute_query_one(query, **arguments)
+
+    def execute_query_all(self, query: LiteralString, **arguments: Any) -> list[dict[str, Any]]:
+        """Run a query from synchronous code and return all its rows."""
+        return self.get_sync_connector().execute_query_all(query, **arguments)
+
+    def __repr__(self) -> str:
+        target = (
+            "the default database"
+            if self._conninfo is None
+            else describe_target(self._conninfo, self._connect_kwargs)
+        )
+        return f"<PsycopgConnector {target} max_size={self._max_size}>"

@@ -1,0 +1,32 @@
+"""Reading the schema check's result: present or not, which version, what is missing."""
+
+from __future__ import annotations
+
+from dawdle._schema import _expected_functions, schema_status
+
+
+def test_absent_schema() -> None:
+    """No procrastinate_jobs table: not present, no version, everything missing."""
+    status = schema_status(present=False, functions=[])
+    assert not status.present
+    assert status.version is None
+    assert not status.current
+    assert "procrastinate_fetch_job_v2" in status.missing
+
+
+def test_current_schema() -> None:
+    """Every function of the installed Procrastinate is there: current, at its newest version."""
+    status = schema_status(present=True, functions=sorted(_expected_functions()))
+    assert status.current
+    assert status.missing == ()
+    assert status.version == "3.4.0"  # the newest function, retry_job_v2, came with 3.4.0
+
+
+def test_older_schema_names_what_it_lacks() -> None:
+    """A 3.0-era schema lacks retry_job_v2 and is reported as needing migrations."""
+    functions = sorted(_expected_functions() - {"procrastinate_retry_job_v2"})
+    status = schema_status(present=True, functions=functions)
+    assert not status.current
+    assert status.missing == ("procrastinate_retry_job_v2",)
+    assert status.version is not None
+    assert status.version < "3.4.0"
