@@ -8,6 +8,7 @@ from dawdle._connector.psycopg import PsycopgConnector as PsycopgConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
 from dawdle._errors import DatabaseUnavailable as DatabaseUnavailable
 from dawdle._errors import DawdleError as DawdleError
+from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle.backoff import ExponentialBackoffStrategy as ExponentialBackoffStrategy
 from dawdle.backoff import RetryPolicy as RetryPolicy
@@ -21,5 +22,6 @@ __all__ = [
     "InMemoryConnector",
     "PsycopgConnector",
     "RetryPolicy",
+    "SchemaOutdated",
     "SchemaStatus",
 ]

@@ -15,3 +15,7 @@ class ConfigurationError(DawdleError, ValueError):
 
 class DatabaseUnavailable(DawdleError, ConnectorException):  # noqa: N818 (reads as a state)
     """PostgreSQL cannot be reached: the message names host and database, never the password."""
+
+
+class SchemaOutdated(DawdleError):  # noqa: N818 (reads as a state)
+    """The database has an older Procrastinate schema: apply Procrastinate's migrations."""

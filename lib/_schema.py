@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from dawdle._errors import SchemaOutdated
 from procrastinate import schema
 
 CHECK_SCHEMA_QUERY: Final = """
@@ -38,7 +39,7 @@ class SchemaStatus:
 
 
 @functools.cache
-def _expected_functions() -> frozenset[str]:
+def expected_functions() -> frozenset[str]:
     return frozenset(_CREATED_FUNCTION.findall(schema.SchemaManager.get_schema()))
 
 
@@ -58,17 +59,42 @@ def schema_status(*, present: bool, functions: list[str]) -> SchemaStatus:
     """Interpret the result of CHECK_SCHEMA_QUERY."""
     if not present:
         return SchemaStatus(
-            present=False, version=None, missing=tuple(sorted(_expected_functions()))
+            present=False, version=None, missing=tuple(sorted(expected_functions()))
         )
     introduced = _introduced_in()
     versions = [introduced[name] for name in functions if name in introduced]
     version = ".".join(str(part) for part in max(versions)) if versions else None
-    missing = tuple(sorted(_expected_functions().difference(functions)))
+    missing = tuple(sorted(expected_functions().difference(functions)))
     return SchemaStatus(present=True, version=version, missing=missing)
 
 
+def _refuse_outdated(status: SchemaStatus) -> None:
+    if status.missing:
+        raise SchemaOutdated(
+            f"the database has Procrastinate's schema of version {status.version} without "
+            f"{', '.join(status.missing)}: apply Procrastinate's migrations first"
+        )
+
+
 class SchemaManager(schema.SchemaManager):
-    """Procrastinate's schema manager, plus a check of what the database already has."""
+    """Procrastinate's schema manager, made idempotent, plus a check of what is there."""
+
+    async def apply_schema_async(self) -> None:
+        """Create Procrastinate's schema unless it is already there; refuse an outdated one."""
+        status = await self.check_schema_async()
+        if not status.present:
+            await super().apply_schema_async()
+            return
+        _refuse_outdated(status)
+
+    def apply_schema(self) -> None:
+        """Synchronous `apply_schema_async`."""
+        row = self.connector.get_sync_connector().execute_query_one(CHECK_SCHEMA_QUERY)
+        status = schema_status(present=row["present"], functions=list(row["functions"]))
+        if not status.present:
+            super().apply_schema()
+            return
+        _refuse_outdated(status)
 
     async def check_schema_async(self) -> SchemaStatus:
         """Tell whether the schema is present, which version it matches and what it lacks.

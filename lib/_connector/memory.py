@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import threading
+from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
+from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from procrastinate import connector as procrastinate_connector
 from procrastinate import jobs, schema, testing
 
@@ -26,6 +28,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         # the escaped text fails with a KeyError in Procrastinate's own in-memory connector.
         escaped = schema.SchemaManager.get_schema().replace("%", "%%")
         self.reverse_queries[escaped] = "apply_schema"
+        self.reverse_queries[CHECK_SCHEMA_QUERY] = "check_schema"
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
@@ -46,6 +49,10 @@ class InMemoryConnector(testing.InMemoryConnector):
             else:
                 # Deferred from another thread (a sync task): hand over to the opening loop.
                 anyio.from_thread.run(deliver, token=self._token)
+
+    async def check_schema_one(self) -> dict[str, Any]:
+        """The in-memory database always has the current schema."""
+        return {"present": True, "functions": sorted(expected_functions())}
 
     async def close_async(self) -> None:
         """Forget the event loop; the jobs stay inspectable."""

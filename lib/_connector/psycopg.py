@@ -42,8 +42,10 @@ def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
 def _jsonb(value: Any) -> Any:
     if isinstance(value, dict):
         return Jsonb(value)
-    if isinstance(value, list | tuple):
-        return type(value)(_jsonb(item) for item in value)
+    if isinstance(value, list):
+        return [_jsonb(item) for item in value]
+    if isinstance(value, tuple):  # NamedTuples too (JobToDefer): sent as a plain record
+        return tuple(_jsonb(item) for item in value)
     return value
 
 
@@ -226,23 +228,22 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         on_notification: connector.Notify,
         channels: Iterable[str],
         *,
-        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+        on_listening: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """LISTEN on `channels` until cancelled, on a connection of its own.
 
-        When that connection drops, it reconnects with backoff and listens again; then
-        `on_reconnect` is awaited, since notifications sent meanwhile are lost: poll then.
+        `on_listening` is awaited each time LISTEN is in place: at start and after every
+        reconnect (a dropped connection is replaced with backoff). Notifications sent
+        before that moment are lost, so that is when the caller should poll.
         """
         channels = list(channels)
-        heard_before = False
         while True:
             conn = await self._connect_with_retries()
             try:
                 for channel in channels:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                if heard_before and on_reconnect is not None:
-                    await on_reconnect()
-                heard_before = True
+                if on_listening is not None:
+                    await on_listening()
                 await self._relay(conn, on_notification)
             except psycopg.OperationalError:
                 logger.warning("lost the LISTEN connection; reconnecting", exc_info=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dawdle._schema import _expected_functions, schema_status
+from dawdle._schema import expected_functions, schema_status
 
 
 def test_absent_schema() -> None:
@@ -16,7 +16,7 @@ def test_absent_schema() -> None:
 
 def test_current_schema() -> None:
     """Every function of the installed Procrastinate is there: current, at its newest version."""
-    status = schema_status(present=True, functions=sorted(_expected_functions()))
+    status = schema_status(present=True, functions=sorted(expected_functions()))
     assert status.current
     assert status.missing == ()
     assert status.version == "3.4.0"  # the newest function, retry_job_v2, came with 3.4.0
@@ -24,7 +24,7 @@ def test_current_schema() -> None:
 
 def test_older_schema_names_what_it_lacks() -> None:
     """A 3.0-era schema lacks retry_job_v2 and is reported as needing migrations."""
-    functions = sorted(_expected_functions() - {"procrastinate_retry_job_v2"})
+    functions = sorted(expected_functions() - {"procrastinate_retry_job_v2"})
     status = schema_status(present=True, functions=functions)
     assert not status.current
     assert status.missing == ("procrastinate_retry_job_v2",)
