@@ -226,7 +226,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
     # -- connection ---------------------------------------------------------
 
     @classmethod
-    async def connect(  # type: ignore[override]
+    async def connect(
         cls,
         conninfo: str = "",
         *,
@@ -443,7 +443,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
     # -- transactions -------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(  # type: ignore[override]
+    async def transaction(
         self,
         savepoint_name: str | None = None,
         force_rollback: bool = False,  # noqa: FBT001, FBT002 (psycopg's signature)

@@ -46,6 +46,7 @@ def _start_embedded(data_dir: Path) -> str:
         ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None leaves the server running for the next process, like a local service.
-    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    # pgserver re-exports get_server without __all__, which strict mypy does not see.
+    server = pgserver.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     logger.info("dawdle: using the embedded PostgreSQL server in %s", data_dir)
     return str(server.get_uri())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from typing import Any
@@ -43,12 +42,15 @@ class InMemoryConnector(testing.InMemoryConnector):
         destinations = {"procrastinate_any_queue_v1", f"procrastinate_queue_v1#{queue_name}"}
         payload = json.dumps(notification)
         for channel in sorted(destinations.intersection(self.notify_channels)):
-            deliver = functools.partial(self.on_notification, channel=channel, payload=payload)
             if self._token is None or threading.get_ident() == self._loop_thread_id:
-                await deliver()
+                await self.on_notification(channel=channel, payload=payload)
             else:
                 # Deferred from another thread (a sync task): hand over to the opening loop.
-                anyio.from_thread.run(deliver, token=self._token)
+                anyio.from_thread.run(self._deliver, channel, payload, token=self._token)
+
+    async def _deliver(self, channel: str, payload: str) -> None:
+        assert self.on_notification is not None  # noqa: S101 (checked by _notify)
+        await self.on_notification(channel=channel, payload=payload)
 
     async def check_schema_one(self) -> dict[str, Any]:
         """The in-memory database always has the current schema."""
