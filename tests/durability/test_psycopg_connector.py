@@ -314,3 +314,18 @@ async def test_schema_check_and_idempotent_apply(database_dsn: str) -> None:
     assert not before.present
     assert after.current
     assert after.version is not None
+
+
+async def test_sync_defer_from_a_worker_thread(app: App) -> None:
+    """Synchronous code (a sync task in a thread) defers through a thread-safe sync connector."""
+
+    @app.task(name="from_thread")
+    def from_thread(n: int) -> None: ...
+
+    ids = [
+        await anyio.to_thread.run_sync(functools.partial(from_thread.defer, n=n)) for n in range(3)
+    ]
+    rows = await app.connector.execute_query_all_async(
+        "SELECT args FROM procrastinate_jobs WHERE id = ANY(%(ids)s) ORDER BY id", ids=ids
+    )
+    assert [row["args"] for row in rows] == [{"n": 0}, {"n": 1}, {"n": 2}]
