@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import procrastinate
-from dawdle._schema import SchemaManager
 from procrastinate import connector as procrastinate_connector
+
+from dawdle._schema import SchemaManager
 
 
 class App(procrastinate.App):

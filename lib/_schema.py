@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dawdle._errors import SchemaOutdated
 from procrastinate import schema
+
+from dawdle._errors import SchemaOutdated
 
 CHECK_SCHEMA_QUERY: Final = """
 SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present,

@@ -10,8 +10,9 @@ from typing import Generic, TypeVar
 
 import anyio
 import psycopg
-from dawdle.backoff import RetryPolicy, retrying
 from psycopg import pq
+
+from dawdle.backoff import RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.connector")
 

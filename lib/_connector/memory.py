@@ -8,9 +8,10 @@ from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
-from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from procrastinate import connector as procrastinate_connector
 from procrastinate import jobs, schema, testing
+
+from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 
 
 class InMemoryConnector(testing.InMemoryConnector):

@@ -10,16 +10,17 @@ from typing import Any, LiteralString
 import anyio
 import anyio.to_thread
 import psycopg
-from dawdle._connector._connection import AnyioConnection
-from dawdle._connector._pool import Pool
-from dawdle._connector.embedded import default_conninfo
-from dawdle._errors import ConfigurationError, DatabaseUnavailable
-from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
 from procrastinate import connector, exceptions, sync_psycopg_connector
 from psycopg import conninfo as libpq_conninfo
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+
+from dawdle._connector._connection import AnyioConnection
+from dawdle._connector._pool import Pool
+from dawdle._connector.embedded import default_conninfo
+from dawdle._errors import ConfigurationError, DatabaseUnavailable
+from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.connector")
 

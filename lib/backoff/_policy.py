@@ -8,6 +8,9 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from procrastinate import BaseRetryStrategy, RetryDecision
+from procrastinate.jobs import Job
+
 from dawdle._errors import ConfigurationError
 from dawdle.backoff._strategies import (
     DEFAULT_MAX_DELAY,
@@ -17,8 +20,6 @@ from dawdle.backoff._strategies import (
     check_attempt,
     check_number,
 )
-from procrastinate import BaseRetryStrategy, RetryDecision
-from procrastinate.jobs import Job
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 

@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
+
 from dawdle.backoff._budget import RetryBudget
 from dawdle.backoff._policy import Decision, RetryPolicy
 

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import anyio
 import psycopg
 import pytest
-from dawdle import App, DatabaseUnavailable, PsycopgConnector
 from procrastinate import exceptions
 from psycopg import conninfo
+
+from dawdle import App, DatabaseUnavailable, PsycopgConnector
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import procrastinate
 import pytest
-from dawdle.backoff import Exponential, RetryPolicy
 from procrastinate.jobs import Job
 from procrastinate.sql import queries
+
+from dawdle.backoff import Exponential, RetryPolicy
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import anyio
 import anyio.to_thread
 import pgserver
 import pytest
+
 from dawdle import App, PsycopgConnector
 
 pytestmark = pytest.mark.anyio

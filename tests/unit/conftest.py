@@ -8,6 +8,7 @@ from typing import Any
 import looptime
 import pytest
 import trio.testing
+
 from dawdle import App, InMemoryConnector
 
 

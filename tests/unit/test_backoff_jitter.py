@@ -6,6 +6,7 @@ import random
 import statistics
 
 import pytest
+
 from dawdle.backoff import Constant, Exponential
 
 SAMPLES = 20_000

@@ -4,10 +4,11 @@ import math
 import random
 
 import pytest
-from dawdle import ConfigurationError
-from dawdle.backoff import Backoff, Constant, DecorrelatedJitter, Exponential, Linear
 from hypothesis import given
 from hypothesis import strategies as st
+
+from dawdle import ConfigurationError
+from dawdle.backoff import Backoff, Constant, DecorrelatedJitter, Exponential, Linear
 
 seconds = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infinity=False)
 caps = st.floats(min_value=1e6, max_value=1e12, allow_nan=False, allow_infinity=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dawdle import ExponentialBackoffStrategy
 from dawdle.backoff import Exponential, RetryPolicy
 

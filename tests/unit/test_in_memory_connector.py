@@ -7,8 +7,9 @@ import json
 import anyio
 import anyio.to_thread
 import pytest
-from dawdle import App, InMemoryConnector
 from procrastinate import exceptions, schema
+
+from dawdle import App, InMemoryConnector
 
 pytestmark = pytest.mark.anyio
 

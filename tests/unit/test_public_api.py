@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from types import ModuleType
 
+import pytest
+
 import dawdle
 import dawdle.backoff
-import pytest
 
 
 @pytest.mark.parametrize("module", [dawdle, dawdle.backoff], ids=lambda m: m.__name__)

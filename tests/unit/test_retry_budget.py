@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dawdle import ConfigurationError
 from dawdle.backoff import RetryBudget
 

@@ -4,11 +4,12 @@ import datetime
 import random
 
 import pytest
-from dawdle import ConfigurationError
-from dawdle.backoff import Constant, Exponential, RetryPolicy
 from procrastinate import App, RetryStrategy
 from procrastinate.jobs import Job
 from procrastinate.testing import InMemoryConnector
+
+from dawdle import ConfigurationError
+from dawdle.backoff import Constant, Exponential, RetryPolicy
 
 
 class RateLimitedError(Exception):

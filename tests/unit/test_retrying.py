@@ -6,6 +6,7 @@ import itertools
 
 import anyio
 import pytest
+
 from dawdle.backoff import (
     Constant,
     Decision,
