@@ -56,7 +56,8 @@ class Pool(Generic[C]):
         self._connect = connect
         self._min_size = min_size
         self._reconnect = reconnect
-        self._slots = anyio.Semaphore(max_size, max_value=max_size)
+        # fast_acquire: no scheduler turn when a slot is free; the query that follows yields.
+        self._slots = anyio.Semaphore(max_size, max_value=max_size, fast_acquire=True)
         self._idle: list[C] = []
         self._closed = False
 
@@ -87,8 +88,9 @@ class Pool(Generic[C]):
             try:
                 yield conn
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._give_back(conn)
+                if not self._keep_if_idle(conn):
+                    with anyio.CancelScope(shield=True):
+                        await self._reset_or_close(conn)
 
     async def _take(self) -> C:
         while self._idle:
@@ -102,7 +104,19 @@ class Pool(Generic[C]):
                 return await self._connect()
         raise AssertionError("unreachable: retrying re-raises the last connection error")
 
-    async def _give_back(self, conn: C) -> None:
+    def _keep_if_idle(self, conn: C) -> bool:
+        """Put an idle, healthy connection back at once (the common case, no await)."""
+        if (
+            self._closed
+            or conn.closed
+            or conn.broken
+            or conn.info.transaction_status != pq.TransactionStatus.IDLE
+        ):
+            return False
+        self._idle.append(conn)
+        return True
+
+    async def _reset_or_close(self, conn: C) -> None:
         if not conn.closed and not conn.broken and not self._closed:
             status = conn.info.transaction_status
             if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
@@ -111,7 +125,6 @@ class Pool(Generic[C]):
                         await conn.rollback()
                     except psycopg.Error:
                         logger.debug("rollback of a returned connection failed", exc_info=True)
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE and not conn.broken:
-                self._idle.append(conn)
-                return
+                if self._keep_if_idle(conn):
+                    return
         await conn.close()
