@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -23,6 +23,16 @@ from dawdle._errors import ConfigurationError, DatabaseUnavailable
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.connector")
+
+T = TypeVar("T")
+
+# Errors with which the server ends a session without committing what it was running, so
+# a statement that met one on a pooled connection is safe to send again on another.
+SERVER_CLOSED_THE_SESSION = (
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.CrashShutdown,
+    psycopg.errors.IdleSessionTimeout,
+)
 
 # A listening connection that heard nothing for this long checks that it is still alive.
 LISTEN_TIMEOUT = connector.LISTEN_TIMEOUT
@@ -48,6 +58,21 @@ def _jsonb(value: Any) -> Any:
     if isinstance(value, tuple):  # NamedTuples too (JobToDefer): sent as a plain record
         return tuple(_jsonb(item) for item in value)
     return value
+
+
+async def _no_rows(cursor: psycopg.AsyncCursor[DictRow]) -> None:
+    return None
+
+
+async def _first_row(cursor: psycopg.AsyncCursor[DictRow]) -> dict[str, Any]:
+    row = await cursor.fetchone()
+    if row is None:
+        raise exceptions.NoResult
+    return row
+
+
+async def _all_rows(cursor: psycopg.AsyncCursor[DictRow]) -> list[dict[str, Any]]:
+    return await cursor.fetchall()
 
 
 def _query_params(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -158,18 +183,35 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         async with self.pool.connection() as conn:
             yield conn
 
-    @asynccontextmanager
-    async def _cursor(
-        self, connection: psycopg.AsyncConnection[Any] | None
-    ) -> AsyncIterator[psycopg.AsyncCursor[DictRow]]:
+    async def _execute(
+        self,
+        connection: psycopg.AsyncConnection[Any] | None,
+        query: LiteralString,
+        arguments: dict[str, Any],
+        fetch: Callable[[psycopg.AsyncCursor[DictRow]], Awaitable[T]],
+    ) -> T:
+        params = _query_params(arguments)
         with sync_psycopg_connector.wrap_exceptions():
             if connection is not None:
                 async with connection.cursor(row_factory=dict_row) as cursor:
                     self._configure_json(cursor)
-                    yield cursor
-                return
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-                yield cursor
+                    await cursor.execute(query, params)
+                    return await fetch(cursor)
+            # Every pooled connection may have been closed by the server at once (restart,
+            # pg_terminate_backend) before the pool could notice: one more try than the pool holds.
+            for tries_left in reversed(range(self._max_size + 1)):
+                try:
+                    async with (
+                        self.pool.connection() as conn,
+                        conn.cursor(row_factory=dict_row) as cursor,
+                    ):
+                        await cursor.execute(query, params)
+                        return await fetch(cursor)
+                except SERVER_CLOSED_THE_SESSION as exc:
+                    if not tries_left:
+                        raise
+                    logger.info("a pooled connection was closed by the server (%s); retrying", exc)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _configure_json(self, cursor: psycopg.AsyncCursor[DictRow]) -> None:
         # A caller's own connection does not have our JSON functions installed.
@@ -178,51 +220,33 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         if self.json_loads is not None:
             set_json_loads(self.json_loads, cursor)
 
-    async def _one(
-        self, connection: psycopg.AsyncConnection[Any] | None, query: LiteralString, args: Any
-    ) -> dict[str, Any]:
-        async with self._cursor(connection) as cursor:
-            await cursor.execute(query, _query_params(args))
-            row = await cursor.fetchone()
-        if row is None:
-            raise exceptions.NoResult
-        return row
-
-    async def _all(
-        self, connection: psycopg.AsyncConnection[Any] | None, query: LiteralString, args: Any
-    ) -> list[dict[str, Any]]:
-        async with self._cursor(connection) as cursor:
-            await cursor.execute(query, _query_params(args))
-            return await cursor.fetchall()
-
     async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
         """Run a statement whose result is not needed."""
-        async with self._cursor(None) as cursor:
-            await cursor.execute(query, _query_params(arguments))
+        await self._execute(None, query, arguments, _no_rows)
 
     async def execute_query_one_async(
         self, query: LiteralString, **arguments: Any
     ) -> dict[str, Any]:
         """Run a query and return its first row (Procrastinate's NoResult if none)."""
-        return await self._one(None, query, arguments)
+        return await self._execute(None, query, arguments, _first_row)
 
     async def execute_query_all_async(
         self, query: LiteralString, **arguments: Any
     ) -> list[dict[str, Any]]:
         """Run a query and return all its rows."""
-        return await self._all(None, query, arguments)
+        return await self._execute(None, query, arguments, _all_rows)
 
     async def execute_query_one_async_with_connection(
         self, connection: Any, query: LiteralString, **arguments: Any
     ) -> dict[str, Any]:
         """Like `execute_query_one_async`, on the caller's connection (and transaction)."""
-        return await self._one(connection, query, arguments)
+        return await self._execute(connection, query, arguments, _first_row)
 
     async def execute_query_all_async_with_connection(
         self, connection: Any, query: LiteralString, **arguments: Any
     ) -> list[dict[str, Any]]:
         """Like `execute_query_all_async`, on the caller's connection (and transaction)."""
-        return await self._all(connection, query, arguments)
+        return await self._execute(connection, query, arguments, _all_rows)
 
     async def listen_notify(
         self,

@@ -270,6 +270,28 @@ async def test_terminated_backends_are_replaced(app: App, schema_dsn: str) -> No
     assert not set(await backend_pids(app)) & set(pids)
 
 
+async def test_query_right_after_termination_is_not_lost(app: App, schema_dsn: str) -> None:
+    """Terminate every pooled backend and query at once, repeatedly: each query succeeds.
+
+    The backend dies a moment after pg_terminate_backend returns, so the pool may hand out a
+    connection that looks alive; the server's AdminShutdown then proves the query never ran.
+    """
+    admin = App(connector=PsycopgConnector(conninfo=schema_dsn, max_size=1))
+    async with admin.open_async():
+        for round_number in range(20):
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(app.connector.execute_query_async, "SELECT pg_sleep(0.01)")
+            pids = await backend_pids(app)
+            await admin.connector.execute_query_async(
+                "SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid", pids=pids
+            )
+            row = await app.connector.execute_query_one_async(
+                "SELECT %(n)s::int AS n", n=round_number
+            )
+            assert row["n"] == round_number
+
+
 async def test_bad_port_names_host_and_database_and_hides_the_password() -> None:
     """An unreachable server gives DatabaseUnavailable naming host, port and database only."""
     bad = conninfo.make_conninfo(
