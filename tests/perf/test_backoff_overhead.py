@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from dawdle.backoff import Exponential, RetryPolicy
 from procrastinate import RetryStrategy
 from procrastinate.jobs import Job
+
+from dawdle.backoff import Exponential, RetryPolicy
 
 ROUNDS = 20_000
 
