@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 from dawdle._app import App as App
+from dawdle._app import Blueprint as Blueprint
 from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector as PsycopgConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
 from dawdle._errors import DatabaseUnavailable as DatabaseUnavailable
 from dawdle._errors import DawdleError as DawdleError
+from dawdle._errors import JobTimeout as JobTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._schema import SchemaStatus as SchemaStatus
+from dawdle._worker import Worker as Worker
+from dawdle._worker import WorkerStats as WorkerStats
 from dawdle.backoff import ExponentialBackoffStrategy as ExponentialBackoffStrategy
 from dawdle.backoff import RetryPolicy as RetryPolicy
 
 __all__ = [
     "App",
+    "Blueprint",
     "ConfigurationError",
     "DatabaseUnavailable",
     "DawdleError",
     "ExponentialBackoffStrategy",
     "InMemoryConnector",
+    "JobTimeout",
     "PsycopgConnector",
     "RetryPolicy",
     "SchemaOutdated",
     "SchemaStatus",
+    "Worker",
+    "WorkerStats",
 ]

@@ -19,3 +19,7 @@ class DatabaseUnavailable(DawdleError, ConnectorException):  # noqa: N818 (reads
 
 class SchemaOutdated(DawdleError):  # noqa: N818 (reads as a state)
     """The database has an older Procrastinate schema: apply Procrastinate's migrations."""
+
+
+class JobTimeout(DawdleError, TimeoutError):  # noqa: N818 (reads as an event, like TimeoutError)
+    """A job ran past its task's `timeout=`; it was cancelled and its retry policy decides."""

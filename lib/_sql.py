@@ -1,0 +1,99 @@
+"""dawdle's own queries on Procrastinate's unchanged schema: batched claims and outcomes."""
+
+from __future__ import annotations
+
+from typing import Final
+
+FETCH_JOBS: Final = """
+WITH candidate AS (
+    SELECT job.id
+      FROM procrastinate_jobs AS job
+     WHERE job.status = 'todo'
+       AND (%(queues)s::varchar[] IS NULL OR job.queue_name = ANY(%(queues)s::varchar[]))
+       AND (job.scheduled_at IS NULL OR job.scheduled_at <= now())
+       -- Only jobs with a lock pay for this check: none of its jobs may be running, and
+       -- none that is ready may come before this one. A job scheduled in the future does
+       -- not hold its lock back (Procrastinate issue #1599). Within one statement the
+       -- snapshot is shared, so a batch never takes two jobs of one lock.
+       AND (job.lock IS NULL OR NOT EXISTS (
+            SELECT 1
+              FROM procrastinate_jobs AS other
+             WHERE other.lock = job.lock
+               AND (other.status = 'doing'
+                    OR (other.status = 'todo'
+                        AND (other.scheduled_at IS NULL OR other.scheduled_at <= now())
+                        AND (other.priority > job.priority
+                             OR (other.priority = job.priority AND other.id < job.id))))))
+     ORDER BY job.priority DESC, job.id ASC
+     LIMIT %(limit)s
+     FOR UPDATE OF job SKIP LOCKED
+)
+UPDATE procrastinate_jobs AS job
+   SET status = 'doing', worker_id = %(worker_id)s
+  FROM candidate
+ WHERE job.id = candidate.id
+RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queueing_lock,
+          job.args, job.scheduled_at, job.queue_name, job.attempts, job.worker_id,
+          job.abort_requested
+"""
+
+# One statement for a batch of outcomes. outcome.status is 'succeeded', 'failed' or 'aborted'
+# (finished), 'todo' (retry at retry_at, with optional new priority, queue and lock) or
+# 'delete'. As in Procrastinate, attempts count every run that ended, and a retry of a job
+# whose abort was requested ends it; unlike Procrastinate (which marks it failed), aborted.
+RECORD_OUTCOMES: Final = """
+WITH outcome AS (
+    SELECT *
+      FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retry_at)s::timestamptz[],
+                  %(priorities)s::integer[], %(queues)s::varchar[], %(locks)s::text[])
+           AS o(id, status, retry_at, priority, queue_name, lock)
+), removed AS (
+    DELETE FROM procrastinate_jobs AS job
+     USING outcome
+     WHERE job.id = outcome.id AND outcome.status = 'delete' AND job.status = 'doing'
+    RETURNING job.id
+), updated AS (
+    UPDATE procrastinate_jobs AS job
+       SET status = CASE
+               WHEN outcome.status <> 'todo' THEN outcome.status::procrastinate_job_status
+               WHEN job.abort_requested THEN 'aborted'::procrastinate_job_status
+               ELSE 'todo'::procrastinate_job_status
+           END,
+           abort_requested = false,
+           attempts = job.attempts + 1,
+           scheduled_at = CASE
+               WHEN outcome.status = 'todo' AND NOT job.abort_requested THEN outcome.retry_at
+               ELSE job.scheduled_at
+           END,
+           priority = COALESCE(outcome.priority, job.priority),
+           queue_name = COALESCE(outcome.queue_name, job.queue_name),
+           lock = COALESCE(outcome.lock, job.lock)
+      FROM outcome
+     WHERE job.id = outcome.id AND outcome.status <> 'delete' AND job.status = 'doing'
+    RETURNING job.id
+)
+SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded
+"""
+
+# Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back.
+RECOVER_STALLED_JOBS: Final = """
+WITH stalled AS (
+    SELECT job.id
+      FROM procrastinate_jobs AS job
+      LEFT JOIN procrastinate_workers AS worker ON worker.id = job.worker_id
+     WHERE job.status = 'doing'
+       AND (worker.id IS NULL
+            OR worker.last_heartbeat < now() - make_interval(secs => %(seconds)s))
+     FOR UPDATE OF job SKIP LOCKED
+)
+UPDATE procrastinate_jobs AS job
+   SET status = CASE WHEN job.abort_requested THEN 'aborted'::procrastinate_job_status
+                     ELSE 'todo'::procrastinate_job_status END,
+       abort_requested = false,
+       attempts = job.attempts + 1,
+       scheduled_at = CASE WHEN job.abort_requested THEN job.scheduled_at ELSE now() END,
+       worker_id = NULL
+  FROM stalled
+ WHERE job.id = stalled.id
+RETURNING job.id, job.task_name, job.status
+"""
