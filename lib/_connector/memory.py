@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import anyio.from_thread
 import anyio.lowlevel
 from procrastinate import connector as procrastinate_connector
-from procrastinate import jobs, schema, testing
+from procrastinate import jobs, schema, testing, utils
 
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
+from dawdle._sql import FETCH_JOBS, RECORD_OUTCOMES, RECOVER_STALLED_JOBS
 
 
 class InMemoryConnector(testing.InMemoryConnector):
@@ -29,6 +31,9 @@ class InMemoryConnector(testing.InMemoryConnector):
         escaped = schema.SchemaManager.get_schema().replace("%", "%%")
         self.reverse_queries[escaped] = "apply_schema"
         self.reverse_queries[CHECK_SCHEMA_QUERY] = "check_schema"
+        self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
+        self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
+        self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
@@ -56,6 +61,97 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def check_schema_one(self) -> dict[str, Any]:
         """The in-memory database always has the current schema."""
         return {"present": True, "functions": sorted(expected_functions())}
+
+    async def fetch_jobs_all(
+        self, *, queues: list[str] | None, limit: int, worker_id: int
+    ) -> list[dict[str, Any]]:
+        """The worker's batched claim, with the same order and lock rules as its SQL."""
+        now = utils.utcnow()
+        ready = sorted(
+            (
+                job
+                for job in self.jobs.values()
+                if job["status"] == "todo"
+                and (not job["scheduled_at"] or job["scheduled_at"] <= now)
+            ),
+            key=lambda job: (-job["priority"], job["id"]),
+        )
+        first_of_lock: dict[str, int] = {}
+        for job in ready:
+            if job["lock"] is not None:
+                first_of_lock.setdefault(job["lock"], job["id"])
+        held = set(self.current_locks)
+        claimed = []
+        for job in ready:
+            if len(claimed) == limit:
+                break
+            if queues is not None and job["queue_name"] not in queues:
+                continue
+            lock = job["lock"]
+            if lock is not None and (lock in held or first_of_lock[lock] != job["id"]):
+                continue
+            job["status"] = "doing"
+            job["worker_id"] = worker_id
+            self.events[job["id"]].append({"type": "started", "at": now})
+            claimed.append(job)
+        return claimed
+
+    async def record_outcomes_one(
+        self,
+        *,
+        ids: list[int],
+        statuses: list[str],
+        retry_at: list[datetime.datetime | None],
+        priorities: list[int | None],
+        queues: list[str | None],
+        locks: list[str | None],
+    ) -> dict[str, int]:
+        """The worker's batched outcomes, as its SQL records them."""
+        recorded = 0
+        for job_id, status, when, priority, queue, lock in zip(
+            ids, statuses, retry_at, priorities, queues, locks, strict=True
+        ):
+            job = self.jobs.get(job_id)
+            if job is None or job["status"] != "doing":
+                continue
+            recorded += 1
+            if status == "delete":
+                self.jobs.pop(job_id)
+                continue
+            new_status = status
+            if status == "todo" and not job["abort_requested"]:
+                job["scheduled_at"] = when
+                for key, value in (("priority", priority), ("queue_name", queue), ("lock", lock)):
+                    if value is not None:
+                        job[key] = value
+            elif status == "todo":
+                new_status = "aborted"
+            job["status"] = new_status
+            job["abort_requested"] = False
+            job["attempts"] += 1
+            self.events[job_id].append(
+                {
+                    "type": "deferred_for_retry" if new_status == "todo" else new_status,
+                    "at": utils.utcnow(),
+                }
+            )
+        return {"recorded": recorded}
+
+    async def recover_stalled_jobs_all(self, *, seconds: float) -> list[dict[str, Any]]:
+        """Put back the jobs of workers whose heartbeat is older than `seconds`."""
+        limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
+        recovered = []
+        for job in self.jobs.values():
+            heartbeat = self.workers.get(job["worker_id"])
+            if job["status"] == "doing" and (heartbeat is None or heartbeat < limit):
+                job["status"] = "aborted" if job["abort_requested"] else "todo"
+                job["abort_requested"] = False
+                job["attempts"] += 1
+                job["worker_id"] = None
+                recovered.append(
+                    {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
+                )
+        return recovered
 
     async def close_async(self) -> None:
         """Forget the event loop; the jobs stay inspectable."""
