@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import heapq
 import inspect
 import json
 import logging
@@ -154,7 +155,8 @@ class Worker:
         self._pending: list[_Outcome] = []
         self._stopping = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._next_retry_at = math.inf
+        # When the retries this worker scheduled become due: a retry sends no NOTIFY.
+        self._retry_times: list[float] = []
         # Events belong to an event loop, so they are made in run(), not here.
         self._wake_fetcher: anyio.Event
         self._slot_freed: anyio.Event
@@ -324,16 +326,17 @@ class Worker:
             await self._wait_for_wake(self._poll_delay())
 
     def _poll_delay(self) -> float:
+        now = time.time()
+        while self._retry_times and self._retry_times[0] <= now:
+            heapq.heappop(self._retry_times)
         delay: float = self.fetch_job_polling_interval
-        if self._next_retry_at < math.inf:
-            delay = min(delay, max(0.0, self._next_retry_at - time.time()))
+        if self._retry_times:
+            delay = min(delay, self._retry_times[0] - now)
         return delay
 
     async def _wait_for_wake(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
             await self._wake_fetcher.wait()
-        if self._next_retry_at <= time.time():
-            self._next_retry_at = math.inf
 
     async def _fetch(self, limit: int) -> list[jobs.Job]:
         rows = await self.app.connector.execute_query_all_async(
@@ -468,9 +471,13 @@ class Worker:
             return self._finished(job.id, "succeeded"), "succeeded"
         if isinstance(failure, JobTimeout):
             self.stats.jobs["timed_out"] += 1
-        retry_exception = (
-            None if task is None else task.get_retry_exception(exception=failure, job=job)
-        )
+        try:
+            retry_exception = (
+                None if task is None else task.get_retry_exception(exception=failure, job=job)
+            )
+        except Exception:
+            logger.exception("the retry strategy of job %s failed; the job fails", job.call_string)
+            retry_exception = None
         if retry_exception is None:
             return self._finished(job.id, "failed"), "failed"
         decision: retry_module.RetryDecision = retry_exception.retry_decision
@@ -503,7 +510,7 @@ class Worker:
         outcome, label = decided
         self.stats.jobs[label] += 1
         if outcome.status == "todo" and outcome.retry_at is not None:
-            self._next_retry_at = min(self._next_retry_at, outcome.retry_at.timestamp())
+            heapq.heappush(self._retry_times, outcome.retry_at.timestamp())
         self._pending.append(outcome)
         self._wake_writer.set()
         level = logging.ERROR if label == "failed" else logging.INFO
