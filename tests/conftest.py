@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,7 +13,7 @@ from psycopg import conninfo, sql
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_dsn() -> Iterator[str]:
     """The server named by DAWDLE_TEST_DSN, else an embedded one started for this session."""
     configured = os.environ.get("DAWDLE_TEST_DSN")
     if configured:
@@ -21,9 +21,10 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver  # noqa: PLC0415 (only needed, and only installed, for the embedded default)
 
-    # A short path: the server's Unix socket lives in its data directory (108-byte limit).
-    data_dir = Path(tmp_path_factory.mktemp("pg", numbered=True))
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    # Not under pytest's basetemp: pytest prunes old basetemps, which another session may
+    # still be using, and the server runs as its own system user. A short path, too: the
+    # server's Unix socket lives in its data directory (108-byte limit).
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-pg-"), cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:

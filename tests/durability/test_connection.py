@@ -18,12 +18,13 @@ import anyio
 import anyio.abc
 import psycopg
 import pytest
-from dawdle._connector._connection import AnyioConnection
 from psycopg import errors as e
 from psycopg import pq, sql
 from psycopg.abc import Params, Query
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from dawdle._connector._connection import AnyioConnection
 
 pytestmark = pytest.mark.anyio
 

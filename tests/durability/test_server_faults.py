@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
+def server() -> Iterator[pgserver.PostgresServer]:
     """A private PostgreSQL server that the tests may restart."""
-    server = pgserver.get_server(tmp_path_factory.mktemp("faults"), cleanup_mode="stop")
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-faults-"), cleanup_mode="delete")
     try:
         yield server
     finally:
