@@ -81,7 +81,7 @@ class InMemoryConnector(testing.InMemoryConnector):
             if job["lock"] is not None:
                 first_of_lock.setdefault(job["lock"], job["id"])
         held = set(self.current_locks)
-        claimed = []
+        claimed: list[dict[str, Any]] = []
         for job in ready:
             if len(claimed) == limit:
                 break
