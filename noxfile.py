@@ -36,3 +36,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # mypy reads the installed copy of lib/: it cannot follow the package-dir mapping in lib/.
     session.run("mypy", "--strict", "-p", "dawdle")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Work a mixed workload with live progress: `nox -s demo -- --backend trio --jobs 2000`."""
+    session.install(".[trio,embedded]")
+    session.run("python", "-m", "demo", *session.posargs)

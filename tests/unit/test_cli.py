@@ -1,0 +1,361 @@
+"""The `dawdle` command line: parsing, loading --app, and error paths that need no database.
+
+Commands that run go through `anyio.run`, so each of those tests runs on both backends
+(the `--backend` option) against an app on the in-memory connector.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import psycopg
+import pytest
+from procrastinate import connector as procrastinate_connector
+from procrastinate import exceptions as procrastinate_exceptions
+
+from dawdle import App, DatabaseUnavailable, InMemoryConnector
+from dawdle._cli import build_parser, load_app, main
+
+MODULE = "dawdle_cli_test_app"
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+class UnreachableConnector(InMemoryConnector):
+    """Fails to open, as PsycopgConnector does when the server is down."""
+
+    async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
+        raise DatabaseUnavailable("cannot connect to PostgreSQL at host=db dbname=jobs")
+
+
+class GroupedFailureConnector(InMemoryConnector):
+    """Fails to open with the error wrapped in an exception group, as task groups do."""
+
+    async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
+        raise ExceptionGroup("loops", [DatabaseUnavailable("server closed the connection")])
+
+
+class BrokenQueryConnector(InMemoryConnector):
+    """Opens, then every query fails as Procrastinate wraps a psycopg error."""
+
+    async def execute_query_one_async(self, query: str, **arguments: Any) -> dict[str, Any]:
+        try:
+            raise psycopg.errors.UndefinedTable('relation "pg_proc" does not exist')
+        except psycopg.Error as exc:
+            raise procrastinate_exceptions.ConnectorException from exc
+
+
+@pytest.fixture(autouse=True)
+def _no_app_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAWDLE_APP", raising=False)
+
+
+def make_app(connector: InMemoryConnector) -> App:
+    app = App(connector=connector)
+
+    @app.task(name="mail.send", queue="mail")
+    async def send(to: str) -> None:
+        raise AssertionError("never run here")
+
+    return app
+
+
+@pytest.fixture
+def app_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """An importable module holding an App on the in-memory connector with one task."""
+    module = types.ModuleType(MODULE)
+    module.app = make_app(InMemoryConnector())  # type: ignore[attr-defined]
+    module.apps = types.SimpleNamespace(main=module.app)  # type: ignore[attr-defined]
+    module.not_an_app = 42  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, MODULE, module)
+    return module
+
+
+def with_connector(module: types.ModuleType, connector: InMemoryConnector) -> None:
+    module.app = make_app(connector)  # type: ignore[attr-defined]
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc_info:
+        main(argv)
+    assert exc_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown subcommand exits 2 and names it along with the real ones."""
+    err = usage_error(capsys, ["bogus"])
+    assert "invalid choice: 'bogus'" in err
+    assert "worker" in err
+
+
+def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dawdle` alone exits 2 and says a command is needed."""
+    assert "required" in usage_error(capsys, [])
+
+
+def test_worker_options_parse_to_worker_options() -> None:
+    """Queues split on commas (blanks dropped), --one-shot means wait=False, numbers parse."""
+    args = build_parser().parse_args(
+        [
+            "worker",
+            "--app=m:app",
+            "--queues",
+            "mail, reports,,",
+            "--concurrency",
+            "8",
+            "--one-shot",
+            "--delete-jobs",
+            "successful",
+            "--shutdown-graceful-timeout",
+            "2.5",
+            "--backend",
+            "trio",
+            "-vv",
+        ]
+    )
+    assert args.queues == ["mail", "reports"]
+    assert (args.concurrency, args.wait, args.delete_jobs) == (8, False, "successful")
+    assert (args.shutdown_graceful_timeout, args.backend, args.verbose) == (2.5, "trio", 2)
+
+
+def test_worker_options_left_out_stay_unset() -> None:
+    """Options not given are None, so the app's worker_defaults apply; asyncio by default."""
+    args = build_parser().parse_args(["worker", "--app", "m:app"])
+    assert args.queues is args.concurrency is args.wait is args.delete_jobs is None
+    assert args.backend == "asyncio"
+    assert build_parser().parse_args(["worker", "--wait"]).wait is True
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--concurrency", "0"),
+        ("--concurrency", "many"),
+        ("--shutdown-graceful-timeout", "-1"),
+        ("--shutdown-graceful-timeout", "inf"),
+        ("--delete-jobs", "sometimes"),
+        ("--backend", "curio"),
+    ],
+)
+def test_bad_worker_option_values_are_named(
+    capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    """A bad option value exits 2 with an error naming the option and the value."""
+    err = usage_error(capsys, ["worker", "--app", "m:app", option, value])
+    assert option in err
+    assert value in err
+
+
+def test_wait_and_one_shot_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    """--wait and --one-shot together exit 2."""
+    assert "not allowed with" in usage_error(capsys, ["worker", "--wait", "--one-shot"])
+
+
+def test_schema_needs_apply_or_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dawdle schema` without --apply or --check exits 2."""
+    assert "--apply" in usage_error(capsys, ["schema"])
+
+
+def test_app_comes_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAWDLE_APP is the default of --app; --app wins over it."""
+    monkeypatch.setenv("DAWDLE_APP", "env.module:app")
+    assert build_parser().parse_args(["healthcheck"]).app == "env.module:app"
+    assert build_parser().parse_args(["healthcheck", "--app", "x:app"]).app == "x:app"
+
+
+@pytest.mark.parametrize("command", [["worker"], ["defer", "mail.send"]])
+def test_worker_and_defer_need_an_app(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Without --app or DAWDLE_APP, worker and defer exit 2 saying what is missing."""
+    assert "needs --app MODULE:ATTR (or $DAWDLE_APP)" in usage_error(capsys, command)
+
+
+@pytest.mark.parametrize("path", [f"{MODULE}:app", f"{MODULE}.app", f"{MODULE}:apps.main"])
+def test_load_app_takes_colon_and_dotted_paths(app_module: types.ModuleType, path: str) -> None:
+    """module:attribute, module.attribute (Procrastinate's form) and module:a.b all load."""
+    assert load_app(path) is app_module.app
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("dawdle_no_such_module:app", "no module named 'dawdle_no_such_module'"),
+        (f"{MODULE}:missing", f"'{MODULE}' has no attribute 'missing'"),
+        (f"{MODULE}:not_an_app", "is a builtins.int, not a dawdle.App"),
+        ("app", "expected MODULE:ATTRIBUTE"),
+        ("my module:app", "expected MODULE:ATTRIBUTE"),
+        (f"{MODULE}:", "expected MODULE:ATTRIBUTE"),
+    ],
+)
+@pytest.mark.usefixtures("app_module")
+def test_bad_app_path_is_a_clear_usage_error(
+    capsys: pytest.CaptureFixture[str], path: str, message: str
+) -> None:
+    """An --app that cannot be loaded exits 2 with one line naming the path and the problem."""
+    err = usage_error(capsys, ["defer", "--app", path, "mail.send"])
+    assert f"--app {path!r}" in err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_app_module_that_fails_to_import_is_reported(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error inside the app's module is reported in one line with its type, exit 2."""
+
+    def broken_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("division by zero in settings")
+
+    monkeypatch.setattr("importlib.import_module", broken_import)
+    err = usage_error(capsys, ["worker", "--app", "myproject.tasks:app"])
+    assert "importing 'myproject.tasks' failed: ZeroDivisionError: division by zero" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("app_module")
+def test_unknown_task_lists_known_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+    """Deferring an unregistered task exits 2 and lists the tasks the app has."""
+    err = usage_error(capsys, ["defer", "--app", f"{MODULE}:app", "mail.sned"])
+    assert "no task named 'mail.sned'" in err
+    assert err.endswith("known tasks: mail.send\n")
+
+
+@pytest.mark.usefixtures("app_module")
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{to: 'a'}", "not valid JSON: \"{to: 'a'}\""),
+        ('["a"]', "expected a JSON object"),
+        ("", "not valid JSON: ''"),
+    ],
+)
+def test_bad_json_names_the_value(
+    capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    """--json that is not a JSON object exits 2 with an error quoting the value."""
+    err = usage_error(capsys, ["defer", "--app", f"{MODULE}:app", "mail.send", "--json", value])
+    assert "argument --json" in err
+    assert message in err
+
+
+@BACKENDS
+def test_defer_prints_the_job_id_and_applies_options(
+    app_module: types.ModuleType, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """A deferred job has the JSON's arguments and the given queue, lock, priority, schedule."""
+    code = main(
+        [
+            "defer",
+            "--backend",
+            backend,
+            "--app",
+            f"{MODULE}:app",
+            "mail.send",
+            "--json",
+            '{"to": "ada@example.org"}',
+            "--queue",
+            "urgent",
+            "--lock",
+            "ada",
+            "--queueing-lock",
+            "ada-mail",
+            "--priority",
+            "7",
+            "--schedule-in",
+            "60",
+        ]
+    )
+    assert code == 0
+    connector = app_module.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    (job,) = connector.jobs.values()
+    assert capsys.readouterr().out == f"{job['id']}\n"
+    assert job["args"] == {"to": "ada@example.org"}
+    assert (job["queue_name"], job["lock"], job["queueing_lock"]) == ("urgent", "ada", "ada-mail")
+    assert job["priority"] == 7
+    assert job["scheduled_at"] is not None
+
+
+@BACKENDS
+def test_defer_takes_the_app_from_the_environment(
+    app_module: types.ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+) -> None:
+    """With DAWDLE_APP set, `dawdle defer TASK` needs no --app; the task's queue is kept."""
+    monkeypatch.setenv("DAWDLE_APP", f"{MODULE}.app")
+    assert main(["defer", "--backend", backend, "mail.send", "--json", '{"to": "b"}']) == 0
+    connector = app_module.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    (job,) = connector.jobs.values()
+    assert job["queue_name"] == "mail"
+
+
+@BACKENDS
+@pytest.mark.parametrize("command", [["schema", "--check"], ["defer", "mail.send"], ["worker"]])
+def test_unreachable_database_is_one_line_without_traceback(
+    app_module: types.ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    command: list[str],
+) -> None:
+    """DatabaseUnavailable ends the command with exit 1 and one line on stderr."""
+    with_connector(app_module, UnreachableConnector())
+    code = main([*command, "--backend", backend, "--app", f"{MODULE}:app"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (
+        f"dawdle {command[0]}: error: cannot connect to PostgreSQL at host=db dbname=jobs\n"
+    )
+
+
+@BACKENDS
+def test_verbose_adds_the_traceback(
+    app_module: types.ModuleType, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """With -v, the same failure also prints its traceback."""
+    with_connector(app_module, UnreachableConnector())
+    assert main(["schema", "--check", "-v", "--backend", backend, "--app", f"{MODULE}:app"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.endswith(
+        "dawdle schema: error: cannot connect to PostgreSQL at host=db dbname=jobs\n"
+    )
+
+
+@BACKENDS
+def test_errors_inside_exception_groups_are_reported_one_line_each(
+    app_module: types.ModuleType, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """A dawdle error wrapped by a task group is still one line, exit 1."""
+    with_connector(app_module, GroupedFailureConnector())
+    assert main(["schema", "--apply", "--backend", backend, "--app", f"{MODULE}:app"]) == 1
+    assert capsys.readouterr().err == "dawdle schema: error: server closed the connection\n"
+
+
+@BACKENDS
+def test_database_errors_name_their_cause(
+    app_module: types.ModuleType, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """Procrastinate's bare "Database error." is completed with the psycopg error behind it."""
+    with_connector(app_module, BrokenQueryConnector())
+    assert main(["schema", "--check", "--backend", backend, "--app", f"{MODULE}:app"]) == 1
+    assert capsys.readouterr().err == (
+        'dawdle schema: error: Database error. relation "pg_proc" does not exist\n'
+    )
+
+
+@BACKENDS
+def test_healthcheck_reports_an_unreachable_database_as_unhealthy(
+    app_module: types.ModuleType, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """The healthcheck exits 1 with a one-line reason when the database cannot be reached."""
+    with_connector(app_module, UnreachableConnector())
+    assert main(["healthcheck", "--backend", backend, "--app", f"{MODULE}:app"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "unhealthy: cannot connect to PostgreSQL at host=db dbname=jobs\n"
