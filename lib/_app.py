@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 import procrastinate
 from procrastinate import connector as procrastinate_connector
+from procrastinate import tasks
 
 from dawdle._errors import ConfigurationError
 from dawdle._schema import SchemaManager
 from dawdle._worker import Worker
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class _TaskTimeouts:
     """Adds `timeout=` (seconds) to `task()`; everything else is Procrastinate's."""
 
-    def task(  # type: ignore[no-untyped-def]
-        self, _func: Any = None, *, timeout: float | None = None, **options: Any
-    ):
+    @overload
+    def task(self, _func: Callable[P, R], /) -> tasks.Task[P, R, P]: ...
+    @overload
+    def task(
+        self, _func: None = None, /, *, timeout: float | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], tasks.Task[P, R, P]]: ...
+    def task(
+        self,
+        _func: Callable[P, R] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> tasks.Task[P, R, P] | Callable[[Callable[P, R]], tasks.Task[P, R, P]]:
         """Procrastinate's `task()`; `timeout` cancels an async job after that many seconds."""
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -32,19 +48,20 @@ class _TaskTimeouts:
             )
         register = super().task(**options)  # type: ignore[misc]
 
-        def wrap(func: Any) -> Any:
-            task = register(func)
-            task.dawdle_timeout = timeout
+        def wrap(func: Callable[P, R]) -> tasks.Task[P, R, P]:
+            task: tasks.Task[P, R, P] = register(func)
+            task.dawdle_timeout = timeout  # type: ignore[attr-defined]
             return task
 
         return wrap if _func is None else wrap(_func)
 
 
-class Blueprint(_TaskTimeouts, procrastinate.Blueprint):
+# Procrastinate's overloads of task() are not ours (they lack timeout=), hence the ignores.
+class Blueprint(_TaskTimeouts, procrastinate.Blueprint):  # type: ignore[misc]
     """Procrastinate's `Blueprint`, whose tasks take `timeout=` as well."""
 
 
-class App(_TaskTimeouts, procrastinate.App):
+class App(_TaskTimeouts, procrastinate.App):  # type: ignore[misc]
     """Procrastinate's `App` (tasks, blueprints, job manager) that runs on asyncio and Trio.
 
     Without a connector it uses dawdle's `PsycopgConnector` on the default database:
