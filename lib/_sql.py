@@ -37,10 +37,12 @@ RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queuein
           job.abort_requested
 """
 
-# One statement for a batch of outcomes. outcome.status is 'succeeded', 'failed' or 'aborted'
-# (finished), 'todo' (retry at retry_at, with optional new priority, queue and lock) or
-# 'delete'. As in Procrastinate, attempts count every run that ended, and a retry of a job
-# whose abort was requested ends it; unlike Procrastinate (which marks it failed), aborted.
+# One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
+# from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
+# 'succeeded', 'failed' or 'aborted' (finished), 'todo' (retry at retry_at, with optional
+# new priority, queue and lock) or 'delete'. As in Procrastinate, attempts count every run
+# that ended, and a retry of a job whose abort was requested ends it; unlike Procrastinate
+# (which marks it failed), as aborted.
 RECORD_OUTCOMES: Final = """
 WITH outcome AS (
     SELECT *
@@ -50,7 +52,8 @@ WITH outcome AS (
 ), removed AS (
     DELETE FROM procrastinate_jobs AS job
      USING outcome
-     WHERE job.id = outcome.id AND outcome.status = 'delete' AND job.status = 'doing'
+     WHERE job.id = outcome.id AND outcome.status = 'delete'
+       AND job.status = 'doing' AND job.worker_id = %(worker_id)s
     RETURNING job.id
 ), updated AS (
     UPDATE procrastinate_jobs AS job
@@ -69,7 +72,8 @@ WITH outcome AS (
            queue_name = COALESCE(outcome.queue_name, job.queue_name),
            lock = COALESCE(outcome.lock, job.lock)
       FROM outcome
-     WHERE job.id = outcome.id AND outcome.status <> 'delete' AND job.status = 'doing'
+     WHERE job.id = outcome.id AND outcome.status <> 'delete'
+       AND job.status = 'doing' AND job.worker_id = %(worker_id)s
     RETURNING job.id
 )
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded
@@ -84,6 +88,7 @@ WITH stalled AS (
      WHERE job.status = 'doing'
        AND (worker.id IS NULL
             OR worker.last_heartbeat < now() - make_interval(secs => %(seconds)s))
+       AND NOT job.id = ANY(%(own_jobs)s::bigint[])
      FOR UPDATE OF job SKIP LOCKED
 )
 UPDATE procrastinate_jobs AS job
@@ -96,4 +101,17 @@ UPDATE procrastinate_jobs AS job
   FROM stalled
  WHERE job.id = stalled.id
 RETURNING job.id, job.task_name, job.status
+"""
+
+# The heartbeat; no row back means another worker pruned this one as stalled.
+HEARTBEAT: Final = """
+UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s RETURNING id
+"""
+
+# After registering again, take back the running jobs that the pruning left without a worker.
+RECLAIM_JOBS: Final = """
+UPDATE procrastinate_jobs
+   SET worker_id = %(worker_id)s
+ WHERE id = ANY(%(ids)s::bigint[]) AND status = 'doing' AND worker_id IS NULL
+RETURNING id
 """

@@ -26,13 +26,20 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import psycopg
 from procrastinate import exceptions, job_context, jobs, middleware, tasks, utils
 from procrastinate import retry as retry_module
 from procrastinate.manager import get_channel_for_queues
 
 from dawdle._errors import ConfigurationError, JobTimeout
 from dawdle._periodic import PeriodicDeferrer
-from dawdle._sql import FETCH_JOBS, RECORD_OUTCOMES, RECOVER_STALLED_JOBS
+from dawdle._sql import (
+    FETCH_JOBS,
+    HEARTBEAT,
+    RECLAIM_JOBS,
+    RECORD_OUTCOMES,
+    RECOVER_STALLED_JOBS,
+)
 from dawdle.backoff import DecorrelatedJitter
 
 logger = logging.getLogger("dawdle.worker")
@@ -43,6 +50,9 @@ LOOP_RESTART_BACKOFF: Final = DecorrelatedJitter(0.1, max_delay=10.0)
 LOOP_HEALTHY_AFTER: Final = 60.0
 # How long the last outcomes may take to reach the database when the worker stops.
 FINAL_FLUSH_TIMEOUT: Final = 30.0
+# The longest a fetch or an outcome write may take before it counts as failed (and is
+# retried): what a half-open connection would otherwise hold up forever.
+QUERY_TIMEOUT: Final = 30.0
 # The most outcomes written in one statement.
 MAX_OUTCOME_BATCH: Final = 1_000
 
@@ -73,6 +83,7 @@ class _Running:
     scope: anyio.CancelScope
     is_async: bool
     abort_reason: job_context.AbortReason | None = None
+    overrun_watch: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 @dataclass
@@ -157,12 +168,14 @@ class Worker:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         # When the retries this worker scheduled become due: a retry sends no NOTIFY.
         self._retry_times: list[float] = []
+        self._fetch_started = 0.0
         # Events belong to an event loop, so they are made in run(), not here.
         self._wake_fetcher: anyio.Event
         self._slot_freed: anyio.Event
         self._job_done: anyio.Event
         self._wake_writer: anyio.Event
         self._write_lock: anyio.Lock
+        self._register_lock: anyio.Lock
 
     # -- control -------------------------------------------------------------------------
 
@@ -178,18 +191,27 @@ class Worker:
             return
         logger.info("stop requested", extra={"action": "stopping_worker"})
         self._stopping = True
-        self._wake_fetcher.set()
-        self._slot_freed.set()
+        if self._token is not None:  # run() has made its events: wake whoever waits
+            self._wake_fetcher.set()
+            self._slot_freed.set()
 
     async def run(self) -> None:
         """Work until stopped; return after a clean shutdown (no job left 'doing' here)."""
-        self._token = anyio.lowlevel.current_token()
-        self._stopping = False
         self._wake_fetcher = anyio.Event()
         self._slot_freed = anyio.Event()
         self._job_done = anyio.Event()
         self._wake_writer = anyio.Event()
         self._write_lock = anyio.Lock()
+        self._register_lock = anyio.Lock()
+        self._token = anyio.lowlevel.current_token()
+        try:
+            if not self._stopping:  # a stop() may come before run() starts: honour it
+                await self._run_until_done()
+        finally:
+            self._token = None
+            self._stopping = False  # the worker may be run again
+
+    async def _run_until_done(self) -> None:
         finished = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_shielded, finished)
@@ -308,7 +330,10 @@ class Worker:
             self._wake_fetcher = anyio.Event()
             try:
                 found = await self._fetch(free)
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                    await self._ensure_registered()  # our worker row is gone: pruned as stalled
+                    continue
                 failures += 1
                 delay = LOOP_RESTART_BACKOFF.delay(min(failures, 50))
                 self.stats.loop_restarts["fetcher"] += 1
@@ -326,12 +351,13 @@ class Worker:
             await self._wait_for_wake(self._poll_delay())
 
     def _poll_delay(self) -> float:
-        now = time.time()
-        while self._retry_times and self._retry_times[0] <= now:
+        # Only retries due before the last fetch began were seen by it; later ones may
+        # have become due while it ran, and must still wake us.
+        while self._retry_times and self._retry_times[0] <= self._fetch_started:
             heapq.heappop(self._retry_times)
         delay: float = self.fetch_job_polling_interval
         if self._retry_times:
-            delay = min(delay, self._retry_times[0] - now)
+            delay = min(delay, max(0.0, self._retry_times[0] - time.time()))
         return delay
 
     async def _wait_for_wake(self, seconds: float) -> None:
@@ -339,9 +365,11 @@ class Worker:
             await self._wake_fetcher.wait()
 
     async def _fetch(self, limit: int) -> list[jobs.Job]:
-        rows = await self.app.connector.execute_query_all_async(
-            FETCH_JOBS, queues=self.queues, limit=limit, worker_id=self.worker_id
-        )
+        self._fetch_started = time.time()
+        with anyio.fail_after(QUERY_TIMEOUT):
+            rows = await self.app.connector.execute_query_all_async(
+                FETCH_JOBS, queues=self.queues, limit=limit, worker_id=self.worker_id
+            )
         found = [jobs.Job.from_row(row) for row in rows]
         found.sort(key=lambda job: (-job.priority, job.id))
         return found
@@ -360,10 +388,12 @@ class Worker:
             start_timestamp=time.time(),
         )
         is_async = task is not None and inspect.iscoroutinefunction(task.func)
-        self._running[job_id] = _Running(
-            context=context, scope=anyio.CancelScope(), is_async=is_async
-        )
+        running = _Running(context=context, scope=anyio.CancelScope(), is_async=is_async)
+        self._running[job_id] = running
         jobs_group.start_soon(self._run_job, job_id, task, name=f"job {job.task_name}[{job_id}]")
+        timeout = None if task is None else task_timeout(task)
+        if not is_async and timeout is not None:
+            jobs_group.start_soon(self._report_overrun, running, timeout)
 
     def _abort_reason(self, job_id: int) -> job_context.AbortReason | None:
         running = self._running.get(job_id)
@@ -374,7 +404,7 @@ class Worker:
         context = running.context
         job = context.job
         started = time.monotonic()
-        self._log_job(logging.INFO, "start_job", f"starting job {job.call_string}", context)
+        self._log_job(logging.INFO, "start_job", f"starting job {_describe(job)}", context)
         failure: BaseException | None = None
         with running.scope:
             try:
@@ -387,6 +417,7 @@ class Worker:
                 failure = exc
         duration = time.monotonic() - started
         outcome = self._decide(task, running, failure)
+        running.overrun_watch.cancel()
         del self._running[job_id]
         self._job_done.set()
         self._slot_freed.set()
@@ -397,6 +428,11 @@ class Worker:
         job = running.context.job
         if task is None:
             raise exceptions.TaskNotFound(f"no task named {job.task_name!r} in this app")
+        if not isinstance(job.task_kwargs, dict):
+            raise TypeError(
+                f"job arguments must be a JSON object, got {type(job.task_kwargs).__name__}: "
+                f"{job.task_kwargs!r:.200}"
+            )
         timeout = task_timeout(task)
         if not running.is_async or timeout is None:
             await self._call(task, running.context)
@@ -427,27 +463,27 @@ class Worker:
                     return task(*args, **job.task_kwargs)
 
                 composed = middleware.compose(chain, call_sync, context, self)  # type: ignore[arg-type]
-                timeout = task_timeout(task)
-                async with anyio.create_task_group() as watch:
-                    if timeout is not None:
-                        watch.start_soon(self._report_overrun, context, timeout)
-                    # The thread cannot be cancelled: it keeps its slot until it returns.
-                    # Only a final shutdown abandons it (and puts the job back).
-                    result = await anyio.to_thread.run_sync(composed, abandon_on_cancel=True)
-                    watch.cancel_scope.cancel()
+                # The thread cannot be cancelled: it keeps its slot until it returns (past
+                # its timeout too: _report_overrun says so). Only a final shutdown abandons
+                # it, and puts the job back.
+                result = await anyio.to_thread.run_sync(composed, abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 result = await result
             return result
 
         await middleware.compose(self.worker_middleware, run_task, context, self)()  # type: ignore[arg-type]
 
-    async def _report_overrun(self, context: job_context.JobContext, limit: float) -> None:
-        await anyio.sleep(limit)
+    async def _report_overrun(self, running: _Running, limit: float) -> None:
+        context = running.context
+        with running.overrun_watch:
+            await anyio.sleep(limit)
+        if running.overrun_watch.cancelled_caught:
+            return  # the job ended in time
         self.stats.jobs["timed_out"] += 1
         self._log_job(
             logging.WARNING,
             "job_timeout",
-            f"sync job {context.job.call_string} ran past its timeout of {limit:g} s; "
+            f"sync job {_describe(context.job)} ran past its timeout of {limit:g} s; "
             "a thread cannot be cancelled, so it keeps its slot until it returns",
             context,
         )
@@ -476,7 +512,7 @@ class Worker:
                 None if task is None else task.get_retry_exception(exception=failure, job=job)
             )
         except Exception:
-            logger.exception("the retry strategy of job %s failed; the job fails", job.call_string)
+            logger.exception("the retry strategy of job %s failed; the job fails", _describe(job))
             retry_exception = None
         if retry_exception is None:
             return self._finished(job.id, "failed"), "failed"
@@ -514,7 +550,7 @@ class Worker:
         self._pending.append(outcome)
         self._wake_writer.set()
         level = logging.ERROR if label == "failed" else logging.INFO
-        message = f"job {context.job.call_string} {label} after {duration:.3f} s"
+        message = f"job {_describe(context.job)} {label} after {duration:.3f} s"
         if failure is not None:
             message += f": {type(failure).__name__}: {failure}"
         self._log_job(
@@ -541,7 +577,14 @@ class Worker:
         extra = {
             "action": action,
             "worker": {"name": self.worker_name, "id": self.worker_id, "queues": self.queues},
-            "job": job.log_context(),
+            "job": {
+                "id": job.id,
+                "task_name": job.task_name,
+                "queue": job.queue,
+                "lock": job.lock,
+                "priority": job.priority,
+                "attempts": job.attempts,
+            },
             "task_name": job.task_name,
             "job_id": job.id,
             "queue": job.queue,
@@ -571,7 +614,7 @@ class Worker:
             self._log_job(
                 logging.INFO,
                 "abort_job",
-                f"abort requested for job {running.context.job.call_string}"
+                f"abort requested for job {_describe(running.context.job)}"
                 + ("" if running.is_async else ": a sync job must check context.should_abort()"),
                 running.context,
             )
@@ -607,13 +650,47 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(self.update_heartbeat_interval)
-            await self.app.job_manager.update_heartbeat(self.worker_id)
+            await self._ensure_registered()
+
+    async def _ensure_registered(self) -> None:
+        """Beat the heart; if another worker pruned us as stalled, register again."""
+        async with self._register_lock:
+            if not await self._still_registered():
+                await self._register_again()
+
+    async def _still_registered(self) -> bool:
+        """Beat the heart; False if another worker pruned this one as stalled."""
+        rows = await self.app.connector.execute_query_all_async(HEARTBEAT, worker_id=self.worker_id)
+        return bool(rows)
+
+    def _own_job_ids(self) -> list[int]:
+        """Jobs this worker runs or has finished without having written their outcome yet."""
+        return [*self._running, *(outcome.job_id for outcome in self._pending)]
+
+    async def _register_again(self) -> None:
+        """Our row was pruned (heartbeats lost): register anew and take back our jobs."""
+        old = self.worker_id
+        self.worker_id = await self.app.job_manager.register_worker()
+        own = self._own_job_ids()
+        rows = await self.app.connector.execute_query_all_async(
+            RECLAIM_JOBS, worker_id=self.worker_id, ids=own
+        )
+        lost = set(own) - {row["id"] for row in rows}
+        logger.warning(
+            "worker %s was pruned as stalled; registered again as %s%s",
+            old,
+            self.worker_id,
+            f"; jobs {sorted(lost)} were recovered by others meanwhile" if lost else "",
+            extra={"action": "worker_registered_again", "worker_id": self.worker_id},
+        )
 
     async def _recover_stalled_jobs(self) -> None:
         while True:
             await self.app.job_manager.prune_stalled_workers(self.stalled_worker_timeout)
             rows = await self.app.connector.execute_query_all_async(
-                RECOVER_STALLED_JOBS, seconds=self.stalled_worker_timeout
+                RECOVER_STALLED_JOBS,
+                seconds=self.stalled_worker_timeout,
+                own_jobs=self._own_job_ids(),
             )
             for row in rows:
                 logger.warning(
@@ -667,9 +744,11 @@ class Worker:
     async def _write_pending(self) -> None:
         while self._pending:
             batch = self._pending[:MAX_OUTCOME_BATCH]
-            # Shielded: a write cut in half by cancellation would leave us not knowing
-            # which outcomes reached the database.
-            with anyio.CancelScope(shield=True):
+            # Shielded from the worker's cancellation, but not forever: a half-open
+            # connection must not hang the shutdown (Procrastinate #1513). A write cut off
+            # is simply written again: it only touches jobs still 'doing' for us.
+            worker_id = self.worker_id
+            with anyio.fail_after(QUERY_TIMEOUT, shield=True):
                 row = await self.app.connector.execute_query_one_async(
                     RECORD_OUTCOMES,
                     ids=[o.job_id for o in batch],
@@ -678,7 +757,12 @@ class Worker:
                     priorities=[o.priority for o in batch],
                     queues=[o.queue for o in batch],
                     locks=[o.lock for o in batch],
+                    worker_id=worker_id,
                 )
+            if row["recorded"] != len(batch):
+                await self._ensure_registered()
+                if self.worker_id != worker_id:
+                    continue  # the same batch again, now that its jobs are ours again
             del self._pending[: len(batch)]
             if row["recorded"] != len(batch):
                 logger.warning(
@@ -697,6 +781,16 @@ _LOG_ACTIONS: Final = {
     "to retry": "job_error_retry",
     "put back (shutdown)": "job_put_back",
 }
+
+
+def _describe(job: jobs.Job) -> str:
+    """`task[id](args)` for logs; never fails, whatever the arguments are."""
+    arguments = job.task_kwargs
+    if isinstance(arguments, dict):
+        shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    else:
+        shown = repr(arguments)
+    return f"{job.task_name}[{job.id}]({shown:.200})"
 
 
 def _now() -> datetime.datetime:

@@ -13,7 +13,13 @@ from procrastinate import connector as procrastinate_connector
 from procrastinate import jobs, schema, testing, utils
 
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
-from dawdle._sql import FETCH_JOBS, RECORD_OUTCOMES, RECOVER_STALLED_JOBS
+from dawdle._sql import (
+    FETCH_JOBS,
+    HEARTBEAT,
+    RECLAIM_JOBS,
+    RECORD_OUTCOMES,
+    RECOVER_STALLED_JOBS,
+)
 
 
 class InMemoryConnector(testing.InMemoryConnector):
@@ -34,6 +40,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
+        self.reverse_queries[HEARTBEAT] = "heartbeat"
+        self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
@@ -105,6 +113,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         priorities: list[int | None],
         queues: list[str | None],
         locks: list[str | None],
+        worker_id: int,
     ) -> dict[str, int]:
         """The worker's batched outcomes, as its SQL records them."""
         recorded = 0
@@ -112,7 +121,7 @@ class InMemoryConnector(testing.InMemoryConnector):
             ids, statuses, retry_at, priorities, queues, locks, strict=True
         ):
             job = self.jobs.get(job_id)
-            if job is None or job["status"] != "doing":
+            if job is None or job["status"] != "doing" or job["worker_id"] != worker_id:
                 continue
             recorded += 1
             if status == "delete":
@@ -137,13 +146,16 @@ class InMemoryConnector(testing.InMemoryConnector):
             )
         return {"recorded": recorded}
 
-    async def recover_stalled_jobs_all(self, *, seconds: float) -> list[dict[str, Any]]:
+    async def recover_stalled_jobs_all(
+        self, *, seconds: float, own_jobs: list[int]
+    ) -> list[dict[str, Any]]:
         """Put back the jobs of workers whose heartbeat is older than `seconds`."""
         limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
         recovered = []
         for job in self.jobs.values():
             heartbeat = self.workers.get(job["worker_id"])
-            if job["status"] == "doing" and (heartbeat is None or heartbeat < limit):
+            stalled = heartbeat is None or heartbeat < limit
+            if job["status"] == "doing" and stalled and job["id"] not in own_jobs:
                 job["status"] = "aborted" if job["abort_requested"] else "todo"
                 job["abort_requested"] = False
                 job["attempts"] += 1
@@ -152,6 +164,23 @@ class InMemoryConnector(testing.InMemoryConnector):
                     {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
                 )
         return recovered
+
+    async def heartbeat_all(self, *, worker_id: int) -> list[dict[str, Any]]:
+        """The worker's heartbeat: no row when the worker was pruned."""
+        if worker_id not in self.workers:
+            return []
+        self.workers[worker_id] = utils.utcnow()
+        return [{"id": worker_id}]
+
+    async def reclaim_jobs_all(self, *, worker_id: int, ids: list[int]) -> list[dict[str, Any]]:
+        """Give back to a worker registered again the jobs that pruning left without one."""
+        reclaimed = []
+        for job_id in ids:
+            job = self.jobs.get(job_id)
+            if job is not None and job["status"] == "doing" and job["worker_id"] is None:
+                job["worker_id"] = worker_id
+                reclaimed.append({"id": job_id})
+        return reclaimed
 
     async def close_async(self) -> None:
         """Forget the event loop; the jobs stay inspectable."""
