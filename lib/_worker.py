@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import heapq
 import inspect
 import json
@@ -83,7 +84,7 @@ class _Running:
     scope: anyio.CancelScope
     is_async: bool
     abort_reason: job_context.AbortReason | None = None
-    overrun_watch: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    overrun_watch: anyio.CancelScope | None = None  # sync jobs with a timeout only
 
 
 @dataclass
@@ -393,7 +394,8 @@ class Worker:
         jobs_group.start_soon(self._run_job, job_id, task, name=f"job {job.task_name}[{job_id}]")
         timeout = None if task is None else task_timeout(task)
         if not is_async and timeout is not None:
-            jobs_group.start_soon(self._report_overrun, running, timeout)
+            running.overrun_watch = anyio.CancelScope()
+            jobs_group.start_soon(self._report_overrun, running, running.overrun_watch, timeout)
 
     def _abort_reason(self, job_id: int) -> job_context.AbortReason | None:
         running = self._running.get(job_id)
@@ -404,7 +406,7 @@ class Worker:
         context = running.context
         job = context.job
         started = time.monotonic()
-        self._log_job(logging.INFO, "start_job", f"starting job {_describe(job)}", context)
+        self._log_job(logging.INFO, "start_job", lambda: f"starting job {_describe(job)}", context)
         failure: BaseException | None = None
         with running.scope:
             try:
@@ -417,7 +419,8 @@ class Worker:
                 failure = exc
         duration = time.monotonic() - started
         outcome = self._decide(task, running, failure)
-        running.overrun_watch.cancel()
+        if running.overrun_watch is not None:
+            running.overrun_watch.cancel()
         del self._running[job_id]
         self._job_done.set()
         self._slot_freed.set()
@@ -473,18 +476,22 @@ class Worker:
 
         await middleware.compose(self.worker_middleware, run_task, context, self)()  # type: ignore[arg-type]
 
-    async def _report_overrun(self, running: _Running, limit: float) -> None:
+    async def _report_overrun(
+        self, running: _Running, watch: anyio.CancelScope, limit: float
+    ) -> None:
         context = running.context
-        with running.overrun_watch:
+        with watch:
             await anyio.sleep(limit)
-        if running.overrun_watch.cancelled_caught:
+        if watch.cancelled_caught:
             return  # the job ended in time
         self.stats.jobs["timed_out"] += 1
         self._log_job(
             logging.WARNING,
             "job_timeout",
-            f"sync job {_describe(context.job)} ran past its timeout of {limit:g} s; "
-            "a thread cannot be cancelled, so it keeps its slot until it returns",
+            lambda: (
+                f"sync job {_describe(context.job)} ran past its timeout of {limit:g} s; "
+                "a thread cannot be cancelled, so it keeps its slot until it returns"
+            ),
             context,
         )
 
@@ -550,9 +557,13 @@ class Worker:
         self._pending.append(outcome)
         self._wake_writer.set()
         level = logging.ERROR if label == "failed" else logging.INFO
-        message = f"job {_describe(context.job)} {label} after {duration:.3f} s"
-        if failure is not None:
-            message += f": {type(failure).__name__}: {failure}"
+
+        def message() -> str:
+            text = f"job {_describe(context.job)} {label} after {duration:.3f} s"
+            if failure is not None:
+                text += f": {type(failure).__name__}: {failure}"
+            return text
+
         self._log_job(
             level,
             _LOG_ACTIONS[label],
@@ -567,12 +578,15 @@ class Worker:
         self,
         level: int,
         action: str,
-        message: str,
+        message: Callable[[], str],
         context: job_context.JobContext,
         *,
         exc_info: BaseException | None = None,
         **fields: Any,
     ) -> None:
+        # Twice per job: build nothing unless the record will be emitted.
+        if not logger.isEnabledFor(level):
+            return
         job = context.job
         extra = {
             "action": action,
@@ -591,7 +605,7 @@ class Worker:
             "attempt": job.attempts + 1,
             **fields,
         }
-        logger.log(level, message, extra=extra, exc_info=exc_info)
+        logger.log(level, message(), extra=extra, exc_info=exc_info)
 
     # -- aborting ----------------------------------------------------------------------------
 
@@ -614,8 +628,7 @@ class Worker:
             self._log_job(
                 logging.INFO,
                 "abort_job",
-                f"abort requested for job {_describe(running.context.job)}"
-                + ("" if running.is_async else ": a sync job must check context.should_abort()"),
+                functools.partial(_abort_message, running),
                 running.context,
             )
 
@@ -781,6 +794,11 @@ _LOG_ACTIONS: Final = {
     "to retry": "job_error_retry",
     "put back (shutdown)": "job_put_back",
 }
+
+
+def _abort_message(running: _Running) -> str:
+    text = f"abort requested for job {_describe(running.context.job)}"
+    return text if running.is_async else text + ": a sync job must check context.should_abort()"
 
 
 def _describe(job: jobs.Job) -> str:
