@@ -18,16 +18,6 @@ from dawdle import App, DatabaseUnavailable, PsycopgConnector
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def schema_dsn(database_dsn: str) -> str:
-    """The module's database with Procrastinate's schema applied once."""
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        from procrastinate import schema  # noqa: PLC0415
-
-        conn.execute(schema.SchemaManager.get_schema())
-    return database_dsn
-
-
 @pytest.fixture
 async def app(schema_dsn: str) -> AsyncIterator[App]:
     """A dawdle App on a small pool (2 connections) and an empty queue, on the test's runtime."""

@@ -25,11 +25,9 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import procrastinate
-import psycopg
 import pytest
 import trio
 from procrastinate import exceptions, jobs
-from procrastinate import schema as procrastinate_schema
 
 from dawdle import App, JobTimeout, PsycopgConnector, Worker
 from dawdle.backoff import Constant, RetryPolicy
@@ -48,14 +46,6 @@ WORKER_APP = Path(__file__).with_name("worker_app.py")
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def schema_dsn(database_dsn: str) -> str:
-    """The module's database with Procrastinate's schema applied once."""
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute(procrastinate_schema.SchemaManager.get_schema())
-    return database_dsn
 
 
 @pytest.fixture
