@@ -50,10 +50,16 @@ def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
     return " ".join(shown) or "libpq's defaults"
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _jsonb(value: Any) -> Any:
     if isinstance(value, dict):
         return Jsonb(value)
     if isinstance(value, list):
+        # Arrays of plain values (the worker's batches of ids, statuses...) go as they are.
+        if not any(isinstance(item, _CONTAINERS) for item in value):
+            return value
         return [_jsonb(item) for item in value]
     if isinstance(value, tuple):  # NamedTuples too (JobToDefer): sent as a plain record
         return tuple(_jsonb(item) for item in value)
