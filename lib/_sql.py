@@ -40,8 +40,7 @@ RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queuein
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
 # 'succeeded', 'failed' or 'aborted' (finished), 'todo' (retry at retry_at, with optional
-# new priority, queue and lock), 'release' (claimed ahead but never started: todo again,
-# attempts unchanged) or 'delete'. As in Procrastinate, attempts count every run
+# new priority, queue and lock) or 'delete'. As in Procrastinate, attempts count every run
 # that ended, and a retry of a job whose abort was requested ends it; unlike Procrastinate
 # (which marks it failed), as aborted.
 RECORD_OUTCOMES: Final = """
@@ -59,14 +58,12 @@ WITH outcome AS (
 ), updated AS (
     UPDATE procrastinate_jobs AS job
        SET status = CASE
-               WHEN outcome.status NOT IN ('todo', 'release')
-                   THEN outcome.status::procrastinate_job_status
+               WHEN outcome.status <> 'todo' THEN outcome.status::procrastinate_job_status
                WHEN job.abort_requested THEN 'aborted'::procrastinate_job_status
                ELSE 'todo'::procrastinate_job_status
            END,
            abort_requested = false,
-           attempts = job.attempts + CASE WHEN outcome.status = 'release' THEN 0 ELSE 1 END,
-           worker_id = CASE WHEN outcome.status = 'release' THEN NULL ELSE job.worker_id END,
+           attempts = job.attempts + 1,
            scheduled_at = CASE
                WHEN outcome.status = 'todo' AND NOT job.abort_requested THEN outcome.retry_at
                ELSE job.scheduled_at

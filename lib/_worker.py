@@ -164,7 +164,6 @@ class Worker:
         self.worker_id: int | None = None
         self.stats = WorkerStats()
         self._running: dict[int, _Running] = {}
-        self._claimed: collections.deque[jobs.Job] = collections.deque()  # claimed ahead
         self._pending: list[_Outcome] = []
         self._stopping = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -300,7 +299,6 @@ class Worker:
     async def _work(self) -> None:
         async with anyio.create_task_group() as jobs_group:
             await self._fetch_until_stopped(jobs_group)
-            self._release_claimed()
             if self._running:
                 logger.info(
                     "waiting for %d running jobs",
@@ -323,22 +321,16 @@ class Worker:
                 self._cancel_running_jobs(job_context.AbortReason.SHUTDOWN, include_sync=True)
 
     async def _fetch_until_stopped(self, jobs_group: anyio.abc.TaskGroup) -> None:
-        # Jobs are claimed ahead, up to `concurrency` more than run, and claimed again once
-        # half of those have started: claims come in batches instead of one per finished
-        # job. A job claimed ahead holds its place (and its lock) until a slot frees.
         failures = 0
         while not self._stopping:
-            while self._claimed and len(self._running) < self.concurrency:
-                self._start(jobs_group, self._claimed.popleft())
-            if len(self._claimed) > self.concurrency // 2:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
                 continue
             self._wake_fetcher = anyio.Event()
             try:
-                found = await self._fetch(
-                    2 * self.concurrency - len(self._running) - len(self._claimed)
-                )
+                found = await self._fetch(free)
             except Exception as exc:
                 if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                     await self._ensure_registered()  # our worker row is gone: pruned as stalled
@@ -350,21 +342,14 @@ class Worker:
                 await self._wait_for_wake(delay)
                 continue
             failures = 0
-            self._claimed.extend(found)
+            for job in found:
+                self._start(jobs_group, job)
             if found:
                 continue
-            if not (self.wait or self._claimed or self._running or self._pending):
+            if not self.wait and not self._running and not self._pending:
                 logger.info("no job ready: stopping because wait=False")
                 return
             await self._wait_for_wake(self._poll_delay())
-
-    def _release_claimed(self) -> None:
-        """Give back the jobs claimed ahead that never started: todo again, attempts unchanged."""
-        while self._claimed:
-            job = self._claimed.popleft()
-            assert job.id is not None  # noqa: S101 (fetched rows have ids)
-            self._pending.append(_Outcome(job.id, "release"))
-        self._wake_writer.set()
 
     def _poll_delay(self) -> float:
         # Only retries due before the last fetch began were seen by it; later ones may
@@ -633,13 +618,6 @@ class Worker:
                 running.scope.cancel()
 
     def _abort(self, job_ids: Iterable[int]) -> None:
-        job_ids = set(job_ids)
-        for job in [job for job in self._claimed if job.id in job_ids]:
-            assert job.id is not None  # noqa: S101 (fetched rows have ids)
-            self._claimed.remove(job)  # claimed ahead, not started: it ends here
-            self._pending.append(_Outcome(job.id, "aborted"))
-            self.stats.jobs["aborted"] += 1
-            self._wake_writer.set()
         for job_id in job_ids:
             running = self._running.get(job_id)
             if running is None or running.abort_reason is not None:
@@ -700,8 +678,7 @@ class Worker:
 
     def _own_job_ids(self) -> list[int]:
         """Jobs this worker runs or has finished without having written their outcome yet."""
-        claimed = (job.id for job in self._claimed if job.id is not None)
-        return [*self._running, *claimed, *(outcome.job_id for outcome in self._pending)]
+        return [*self._running, *(outcome.job_id for outcome in self._pending)]
 
     async def _register_again(self) -> None:
         """Our row was pruned (heartbeats lost): register anew and take back our jobs."""

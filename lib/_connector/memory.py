@@ -127,20 +127,17 @@ class InMemoryConnector(testing.InMemoryConnector):
             if status == "delete":
                 self.jobs.pop(job_id)
                 continue
-            new_status = "todo" if status == "release" else status
+            new_status = status
             if status == "todo" and not job["abort_requested"]:
                 job["scheduled_at"] = when
                 for key, value in (("priority", priority), ("queue_name", queue), ("lock", lock)):
                     if value is not None:
                         job[key] = value
-            elif status in ("todo", "release") and job["abort_requested"]:
+            elif status == "todo":
                 new_status = "aborted"
             job["status"] = new_status
             job["abort_requested"] = False
-            if status == "release":
-                job["worker_id"] = None
-            else:
-                job["attempts"] += 1
+            job["attempts"] += 1
             self.events[job_id].append(
                 {
                     "type": "deferred_for_retry" if new_status == "todo" else new_status,
