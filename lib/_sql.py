@@ -79,23 +79,27 @@ WITH outcome AS (
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded
 """
 
-# Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back.
+# Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back,
+# counting the run that was cut short. Also this worker's own 'doing' jobs that it does not
+# know: a claim committed but its reply was lost, so they never ran and no run is counted.
+# The worker holds its claim lock meanwhile, so no claim of its own is in flight.
 RECOVER_STALLED_JOBS: Final = """
 WITH stalled AS (
-    SELECT job.id
+    SELECT job.id, job.worker_id IS NOT DISTINCT FROM %(worker_id)s AS ours
       FROM procrastinate_jobs AS job
       LEFT JOIN procrastinate_workers AS worker ON worker.id = job.worker_id
      WHERE job.status = 'doing'
-       AND (worker.id IS NULL
-            OR worker.last_heartbeat < now() - make_interval(secs => %(seconds)s))
        AND NOT job.id = ANY(%(own_jobs)s::bigint[])
+       AND (worker.id IS NULL
+            OR worker.last_heartbeat < now() - make_interval(secs => %(seconds)s)
+            OR job.worker_id = %(worker_id)s)
      FOR UPDATE OF job SKIP LOCKED
 )
 UPDATE procrastinate_jobs AS job
    SET status = CASE WHEN job.abort_requested THEN 'aborted'::procrastinate_job_status
                      ELSE 'todo'::procrastinate_job_status END,
        abort_requested = false,
-       attempts = job.attempts + 1,
+       attempts = job.attempts + CASE WHEN stalled.ours THEN 0 ELSE 1 END,
        scheduled_at = CASE WHEN job.abort_requested THEN job.scheduled_at ELSE now() END,
        worker_id = NULL
   FROM stalled

@@ -41,7 +41,7 @@ from dawdle._sql import (
     RECORD_OUTCOMES,
     RECOVER_STALLED_JOBS,
 )
-from dawdle.backoff import DecorrelatedJitter
+from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.worker")
 
@@ -54,6 +54,13 @@ FINAL_FLUSH_TIMEOUT: Final = 30.0
 # The longest a fetch or an outcome write may take before it counts as failed (and is
 # retried): what a half-open connection would otherwise hold up forever.
 QUERY_TIMEOUT: Final = 30.0
+# Registering and unregistering the worker, through a database that may be restarting.
+BOOKKEEPING_RETRIES: Final = RetryPolicy(
+    backoff=DecorrelatedJitter(0.05, max_delay=2.0),
+    max_attempts=None,
+    deadline=30.0,
+    retry_on=(exceptions.ConnectorException,),
+)
 # How long a full worker may wait, once a slot is free, for more to free up before claiming
 # (measured on 5,000 no-op jobs, concurrency 10: about +20 % jobs/s on asyncio).
 CLAIM_GATHER: Final = 0.005
@@ -180,6 +187,7 @@ class Worker:
         self._wake_writer: anyio.Event
         self._write_lock: anyio.Lock
         self._register_lock: anyio.Lock
+        self._claim_lock: anyio.Lock  # a claim and the recovery of lost claims never overlap
 
     # -- control -------------------------------------------------------------------------
 
@@ -207,6 +215,7 @@ class Worker:
         self._wake_writer = anyio.Event()
         self._write_lock = anyio.Lock()
         self._register_lock = anyio.Lock()
+        self._claim_lock = anyio.Lock()
         self._token = anyio.lowlevel.current_token()
         try:
             if not self._stopping:  # a stop() may come before run() starts: honour it
@@ -237,8 +246,10 @@ class Worker:
 
     async def _run(self) -> None:
         manager = self.app.job_manager
-        await manager.prune_stalled_workers(self.stalled_worker_timeout)
-        self.worker_id = await manager.register_worker()
+        async for attempt in retrying(BOOKKEEPING_RETRIES):
+            with attempt:
+                await manager.prune_stalled_workers(self.stalled_worker_timeout)
+                self.worker_id = await manager.register_worker()
         logger.info(
             "starting worker %s on %s",
             self.worker_id,
@@ -260,8 +271,11 @@ class Worker:
                 await self._final_flush()
                 loops.cancel_scope.cancel()
         finally:
+            # Best effort: a worker row left behind is pruned once its heartbeat is stale.
             with anyio.move_on_after(5.0):
-                await manager.unregister_worker(self.worker_id)
+                async for attempt in retrying(BOOKKEEPING_RETRIES):
+                    with attempt:
+                        await manager.unregister_worker(self.worker_id)
             logger.info("stopped worker %s", self.worker_id, extra={"action": "stop_worker"})
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -332,7 +346,10 @@ class Worker:
                 continue
             self._wake_fetcher = anyio.Event()
             try:
-                found = await self._fetch(free)
+                async with self._claim_lock:
+                    found = await self._fetch(free)
+                    for job in found:
+                        self._start(jobs_group, job)
             except Exception as exc:
                 if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                     await self._ensure_registered()  # our worker row is gone: pruned as stalled
@@ -344,8 +361,6 @@ class Worker:
                 await self._wait_for_wake(delay)
                 continue
             failures = 0
-            for job in found:
-                self._start(jobs_group, job)
             if found:
                 continue
             if not self.wait and not self._running and not self._pending:
@@ -715,11 +730,13 @@ class Worker:
     async def _recover_stalled_jobs(self) -> None:
         while True:
             await self.app.job_manager.prune_stalled_workers(self.stalled_worker_timeout)
-            rows = await self.app.connector.execute_query_all_async(
-                RECOVER_STALLED_JOBS,
-                seconds=self.stalled_worker_timeout,
-                own_jobs=self._own_job_ids(),
-            )
+            async with self._claim_lock:
+                rows = await self.app.connector.execute_query_all_async(
+                    RECOVER_STALLED_JOBS,
+                    seconds=self.stalled_worker_timeout,
+                    own_jobs=self._own_job_ids(),
+                    worker_id=self.worker_id,
+                )
             for row in rows:
                 logger.warning(
                     "recovered job %s[%s] from a stalled worker: now %s",

@@ -147,18 +147,19 @@ class InMemoryConnector(testing.InMemoryConnector):
         return {"recorded": recorded}
 
     async def recover_stalled_jobs_all(
-        self, *, seconds: float, own_jobs: list[int]
+        self, *, seconds: float, own_jobs: list[int], worker_id: int
     ) -> list[dict[str, Any]]:
         """Put back the jobs of workers whose heartbeat is older than `seconds`."""
         limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
         recovered = []
         for job in self.jobs.values():
             heartbeat = self.workers.get(job["worker_id"])
-            stalled = heartbeat is None or heartbeat < limit
+            ours = job["worker_id"] == worker_id
+            stalled = heartbeat is None or heartbeat < limit or ours
             if job["status"] == "doing" and stalled and job["id"] not in own_jobs:
                 job["status"] = "aborted" if job["abort_requested"] else "todo"
                 job["abort_requested"] = False
-                job["attempts"] += 1
+                job["attempts"] += 0 if ours else 1
                 job["worker_id"] = None
                 recovered.append(
                     {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
