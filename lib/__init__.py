@@ -11,6 +11,7 @@ from dawdle._errors import DatabaseUnavailable as DatabaseUnavailable
 from dawdle._errors import DawdleError as DawdleError
 from dawdle._errors import JobTimeout as JobTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
+from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle._worker import Worker as Worker
 from dawdle._worker import WorkerStats as WorkerStats
@@ -30,6 +31,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaOutdated",
     "SchemaStatus",
+    "UnsupportedValue",
     "Worker",
     "WorkerStats",
 ]

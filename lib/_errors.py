@@ -23,3 +23,7 @@ class SchemaOutdated(DawdleError):  # noqa: N818 (reads as a state)
 
 class JobTimeout(DawdleError, TimeoutError):  # noqa: N818 (reads as an event, like TimeoutError)
     """A job ran past its task's `timeout=`; it was cancelled and its retry policy decides."""
+
+
+class UnsupportedValue(DawdleError, ValueError):  # noqa: N818 (reads as a state)
+    """A value cannot be stored in PostgreSQL's jsonb (NaN, Infinity, NUL); the message names it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString, TypeVar
@@ -19,7 +20,7 @@ from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from dawdle._connector._connection import AnyioConnection
 from dawdle._connector._pool import Pool
 from dawdle._connector.embedded import default_conninfo
-from dawdle._errors import ConfigurationError, DatabaseUnavailable
+from dawdle._errors import ConfigurationError, DatabaseUnavailable, UnsupportedValue
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.connector")
@@ -53,8 +54,24 @@ def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
 _CONTAINERS = (dict, list, tuple)
 
 
+def _check_jsonb(value: Any, path: str) -> None:
+    """Refuse what JSON or PostgreSQL's jsonb cannot hold, naming where it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UnsupportedValue(f"{path} = {value!r}: NaN and Infinity are not JSON")
+    if isinstance(value, str) and "\x00" in value:
+        raise UnsupportedValue(f"{path} = {value!r:.60}: jsonb cannot hold \\u0000 (NUL)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_jsonb(key, f"{path} key")
+            _check_jsonb(item, f"{path}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_jsonb(item, f"{path}[{index}]")
+
+
 def _jsonb(value: Any) -> Any:
     if isinstance(value, dict):
+        _check_jsonb(value, "job argument")
         return Jsonb(value)
     if isinstance(value, list):
         # Arrays of plain values (the worker's batches of ids, statuses...) go as they are.
