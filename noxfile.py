@@ -22,6 +22,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Work a flaky stream on both runtimes for $DAWDLE_SOAK_SECONDS (600); check nothing leaks."""
+    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.run("pytest", "tests/soak", "-m", "soak", "-s", *session.posargs)
+
+
+@nox.session
 def perf(session: nox.Session) -> None:
     """Run the benchmarks in tests/perf and print what they measured."""
     session.install(".[trio,embedded]", *TEST_DEPS)

@@ -1,0 +1,234 @@
+"""Bad input meets a real worker: a clear error at defer time, or a failed job with its reason.
+
+Each test runs an in-process worker (`wait=False`: it returns once the queue is empty) on a
+real PostgreSQL, with the bad job first in line and a good one after it, so "the worker
+keeps working" is the good job's status. Reasons are read from the worker's ERROR log
+record for the job (the schema has no column for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import trio
+
+from dawdle import App, PsycopgConnector, Worker
+
+pytestmark = pytest.mark.anyio
+
+TRUNCATE = (
+    "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_events "
+    "RESTART IDENTITY CASCADE"
+)
+TEN_MB = 10 * 1024 * 1024
+
+
+class Received:
+    """What the payload task saw, by job id: (length, sha256) of its argument."""
+
+    def __init__(self) -> None:
+        self.payloads: dict[int, tuple[int, str]] = {}
+
+
+def make_app(dsn: str, received: Received) -> App:
+    """An app with a good task, tasks that misbehave, and one that takes a payload."""
+    app = App(connector=PsycopgConnector(conninfo=dsn))
+
+    @app.task(name="bad.ok")
+    async def ok() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    @app.task(name="bad.raise")
+    async def raise_(kind: str, backend: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise make_exception(kind, backend)
+
+    @app.task(name="bad.raise_sync")
+    def raise_sync(kind: str, backend: str) -> None:
+        raise make_exception(kind, backend)
+
+    @app.task(name="bad.block")
+    async def block(seconds: float) -> None:
+        time.sleep(seconds)  # noqa: ASYNC251 (blocking the event loop is the fault under test)
+
+    @app.task(name="bad.payload", pass_context=True)
+    async def payload(context: Any, data: str) -> None:
+        digest = hashlib.sha256(data.encode()).hexdigest()
+        received.payloads[context.job.id] = (len(data), digest)
+
+    return app
+
+
+def make_exception(kind: str, backend: str) -> BaseException:
+    """The exception a misbehaving task raises, by name, when the worker runs on `backend`."""
+    if kind == "KeyboardInterrupt":
+        return KeyboardInterrupt("from a task")
+    if kind == "SystemExit":
+        return SystemExit(3)
+    if kind == "ExceptionGroup":
+        return ExceptionGroup("two failures", [ValueError("one"), KeyError("two")])
+    if kind == "BaseExceptionGroup":
+        return BaseExceptionGroup("interrupted", [KeyboardInterrupt(), ValueError("three")])
+    assert kind == "ForeignCancelledError"
+    if backend == "asyncio":
+        # Under asyncio, Trio's Cancelled cannot even be made: "trio.Cancelled has no
+        # public constructor" (a TypeError) is what a task trying to raise it gets.
+        return trio.Cancelled()  # type: ignore[call-arg]
+    return asyncio.CancelledError("asyncio's cancellation raised under Trio")
+
+
+@pytest.fixture
+def received() -> Received:
+    """The payload task's observations."""
+    return Received()
+
+
+@pytest.fixture
+async def app(schema_dsn: str, received: Received) -> AsyncIterator[App]:
+    """The bad-input app on the module's database, emptied for this test."""
+    app = make_app(schema_dsn, received)
+    async with app.open_async():
+        await app.connector.execute_query_async(TRUNCATE)
+        yield app
+
+
+@pytest.fixture
+def worker_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The worker's log records, from INFO up."""
+    caplog.set_level(logging.INFO, logger="dawdle.worker")
+    return caplog
+
+
+async def work(app: App, *, concurrency: int = 1, within: float = 20.0) -> float:
+    """Run a worker until the queue is empty (within `within` s); the seconds it took."""
+    worker = Worker(app, concurrency=concurrency, wait=False, install_signal_handlers=False)
+    started = time.monotonic()
+    with anyio.fail_after(within):
+        await worker.run()
+    return time.monotonic() - started
+
+
+async def outcomes(app: App) -> dict[int, tuple[str, int]]:
+    """Each job's (status, attempts), by id."""
+    rows = await app.connector.execute_query_all_async(
+        "SELECT id, status, attempts FROM procrastinate_jobs"
+    )
+    return {row["id"]: (row["status"], row["attempts"]) for row in rows}
+
+
+def failure_logged(log: pytest.LogCaptureFixture, job_id: int) -> str:
+    """The ERROR record the worker wrote for `job_id` (exactly one), as message + traceback."""
+    records = [
+        record
+        for record in log.records
+        if record.levelno == logging.ERROR and getattr(record, "job_id", None) == job_id
+    ]
+    assert len(records) == 1, [record.getMessage() for record in log.records]
+    [record] = records
+    assert record.exc_info is not None, "the failure's traceback is logged"
+    return record.getMessage() + "\n" + log.handler.format(record)
+
+
+async def test_unknown_task_fails_with_its_name_and_the_worker_goes_on(
+    app: App, worker_log: pytest.LogCaptureFixture
+) -> None:
+    """A row for a task this app lacks ends failed, logged as TaskNotFound; the next job runs."""
+    unknown = await app.configure_task("bad.no_such_task", priority=1).defer_async(x=1)
+    good = await app.configure_task("bad.ok").defer_async()
+    await work(app)
+    assert await outcomes(app) == {unknown: ("failed", 1), good: ("succeeded", 1)}
+    reason = failure_logged(worker_log, unknown)
+    assert "TaskNotFound" in reason
+    assert "bad.no_such_task" in reason
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({1, 2}, "set"),
+        (object(), "object"),
+        (b"bytes", "bytes"),
+        (datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), "datetime"),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        ("nul \x00 inside", "\\u0000"),
+    ],
+    ids=["set", "object", "bytes", "datetime", "nan", "infinity", "nul-character"],
+)
+async def test_argument_that_is_not_json_is_refused_at_defer_time(
+    app: App, value: object, named: str
+) -> None:
+    """A value JSON (or PostgreSQL's jsonb) cannot hold: TypeError/ValueError naming it, no row."""
+    with pytest.raises((TypeError, ValueError)) as raised:
+        await app.configure_task("bad.ok").defer_async(value=value)
+    assert named in str(raised.value)
+    assert await outcomes(app) == {}
+    # The connection that refused it is fine for the next defer.
+    assert await app.configure_task("bad.ok").defer_async() > 0
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "KeyboardInterrupt",
+        "SystemExit",
+        "ForeignCancelledError",
+        "ExceptionGroup",
+        "BaseExceptionGroup",
+    ],
+)
+@pytest.mark.parametrize("task", ["bad.raise", "bad.raise_sync"], ids=["async", "sync"])
+async def test_task_raising_a_base_exception_fails_only_its_job(
+    app: App, worker_log: pytest.LogCaptureFixture, anyio_backend: str, task: str, kind: str
+) -> None:
+    """KeyboardInterrupt, SystemExit, a foreign CancelledError, exception groups: job failed."""
+    bad = await app.configure_task(task, priority=1).defer_async(kind=kind, backend=anyio_backend)
+    good = await app.configure_task("bad.ok").defer_async()
+    await work(app)
+    assert await outcomes(app) == {bad: ("failed", 1), good: ("succeeded", 1)}
+    reason = failure_logged(worker_log, bad)
+    expected = {
+        "KeyboardInterrupt": "KeyboardInterrupt: from a task",
+        "SystemExit": "SystemExit: 3",
+        "ExceptionGroup": "ExceptionGroup: two failures",
+        "BaseExceptionGroup": "BaseExceptionGroup: interrupted",
+    }.get(kind)
+    if expected is None:  # the other runtime's cancellation
+        expected = (
+            "TypeError: trio.Cancelled has no public constructor"
+            if anyio_backend == "asyncio"
+            else "CancelledError: asyncio's cancellation raised under Trio"
+        )
+    assert expected in reason
+
+
+async def test_task_blocking_the_event_loop_delays_but_does_not_break_the_worker(
+    app: App,
+) -> None:
+    """Three async tasks that time.sleep(0.5) among 20 good jobs, concurrency 4: all succeed."""
+    blockers = await app.configure_task("bad.block").batch_defer_async(*[{"seconds": 0.5}] * 3)
+    good = await app.configure_task("bad.ok").batch_defer_async(*[{}] * 20)
+    took = await work(app, concurrency=4)
+    assert await outcomes(app) == dict.fromkeys(blockers + good, ("succeeded", 1))
+    assert took >= 1.5  # the loop was blocked, one sleep at a time
+
+
+async def test_ten_megabyte_payload_is_deferred_and_arrives_whole(
+    app: App, received: Received
+) -> None:
+    """A 10 MB string argument is stored, fetched and passed to the task unchanged."""
+    data = "0123456789abcdef" * (TEN_MB // 16)
+    big = await app.configure_task("bad.payload", priority=1).defer_async(data=data)
+    good = await app.configure_task("bad.ok").defer_async()
+    await work(app, within=60)
+    assert await outcomes(app) == {big: ("succeeded", 1), good: ("succeeded", 1)}
+    assert received.payloads == {big: (TEN_MB, hashlib.sha256(data.encode()).hexdigest())}
