@@ -29,6 +29,9 @@ def server() -> Iterator[pgserver.PostgresServer]:
     try:
         yield server
     finally:
+        # After pg_ctl restart the postmaster is a new process that pgserver's cleanup()
+        # does not know about: stop it first, or it outlives the suite.
+        pg_ctl(server, "stop")
         server.cleanup()
 
 
