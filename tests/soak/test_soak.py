@@ -138,8 +138,14 @@ def check_job(job: dict[str, Any], job_runs: list[dict[str, Any]]) -> int:
     assert [run["attempt"] for run in job_runs] == list(range(len(job_runs))), job_id
     assert len(job_runs) == job["attempts"] <= fault_app.SOAK_MAX_ATTEMPTS, job_id
     finished = [run["ended_at"] is not None for run in job_runs]
-    # Only a job's last run may have finished, and a finished run means success.
-    assert not any(finished[:-1]), job_id
+    # Only a job's last run may have finished, and a finished run means success, except for
+    # one race: the run's last statement committed just as its timeout cancelled it (its
+    # effect is done, yet it counts as timed out and is retried). Such a run lasted about as
+    # long as the timeout.
+    for run, done in zip(job_runs[:-1], finished[:-1], strict=True):
+        if done:
+            lasted = (run["ended_at"] - run["started_at"]).total_seconds()
+            assert lasted >= fault_app.SOAK_TIMEOUT / 2, (job_id, lasted)
     if job["status"] == "succeeded":
         assert finished[-1], job_id
     else:
