@@ -37,6 +37,14 @@ def has_gone_bad(conn: psycopg.AsyncConnection[object]) -> bool:
     return bool(poller.poll(0))
 
 
+async def connect_with_retries(connect: Callable[[], Awaitable[C]], policy: RetryPolicy) -> C:
+    """A new connection, retrying failures as `policy` allows; the last failure if it gives up."""
+    async for attempt in retrying(policy):
+        with attempt:
+            return await connect()
+    raise AssertionError("unreachable: retrying re-raises the last connection error")
+
+
 class Pool(Generic[C]):
     """At most `max_size` connections; waiters are served first come, first served.
 
@@ -99,10 +107,7 @@ class Pool(Generic[C]):
                 return conn
             logger.info("discarding a pooled connection that the server closed")
             await conn.close()
-        async for attempt in retrying(self._reconnect):
-            with attempt:
-                return await self._connect()
-        raise AssertionError("unreachable: retrying re-raises the last connection error")
+        return await connect_with_retries(self._connect, self._reconnect)
 
     def _keep_if_idle(self, conn: C) -> bool:
         """Put an idle, healthy connection back at once (the common case, no await)."""

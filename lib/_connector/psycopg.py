@@ -18,10 +18,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from dawdle._connector._connection import AnyioConnection
-from dawdle._connector._pool import Pool
+from dawdle._connector._pool import Pool, connect_with_retries
 from dawdle._connector.embedded import default_conninfo
 from dawdle._errors import ConfigurationError, DatabaseUnavailable, UnsupportedValue
-from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
+from dawdle.backoff import DecorrelatedJitter, RetryPolicy
 
 logger = logging.getLogger("dawdle.connector")
 
@@ -286,7 +286,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         """
         channels = list(channels)
         while True:
-            conn = await self._connect_with_retries()
+            conn = await connect_with_retries(self._connect, self._reconnect)
             try:
                 for channel in channels:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -305,12 +305,6 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                 await on_notification(channel=notify.channel, payload=notify.payload)
             # Quiet for a while: a query proves the connection is alive (or raises).
             await conn.execute("SELECT 1")
-
-    async def _connect_with_retries(self) -> AnyioConnection:
-        async for attempt in retrying(self._reconnect):
-            with attempt:
-                return await self._connect()
-        raise AssertionError("unreachable: retrying re-raises the last connection error")
 
     def get_sync_connector(self) -> connector.BaseConnector:
         """A thread-safe synchronous connector on the same database, for sync code."""
