@@ -28,6 +28,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import psycopg
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from procrastinate import exceptions, job_context, jobs, middleware, tasks, utils
 from procrastinate import retry as retry_module
 from procrastinate.manager import get_channel_for_queues
@@ -106,7 +107,7 @@ class _Starter:
     """Where claimed jobs go: the runners' stream, and the group for overrun watchers."""
 
     jobs_group: anyio.abc.TaskGroup
-    dispatch: anyio.abc.ObjectSendStream[_Dispatched]
+    dispatch: MemoryObjectSendStream[_Dispatched]
 
 
 @dataclass
@@ -360,7 +361,7 @@ class Worker:
             )
             self._cancel_running_jobs(job_context.AbortReason.SHUTDOWN, include_sync=True)
 
-    async def _run_jobs(self, jobs_to_run: anyio.abc.ObjectReceiveStream[_Dispatched]) -> None:
+    async def _run_jobs(self, jobs_to_run: MemoryObjectReceiveStream[_Dispatched]) -> None:
         """One slot's runner: run the jobs it is handed, one after another, until the end."""
         with jobs_to_run:
             async for job_id, task in jobs_to_run:
