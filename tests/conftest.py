@@ -1,15 +1,25 @@
-"""Fixtures shared by every suite: a real PostgreSQL server and a fresh database per module."""
+"""Fixtures shared by every suite: PostgreSQL, a database per module, an in-memory App.
+
+A real PostgreSQL server (DAWDLE_TEST_DSN, else embedded), a fresh database per test module
+(`database_dsn`, or `schema_dsn` with Procrastinate's schema applied), and dawdle's in-memory
+connector and App (`in_memory_connector`, `in_memory_app`). Nothing here depends on the
+clock: each suite's own conftest chooses its `anyio_backend` (virtual clocks for the unit
+tests, real ones for durability and perf).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+from procrastinate import schema
 from psycopg import conninfo, sql
+
+from dawdle import App, InMemoryConnector
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +53,25 @@ def database_dsn(postgres_dsn: str, request: pytest.FixtureRequest) -> Iterator[
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def schema_dsn(database_dsn: str) -> str:
+    """The module's database with Procrastinate's schema applied once."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(schema.SchemaManager.get_schema())
+    return database_dsn
+
+
+@pytest.fixture
+def in_memory_connector() -> InMemoryConnector:
+    """Dawdle's in-memory connector, new for each test (so reset by construction)."""
+    return InMemoryConnector()
+
+
+@pytest.fixture
+async def in_memory_app(in_memory_connector: InMemoryConnector) -> AsyncIterator[App]:
+    """A dawdle App on the in-memory connector, opened on the test's runtime."""
+    app = App(connector=in_memory_connector)
+    async with app.open_async():
+        yield app
