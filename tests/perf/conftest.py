@@ -1,7 +1,6 @@
-"""The perf suite: benchmarks (marked `perf`) and the original guide's floors (unmarked).
+"""The original guide's performance floors, kept as sanity tests that `nox -s tests` runs.
 
-The benchmarks run with `nox -s perf`; test_throughput.py keeps the original test guide's
-performance floors as sanity tests, unmarked, so that `nox -s tests` runs them.
+The benchmark itself is a program, tests/perf/benchmark (`nox -s perf`), not a test.
 
 Every async test runs on asyncio and on Trio, on real clocks: timing needs a real clock.
 `in_memory_app`, `in_memory_connector` and `schema_dsn` come from tests/conftest.py.

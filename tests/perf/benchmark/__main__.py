@@ -1,0 +1,116 @@
+"""`python -m tests.perf.benchmark [--quick] [--output DIR] [--dsn DSN]`: run every benchmark.
+
+One run, one fresh database, three configurations (see `_configurations`). The families run
+in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
+worker, throughput by queue depth, several worker processes, and memory (whose job count
+comes from the depth-100,000 rates). Progress goes to stderr; the report to stdout; the JSON
+and the charts to `--output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tests.perf.benchmark import (
+    _charts,
+    _defer,
+    _depth,
+    _idle,
+    _latency,
+    _memory,
+    _processes,
+    _retry,
+    _worked,
+)
+from tests.perf.benchmark._child import ROOT
+from tests.perf.benchmark._configurations import CONFIGURATIONS
+from tests.perf.benchmark._database import fresh_database, server, server_version
+from tests.perf.benchmark._figures import Section
+from tests.perf.benchmark._report import Run, render, write_json
+from tests.perf.benchmark._settings import FULL, QUICK, Settings
+from tests.perf.benchmark._targets import check
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.perf.benchmark", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="one short round of everything (under 2 minutes)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "perf-results",
+        help="directory for the JSON and the charts (default: perf-results/ in the repository)",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="PostgreSQL server to create the run's database on (default: $DAWDLE_TEST_DSN, "
+        "else an embedded server started for the run)",
+    )
+    return parser.parse_args(argv)
+
+
+def _measure(dsn: str, settings: Settings, started: float) -> list[Section]:
+    def step(what: str) -> None:
+        print(f"[{time.perf_counter() - started:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+    step("defer rates")
+    defer = _defer.measure(dsn, settings)
+    step("worked jobs by concurrency")
+    worked = _worked.measure(dsn, settings)
+    step("defer-to-start latency")
+    latency = _latency.measure(dsn, settings)
+    step("idle worker")
+    idle = _idle.measure(dsn, settings)
+    step(f"throughput at depths {', '.join(f'{d:,}' for d in settings.deep_depths)}")
+    depth = _depth.measure(dsn, settings, worked.metric(f"worked.c{settings.depth_concurrency}"))
+    step("worker processes")
+    processes = _processes.measure(dsn, settings)
+    step("memory")
+    rates = depth.metric(f"depth.{settings.deep_depths[0]}")
+    memory = _memory.measure(dsn, settings, {c: rates.median(c) for c in CONFIGURATIONS})
+    return [defer, worked, latency, depth, idle, memory, processes]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every benchmark, print the report, write the JSON and the charts."""
+    args = _parse(argv)
+    settings = QUICK if args.quick else FULL
+    started, date, load = time.perf_counter(), datetime.now().astimezone(), os.getloadavg()[0]
+    with server(args.dsn) as (server_dsn, source), fresh_database(server_dsn) as dsn:
+        version = server_version(dsn)
+        sections = _measure(dsn, settings, started)
+    retry_micros = _retry.measure(settings)
+    run = Run(
+        settings=settings,
+        date=date,
+        database=source,
+        server=version,
+        load_average=(load, os.getloadavg()[0]),
+        sections=sections,
+        retry_micros=retry_micros,
+        verdicts=check({m.key: m for section in sections for m in section.metrics}),
+        wall_seconds=time.perf_counter() - started,
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / f"{date:%Y%m%d-%H%M%S}-{settings.mode}"
+    title = f"{settings.mode} run {date:%Y-%m-%d %H:%M}"
+    by_title = {section.title: section for section in sections}
+    charts = [
+        _charts.throughput(
+            by_title["queue depth"], title, stem.with_name(f"{stem.name}-depth.png")
+        ),
+        _charts.latency(by_title["latency"], title, stem.with_name(f"{stem.name}-latency.png")),
+    ]
+    written = write_json(run, charts, stem)
+    print(render(run))
+    print("\nwrote " + ", ".join(str(path) for path in [*written, *charts]))
+
+
+if __name__ == "__main__":
+    main()

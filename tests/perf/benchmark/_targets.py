@@ -1,0 +1,140 @@
+"""The issue's performance targets, checked against the medians a run measured.
+
+Each target is checked for dawdle on each runtime and gives a verdict with the figure it
+was judged on: met, NOT met, or not measured (a depth that quick mode skips).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.perf.benchmark._figures import Metric
+
+DAWDLE = ("dawdle/asyncio", "dawdle/trio")
+PROCRASTINATE = "procrastinate/asyncio"
+WORKED_FLOOR = 5_000  # no-op jobs/s at depth 1,000, at the better of concurrency 10 and 100
+DEEP_SLOWDOWN = 0.20  # depth 1,000,000 at most this much slower than depth 1,000
+DEEP_FACTOR = 20  # times Procrastinate's jobs/s at depth 100,000
+TRIO_SLOWDOWN = 0.15  # trio at most this much slower than asyncio on any rate
+SINGLE_DEFER_FLOOR = 2_000  # jobs/s, defer_async one at a time from 10 tasks
+BATCH_DEFER_FLOOR = 20_000  # jobs/s, batch_defer_async
+P99_CEILING_MS = 20.0  # defer to start, on an idle worker
+IDLE_CPU_CEILING = 1.0  # % of one core
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A target checked for one configuration: None for `met` when it was not measured."""
+
+    target: str
+    configuration: str
+    figure: str
+    met: bool | None
+
+
+def _worked(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    rates = {c: metrics[f"worked.c{c}"].median(configuration) for c in (10, 100)}
+    best = max(rates, key=rates.__getitem__)
+    return Verdict(
+        f"worked no-op jobs/s at depth 1,000 >= {WORKED_FLOOR:,} (the better concurrency)",
+        configuration,
+        ", ".join(f"c{c} {rate:,.0f}" for c, rate in rates.items()) + f"; best c{best}",
+        rates[best] >= WORKED_FLOOR,
+    )
+
+
+def _deep(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    target = f"depth 1,000,000 within {DEEP_SLOWDOWN:.0%} of depth 1,000"
+    if "depth.1000000" not in metrics:
+        return Verdict(target, configuration, "depth 1,000,000 not measured (quick mode)", None)
+    deep = metrics["depth.1000000"].median(configuration)
+    shallow = metrics["depth.1000"].median(configuration)
+    return Verdict(
+        target,
+        configuration,
+        f"{deep:,.0f} vs {shallow:,.0f} jobs/s ({deep / shallow - 1:+.0%})",
+        deep >= (1 - DEEP_SLOWDOWN) * shallow,
+    )
+
+
+def _versus_procrastinate(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    return _times_procrastinate(metrics["depth.100000"], configuration, "analysed")
+
+
+def _versus_procrastinate_after_a_burst(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    return _times_procrastinate(metrics["depth.100000.burst"], configuration, "after a burst")
+
+
+def _times_procrastinate(metric: Metric, configuration: str, condition: str) -> Verdict:
+    ours, theirs = metric.median(configuration), metric.median(PROCRASTINATE)
+    return Verdict(
+        f">= {DEEP_FACTOR}x Procrastinate at depth 100,000 ({condition})",
+        configuration,
+        f"{ours / theirs:.1f}x ({ours:,.0f} vs {theirs:,.0f} jobs/s)",
+        ours >= DEEP_FACTOR * theirs,
+    )
+
+
+def _trio(metrics: dict[str, Metric]) -> Verdict:
+    """Trio against asyncio on every rate in the table (jobs/s): the worst one decides."""
+    shown = [m for m in metrics.values() if m.in_table and m.compare and "jobs/s" in m.label]
+    rates = list({id(m.values): m for m in shown}.values())  # depth 1,000 is the c10 drain
+    worst = min(rates, key=lambda m: m.median("dawdle/trio") / m.median("dawdle/asyncio"))
+    ratio = worst.median("dawdle/trio") / worst.median("dawdle/asyncio")
+    return Verdict(
+        f"trio within {TRIO_SLOWDOWN:.0%} of asyncio (the worst of {len(rates)} jobs/s rows)",
+        "dawdle/trio",
+        f"trio ÷ aio {ratio:.2f} at {worst.label}",
+        ratio >= 1 - TRIO_SLOWDOWN,
+    )
+
+
+def _single_defer(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    rate = metrics["defer.concurrent"].median(configuration)
+    return Verdict(
+        f"defer_async from 10 tasks >= {SINGLE_DEFER_FLOOR:,} jobs/s",
+        configuration,
+        f"{rate:,.0f}",
+        rate >= SINGLE_DEFER_FLOOR,
+    )
+
+
+def _batch_defer(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    rate = metrics["defer.batch"].median(configuration)
+    return Verdict(
+        f"batch_defer_async >= {BATCH_DEFER_FLOOR:,} jobs/s",
+        configuration,
+        f"{rate:,.0f}",
+        rate >= BATCH_DEFER_FLOOR,
+    )
+
+
+def _p99(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    p99 = metrics["latency.p99"].median(configuration)
+    return Verdict(
+        f"p99 defer to start <= {P99_CEILING_MS:g} ms",
+        configuration,
+        f"{p99:.2f} ms",
+        p99 <= P99_CEILING_MS,
+    )
+
+
+def _idle(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    cpu = metrics["idle.cpu_percent"].median(configuration)
+    return Verdict(
+        f"idle worker < {IDLE_CPU_CEILING:g} % CPU",
+        configuration,
+        f"{cpu:.2f} %",
+        cpu < IDLE_CPU_CEILING,
+    )
+
+
+def check(metrics: dict[str, Metric]) -> list[Verdict]:
+    """Every target's verdicts, from a run's metrics by key."""
+    verdicts = []
+    for rule in (_worked, _deep, _versus_procrastinate, _versus_procrastinate_after_a_burst):
+        verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
+    verdicts.append(_trio(metrics))
+    for rule in (_single_defer, _batch_defer, _p99, _idle):
+        verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
+    return verdicts
