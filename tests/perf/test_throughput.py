@@ -210,6 +210,12 @@ async def outcomes(app: App) -> collections.Counter[tuple[str, int]]:
     return collections.Counter((row["status"], row["attempts"]) for row in rows)
 
 
+async def assert_each_ran_once(app: App, tally: Tally, ids: Sequence[int]) -> None:
+    """Every job of `ids` ran exactly once, and succeeded; the queue holds no other job."""
+    assert collections.Counter(tally.ran) == collections.Counter(ids)
+    assert await outcomes(app) == {("succeeded", 1): len(ids)}
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile: the smallest value that `fraction` of them do not exceed."""
     ordered = sorted(values)
@@ -256,8 +262,7 @@ class TestBasicThroughput:
         took = tally.ends[-1] - sent
         report("single task", defer_to_done_seconds=took)
         assert took < performance_threshold.latency_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): 2}
+        await assert_each_ran_once(app, tally, ids)
 
     async def test_sequential_task_throughput(
         self, app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -304,8 +309,7 @@ class TestConcurrentThroughput:
         assert count / took > performance_threshold.process_per_second
         assert tally.most == 10
         assert took < count * seconds / 2  # serially it would take 1 s; ideally 0.1 s
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): count}
+        await assert_each_ran_once(app, tally, ids)
 
     async def test_parallel_deferral(
         self, app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -344,8 +348,7 @@ class TestBatchProcessing:
         report("batch of 10", jobs_per_second=rate)
         assert rate > performance_threshold.process_per_second
         assert len(set(ids)) == 10
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): 10}
+        await assert_each_ran_once(app, tally, ids)
 
     async def test_large_batch_scales_linearly(
         self, app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -371,8 +374,7 @@ class TestBatchProcessing:
         )
         assert 1 / per_job[500] > performance_threshold.process_per_second
         assert per_job[500] < 3 * per_job[50]
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): 1100}
+        await assert_each_ran_once(app, tally, ids)
 
 
 class TestLoadPerformance:
@@ -403,8 +405,7 @@ class TestLoadPerformance:
         )
         assert min(first, second) > performance_threshold.process_per_second
         assert statistics.median(tally.waits) < performance_threshold.queue_wait_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): count}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
     async def test_burst_load(
         self, in_memory_app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -421,8 +422,7 @@ class TestLoadPerformance:
         report("burst load", jobs_per_second=rate)
         assert rate > performance_threshold.process_per_second
         assert tally.most == 10
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): count}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
     async def test_mixed_priority_load(
         self, in_memory_app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -469,8 +469,7 @@ class TestTaskExecutionLatency:
         assert len(tally.waits) == count
         assert median < performance_threshold.latency_seconds
         assert p90 < performance_threshold.latency_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): count + 1}
+        await assert_each_ran_once(app, tally, ids)
 
     async def test_queue_wait_time(
         self, app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -490,8 +489,7 @@ class TestTaskExecutionLatency:
         report("queue wait", median_seconds=median, p90_seconds=p90)
         assert median < performance_threshold.queue_wait_seconds
         assert p90 < performance_threshold.queue_wait_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(app) == {("succeeded", 1): count + 1}
+        await assert_each_ran_once(app, tally, ids)
 
 
 class TestWorkerEfficiency:
@@ -511,8 +509,7 @@ class TestWorkerEfficiency:
         assert count / took > performance_threshold.process_per_second
         assert tally.most == 5
         assert utilisation > 0.5  # ideally 1: 0.2 s of 5 slots for 1 s of jobs
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): count}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
     async def test_idle_overhead(
         self, in_memory_app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -540,8 +537,7 @@ class TestWorkerEfficiency:
         assert {name for name, _ in idle_queries} <= {"fetch_jobs", "record_outcomes"}
         assert cpu < idle / 5
         assert tally.waits[0] < performance_threshold.latency_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): 2}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
 
 class TestScalability:
@@ -572,8 +568,7 @@ class TestScalability:
         assert rates[1] > performance_threshold.process_per_second
         assert rates[4] > 2 * rates[1]
         assert rates[16] > 2 * rates[4]
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): len(ids)}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
     async def test_memory_efficiency(
         self, in_memory_app: App, performance_threshold: PerformanceThreshold, report: Report
@@ -652,8 +647,7 @@ class TestPerformanceRegression:
         assert baseline["defer_per_second"] > performance_threshold.defer_per_second
         assert baseline["process_per_second"] > performance_threshold.process_per_second
         assert baseline["latency_seconds"] < performance_threshold.latency_seconds
-        assert collections.Counter(tally.ran) == collections.Counter(ids)  # once each
-        assert await outcomes(in_memory_app) == {("succeeded", 1): JOBS + 20}
+        await assert_each_ran_once(in_memory_app, tally, ids)
 
     async def test_consistency(
         self, in_memory_app: App, performance_threshold: PerformanceThreshold, report: Report
