@@ -173,13 +173,20 @@ app = make_app()
 class WorkerProcesses:
     """`dawdle worker` subprocesses on this app; each logs to a file of its own under `logs`.
 
-    `close()` kills whatever is still running, so a failed test leaves no worker behind.
+    Use it as `async with WorkerProcesses(logs) as workers:`; leaving the block (or `close()`)
+    kills whatever is still running, so a failed test leaves no worker behind.
     """
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.processes: list[anyio.abc.Process] = []
         self._files: list[IO[bytes]] = []
+
+    async def __aenter__(self) -> WorkerProcesses:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     def _log_file(self, name: str) -> IO[bytes]:
         file = (self.logs / f"{len(self._files)}-{name}.log").open("wb")

@@ -12,11 +12,8 @@ database.
 from __future__ import annotations
 
 import collections
-import contextlib
 import random
 import signal
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +33,7 @@ from psycopg import conninfo
 from dawdle import App
 from tests.durability import fault_app
 from tests.durability.fault_app import WorkerProcesses
+from tests.durability.private_server import pg_ctl, private_server
 
 pytestmark = pytest.mark.anyio
 
@@ -71,15 +69,8 @@ def fault_dsn(schema_dsn: str) -> str:
 @pytest.fixture(scope="module")
 def server() -> Iterator[pgserver.PostgresServer]:
     """A private PostgreSQL server that tests may restart (never the shared one)."""
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-pf-"), cleanup_mode="delete")
-    try:
+    with private_server("dawdle-pf-") as server:
         yield server
-    finally:
-        # pgserver stops only the postmaster it started, long gone after a restart: stop
-        # the current one first, or it outlives its deleted data directory.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(server, "stop", "-m", "fast")
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +82,6 @@ def server_dsn(server: pgserver.PostgresServer) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(procrastinate_schema.SchemaManager.get_schema())
     return add_side_tables(dsn)
-
-
-def pg_ctl(server: pgserver.PostgresServer, *args: str) -> None:
-    pgserver.pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user)
 
 
 @asynccontextmanager
@@ -116,12 +103,9 @@ async def app(fault_dsn: str) -> AsyncIterator[App]:
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[WorkerProcesses]:
     """The worker subprocesses of one test; any left running at the end are killed."""
-    processes = WorkerProcesses(tmp_path)
-    try:
+    async with WorkerProcesses(tmp_path) as processes:
         yield processes
-    finally:
-        await processes.close()
-        print(processes.tails(40))  # shown by pytest when the test failed
+    print(processes.tails(40))  # shown by pytest when the test failed
 
 
 async def poll(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pgserver
 import pytest
 
 from dawdle import App, PsycopgConnector
+from tests.durability.private_server import pg_ctl, private_server
 
 pytestmark = pytest.mark.anyio
 
@@ -25,18 +25,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def server() -> Iterator[pgserver.PostgresServer]:
     """A private PostgreSQL server that the tests may restart."""
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-faults-"), cleanup_mode="delete")
-    try:
+    with private_server("dawdle-faults-") as server:
         yield server
-    finally:
-        # After pg_ctl restart the postmaster is a new process that pgserver's cleanup()
-        # does not know about: stop it first, or it outlives the suite.
-        pg_ctl(server, "stop")
-        server.cleanup()
-
-
-def pg_ctl(server: pgserver.PostgresServer, *args: str) -> None:
-    pgserver.pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import functools
 import itertools
@@ -75,14 +76,25 @@ async def work(app: App, *, within: float = 10.0, **options: Any) -> None:
         await app.run_worker_async(wait=False, install_signal_handlers=False, **options)
 
 
+@contextlib.asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[None]:
+    """Run `workers` in a task group while the block runs, then stop them and wait for them."""
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            tg.start_soon(worker.run)
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
 async def run_until(worker: Worker, done: anyio.Event, *, within: float = 5.0) -> float:
     """Run `worker` until `done` is set (within `within` s), stop it; the seconds it all took."""
     started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run)
+    async with running(worker):
         with anyio.fail_after(within):
             await done.wait()
-        worker.stop()
     return time.monotonic() - started
 
 
@@ -375,9 +387,7 @@ class TestTaskDurability:
 
         job_id = await held_back.defer_async()
         before = await listener_pids(app)
-        worker = make_worker(app, fetch_job_polling_interval=30)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(make_worker(app, fetch_job_polling_interval=30)):
             await wait_until_listening(app, before)
             rows = await poll_until(
                 app,
@@ -404,11 +414,8 @@ class TestTaskDurability:
                 )
                 assert time.time() < due, "too slow to hold the fetch before the retry was due"
                 await anyio.sleep(due - time.time() + 0.1)  # the behaviour: hold it past due
-            try:
-                with anyio.fail_after(2):
-                    await done.wait()
-            finally:
-                worker.stop()
+            with anyio.fail_after(2):
+                await done.wait()
         assert await outcomes(app) == {job_id: ("succeeded", 2)}
 
     async def test_async_timeout_cancels_the_job_with_job_timeout(self, app: App) -> None:
@@ -537,16 +544,11 @@ class TestQueueDurability:
             ran.set()
 
         before = await listener_pids(app)
-        worker = make_worker(app, queues=["a"], fetch_job_polling_interval=30)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(make_worker(app, queues=["a"], fetch_job_polling_interval=30)):
             await wait_until_listening(app, before)
             job_id = await announced.defer_async()
-            try:
-                with anyio.fail_after(2):
-                    await ran.wait()
-            finally:
-                worker.stop()
+            with anyio.fail_after(2):
+                await ran.wait()
         assert await outcomes(app) == {job_id: ("succeeded", 1)}
 
     async def test_job_deferred_while_the_listener_reconnects_is_taken(
@@ -560,9 +562,7 @@ class TestQueueDurability:
             ran.set()
 
         before = await listener_pids(app)
-        worker = make_worker(app, fetch_job_polling_interval=30)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(make_worker(app, fetch_job_polling_interval=30)):
             await wait_until_listening(app, before)
             listeners = sorted((await listener_pids(app)) - before)
             await admin.connector.execute_query_async(
@@ -570,11 +570,8 @@ class TestQueueDurability:
                 pids=listeners,
             )
             job_id = await unheard.defer_async()
-            try:
-                with anyio.fail_after(3):
-                    await ran.wait()
-            finally:
-                worker.stop()
+            with anyio.fail_after(3):
+                await ran.wait()
         assert await outcomes(app) == {job_id: ("succeeded", 1)}
 
     async def test_jobs_sharing_a_lock_never_overlap_and_keep_order(self, app: App) -> None:
@@ -694,14 +691,9 @@ class TestQueueDurability:
 
         async with apps[0].open_async(), apps[1].open_async():
             await apps[0].connector.execute_query_async(TRUNCATE)
-            workers = [make_worker(each, concurrency=2) for each in apps]
-            async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(worker.run)
+            async with running(*(make_worker(each, concurrency=2) for each in apps)):
                 with anyio.fail_after(5):
                     await done.wait()
-                for worker in workers:
-                    worker.stop()
             rows = await apps[0].connector.execute_query_all_async(
                 "SELECT args->>'timestamp' AS stamp, count(*) AS n FROM procrastinate_jobs "
                 "GROUP BY 1 ORDER BY 1"
@@ -775,8 +767,7 @@ class TestJobRecovery:
             abort_job_polling_interval=30 if listen_notify else 0.1,
         )
         job_id = await abortable.defer_async()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(worker):
             with anyio.fail_after(5):
                 await started.wait()
                 if listen_notify:
@@ -786,7 +777,6 @@ class TestJobRecovery:
             with anyio.fail_after(2):
                 await cancelled.wait()
             took = time.monotonic() - requested
-            worker.stop()
         assert took < 1
         assert await outcomes(app) == {job_id: ("aborted", 1)}
 
@@ -806,12 +796,10 @@ class TestJobRecovery:
 
         job_id = await polite.defer_async()
         worker = make_worker(app, listen_notify=False, abort_job_polling_interval=0.1)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(worker):  # its stop() is graceful: the sync job gets all it needs
             with anyio.fail_after(5):
                 await started.wait()
             assert await app.job_manager.cancel_job_by_id_async(job_id, abort=True)
-            worker.stop()  # graceful: the sync job gets all the time it needs
         assert saw_abort == [True]
         assert await outcomes(app) == {job_id: ("aborted", 1)}
 
@@ -1350,17 +1338,13 @@ class TestWorkerResilience:
 
         await step.defer_async(n=1)
         worker = make_worker(app, update_heartbeat_interval=0.1, fetch_job_polling_interval=0.2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
+        async with running(worker):
             with anyio.fail_after(5):
                 await first.wait()
             # What prune_stalled_workers does to a worker silent for too long.
             await app.connector.execute_query_async("DELETE FROM procrastinate_workers")
             await step.defer_async(n=2)
-            try:
-                with anyio.fail_after(2):
-                    await second.wait()
-            finally:
-                worker.stop()
+            with anyio.fail_after(2):
+                await second.wait()
         assert ran == [1, 2]
         assert set((await outcomes(app)).values()) == {("succeeded", 1)}

@@ -58,11 +58,8 @@ async def app(database_dsn: str) -> AsyncIterator[App]:
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[WorkerProcesses]:
     """The soak's worker subprocesses; killed at the end if still running."""
-    processes = WorkerProcesses(tmp_path)
-    try:
+    async with WorkerProcesses(tmp_path) as processes:
         yield processes
-    finally:
-        await processes.close()
 
 
 def rss_kib(process: anyio.abc.Process) -> int:
