@@ -12,6 +12,7 @@ database.
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -353,6 +354,12 @@ async def test_worker_rides_out_a_database_fault(
 # -- a reply lost on the way back ----------------------------------------------------------------
 
 
+async def pass_on_eof(stream: anyio.abc.SocketStream) -> None:
+    """Shut down `stream`'s sending side, unless its peer has gone already."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await stream.send_eof()
+
+
 class LosingProxy:
     """A TCP proxy to PostgreSQL that, once, lets a claim commit and then drops its reply.
 
@@ -360,6 +367,10 @@ class LosingProxy:
     server answers on that connection is swallowed, and once its ReadyForQuery shows that
     the statement committed, both sides are closed: the worker sees "server closed the
     connection unexpectedly" for a claim that did happen. Every other byte is relayed.
+
+    A connection otherwise ends by end-of-file passed on, never by cancelling a pending
+    read: on asyncio, cancelling a read of a Unix socket stream (the embedded server's)
+    just as it becomes readable makes anyio's reader callback fail with InvalidStateError.
     """
 
     def __init__(self, dsn: str) -> None:
@@ -368,6 +379,14 @@ class LosingProxy:
         self.port = int(params.get("port") or 5432)
         self.dropped = anyio.Event()
         self._armed = False
+        self._relays = 0
+        self._no_relays = anyio.Event()
+
+    async def closed(self) -> None:
+        """Wait until every relayed connection has ended."""
+        while self._relays:
+            self._no_relays = anyio.Event()
+            await self._no_relays.wait()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
         """Listen on 127.0.0.1; report the port through `task_status`; relay until cancelled."""
@@ -382,6 +401,15 @@ class LosingProxy:
         return await anyio.connect_tcp(self.host, self.port)
 
     async def _relay(self, client: anyio.abc.SocketStream) -> None:
+        self._relays += 1
+        try:
+            await self._relay_connection(client)
+        finally:
+            self._relays -= 1
+            if not self._relays:
+                self._no_relays.set()
+
+    async def _relay_connection(self, client: anyio.abc.SocketStream) -> None:
         upstream = await self._upstream()
         losing = anyio.Event()
         async with client, upstream, anyio.create_task_group() as tg:
@@ -394,7 +422,7 @@ class LosingProxy:
                         self._armed = True
                         losing.set()
                     await upstream.send(chunk)
-                tg.cancel_scope.cancel()
+                await pass_on_eof(upstream)  # the server then closes: to_client ends
 
             async def to_client() -> None:
                 swallowed = b""
@@ -405,8 +433,9 @@ class LosingProxy:
                     swallowed += chunk
                     if READY_FOR_QUERY in swallowed:  # committed: now lose the answer
                         self.dropped.set()
-                        break
-                tg.cancel_scope.cancel()
+                        tg.cancel_scope.cancel()  # no read of upstream is pending now
+                        return
+                await pass_on_eof(client)  # the worker then closes: to_server ends
 
             tg.start_soon(to_server)
             tg.start_soon(to_client)
@@ -434,6 +463,8 @@ async def test_claim_whose_reply_is_lost_does_not_leave_jobs_doing(
             )
         finally:
             exit_code = await workers.stop(worker)
+            with anyio.fail_after(10):
+                await proxy.closed()  # the worker's connections end before the proxy does
             tg.cancel_scope.cancel()
     assert ran, "the jobs of the lost claim stay doing, owned by a live worker, never run"
     assert exit_code == 0
