@@ -1,10 +1,10 @@
 """The original test guide's performance floors, kept as cheap sanity tests on asyncio and Trio.
 
-Not benchmarks (those are the `perf` tests beside this file): each test measures a small
-workload, prints what it measured (`-s` shows it), and asserts only the guide's floors
-(`performance_threshold`) and that the work was done right: every job ran exactly once and
-ended succeeded, priorities were honoured, memory did not grow per job. The floors are far
-below what the code does, so none of this fails on a healthy machine.
+Not benchmarks (that is the program in tests/perf/benchmark/, `nox -s perf`): each test
+measures a small workload, prints what it measured (`-s` shows it), and asserts only the
+guide's floors (`performance_threshold`) and that the work was done right: every job ran
+exactly once and ended succeeded, priorities were honoured, memory did not grow per job.
+The floors are far below what the code does, so none of this fails on a healthy machine.
 
 The core measurements (deferral, processing, batches, latency with LISTEN/NOTIFY) run on the
 in-memory connector (`in_memory_app`, as the guide had them) and on a real PostgreSQL; the
