@@ -126,5 +126,7 @@ async def test_app_without_connector_starts_an_embedded_server(
         assert f"embedded PostgreSQL server in {data_dir}" in caplog.text
     finally:
         if (data_dir / "postmaster.pid").exists():
-            embedded = pgserver.get_server(data_dir, cleanup_mode="stop")
-            await anyio.to_thread.run_sync(embedded.cleanup)
+            # get_server hands back the App's own handle (cleanup_mode=None, whose cleanup
+            # does nothing): stop the server with pg_ctl, or it outlives the test.
+            embedded = pgserver.get_server(data_dir)
+            await anyio.to_thread.run_sync(pg_ctl, embedded, "stop", "-m", "fast")
