@@ -6,6 +6,8 @@ was judged on: met, NOT met, or not measured (a depth that quick mode skips).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tests.perf.benchmark._figures import Metric
@@ -57,14 +59,6 @@ def _deep(metrics: dict[str, Metric], configuration: str) -> Verdict:
     )
 
 
-def _versus_procrastinate(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    return _times_procrastinate(metrics["depth.100000"], configuration, "analysed")
-
-
-def _versus_procrastinate_after_a_burst(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    return _times_procrastinate(metrics["depth.100000.burst"], configuration, "after a burst")
-
-
 def _times_procrastinate(metric: Metric, configuration: str, condition: str) -> Verdict:
     ours, theirs = metric.median(configuration), metric.median(PROCRASTINATE)
     return Verdict(
@@ -89,52 +83,70 @@ def _trio(metrics: dict[str, Metric]) -> Verdict:
     )
 
 
-def _single_defer(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    rate = metrics["defer.concurrent"].median(configuration)
-    return Verdict(
+@dataclass(frozen=True)
+class _Bound:
+    """A target that is one metric's median against a fixed limit."""
+
+    key: str
+    target: str
+    shown: str  # how the figure is written: a str.format template
+    limit: float
+    holds: Callable[[float, float], bool]  # (figure, limit) -> met
+
+
+BOUNDS = (
+    _Bound(
+        "defer.concurrent",
         f"defer_async from 10 tasks >= {SINGLE_DEFER_FLOOR:,} jobs/s",
-        configuration,
-        f"{rate:,.0f}",
-        rate >= SINGLE_DEFER_FLOOR,
-    )
-
-
-def _batch_defer(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    rate = metrics["defer.batch"].median(configuration)
-    return Verdict(
+        "{:,.0f}",
+        SINGLE_DEFER_FLOOR,
+        operator.ge,
+    ),
+    _Bound(
+        "defer.batch",
         f"batch_defer_async >= {BATCH_DEFER_FLOOR:,} jobs/s",
-        configuration,
-        f"{rate:,.0f}",
-        rate >= BATCH_DEFER_FLOOR,
-    )
-
-
-def _p99(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    p99 = metrics["latency.p99"].median(configuration)
-    return Verdict(
+        "{:,.0f}",
+        BATCH_DEFER_FLOOR,
+        operator.ge,
+    ),
+    _Bound(
+        "latency.p99",
         f"p99 defer to start <= {P99_CEILING_MS:g} ms",
-        configuration,
-        f"{p99:.2f} ms",
-        p99 <= P99_CEILING_MS,
-    )
-
-
-def _idle(metrics: dict[str, Metric], configuration: str) -> Verdict:
-    cpu = metrics["idle.cpu_percent"].median(configuration)
-    return Verdict(
+        "{:.2f} ms",
+        P99_CEILING_MS,
+        operator.le,
+    ),
+    _Bound(
+        "idle.cpu_percent",
         f"idle worker < {IDLE_CPU_CEILING:g} % CPU",
-        configuration,
-        f"{cpu:.2f} %",
-        cpu < IDLE_CPU_CEILING,
+        "{:.2f} %",
+        IDLE_CPU_CEILING,
+        operator.lt,
+    ),
+)
+# The depth-100,000 metrics compared with Procrastinate, and the condition each measures.
+VERSUS_PROCRASTINATE = (("depth.100000", "analysed"), ("depth.100000.burst", "after a burst"))
+
+
+def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> Verdict:
+    figure = metrics[bound.key].median(configuration)
+    return Verdict(
+        bound.target, configuration, bound.shown.format(figure), bound.holds(figure, bound.limit)
     )
 
 
 def check(metrics: dict[str, Metric]) -> list[Verdict]:
     """Every target's verdicts, from a run's metrics by key."""
-    verdicts = []
-    for rule in (_worked, _deep, _versus_procrastinate, _versus_procrastinate_after_a_burst):
+    verdicts: list[Verdict] = []
+    for rule in (_worked, _deep):
         verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
+    verdicts += [
+        _times_procrastinate(metrics[key], configuration, condition)
+        for key, condition in VERSUS_PROCRASTINATE
+        for configuration in DAWDLE
+    ]
     verdicts.append(_trio(metrics))
-    for rule in (_single_defer, _batch_defer, _p99, _idle):
-        verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
+    verdicts += [
+        _bounded(bound, metrics, configuration) for bound in BOUNDS for configuration in DAWDLE
+    ]
     return verdicts
