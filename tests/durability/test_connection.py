@@ -33,34 +33,35 @@ class BoomError(Exception):
     """An application error raised inside a transaction block."""
 
 
-@pytest.fixture
-async def conn(database_dsn: str) -> AsyncIterator[AnyioConnection]:
-    """The connection under test, in autocommit."""
-    c = await AnyioConnection.connect(database_dsn, autocommit=True)
+@asynccontextmanager
+async def connected(dsn: str, **kwargs: Any) -> AsyncIterator[AnyioConnection]:
+    """An AnyioConnection to `dsn`, closed at the end."""
+    c = await AnyioConnection.connect(dsn, **kwargs)
     try:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+async def conn(database_dsn: str) -> AsyncIterator[AnyioConnection]:
+    """The connection under test, in autocommit."""
+    async with connected(database_dsn, autocommit=True) as c:
+        yield c
 
 
 @pytest.fixture
 async def tx_conn(database_dsn: str) -> AsyncIterator[AnyioConnection]:
     """The connection under test, not in autocommit (psycopg's default)."""
-    c = await AnyioConnection.connect(database_dsn)
-    try:
+    async with connected(database_dsn) as c:
         yield c
-    finally:
-        await c.close()
 
 
 @pytest.fixture
 async def other(database_dsn: str) -> AsyncIterator[AnyioConnection]:
     """A second connection, to watch and to disturb the one under test."""
-    c = await AnyioConnection.connect(database_dsn, autocommit=True)
-    try:
+    async with connected(database_dsn, autocommit=True) as c:
         yield c
-    finally:
-        await c.close()
 
 
 @pytest.fixture
