@@ -27,3 +27,10 @@ class JobTimeout(DawdleError, TimeoutError):  # noqa: N818 (reads as an event, l
 
 class UnsupportedValue(DawdleError, ValueError):  # noqa: N818 (reads as a state)
     """A value cannot be stored in PostgreSQL's jsonb (NaN, Infinity, NUL); the message names it."""
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc` and its nested exception groups, or `exc` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
