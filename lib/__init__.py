@@ -13,6 +13,7 @@ from dawdle._errors import JobTimeout as JobTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._schema import SchemaStatus as SchemaStatus
+from dawdle._worker import Outcome as Outcome
 from dawdle._worker import Worker as Worker
 from dawdle._worker import WorkerStats as WorkerStats
 from dawdle.backoff import ExponentialBackoffStrategy as ExponentialBackoffStrategy
@@ -27,6 +28,7 @@ __all__ = [
     "ExponentialBackoffStrategy",
     "InMemoryConnector",
     "JobTimeout",
+    "Outcome",
     "PsycopgConnector",
     "RetryPolicy",
     "SchemaOutdated",

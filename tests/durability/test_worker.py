@@ -474,7 +474,7 @@ class TestTaskDurability:
             await worker.run()
         assert finished == [42]
         assert await outcomes(app) == {job_id: ("succeeded", 1)}
-        assert worker.stats.jobs["timed_out"] == 1
+        assert worker.stats.timed_out == 1
 
 
 # -- queues, order, locks ----------------------------------------------------------------------

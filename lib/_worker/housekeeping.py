@@ -1,0 +1,177 @@
+"""The worker's loops beside its jobs: registration and heartbeat, recovery, aborts, periodic jobs.
+
+Each loop runs under `supervise()`: one that fails is restarted while the others go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from procrastinate import exceptions
+from procrastinate.manager import get_channel_for_queues
+
+from dawdle._connector.psycopg import PsycopgConnector
+from dawdle._periodic import PeriodicDeferrer
+from dawdle._worker.joblog import describe, log_job
+from dawdle._worker.state import Running, WorkerState
+from dawdle._worker.store import JobStore
+from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
+
+if TYPE_CHECKING:
+    import procrastinate
+
+logger = logging.getLogger("dawdle.worker")
+
+# Registering and unregistering the worker, through a database that may be restarting.
+BOOKKEEPING_RETRIES: Final = RetryPolicy(
+    backoff=DecorrelatedJitter(0.05, max_delay=2.0),
+    max_attempts=None,
+    deadline=30.0,
+    retry_on=(exceptions.ConnectorException,),
+)
+# How long the worker tries to remove its row when it stops; a row left behind is pruned
+# once its heartbeat is stale.
+UNREGISTER_TIMEOUT: Final = 5.0
+
+
+class Registration:
+    """The worker's row in procrastinate_workers: registered, kept alive, and taken back.
+
+    Another worker prunes this one if its heartbeat is late (a long pause, a partition).
+    `confirm()` is the one place that notices and registers again, taking back the jobs
+    this worker still owns.
+    """
+
+    def __init__(self, state: WorkerState, store: JobStore) -> None:
+        self._state = state
+        self._store = store
+        self._lock = anyio.Lock()
+
+    async def register(self) -> None:
+        """Prune stalled workers and register this one, retrying while the database is away."""
+        async for attempt in retrying(BOOKKEEPING_RETRIES):
+            with attempt:
+                await self._store.prune_stalled_workers(self._state.settings.stalled_worker_timeout)
+                self._state.worker_id = await self._store.register()
+
+    async def unregister(self) -> None:
+        """Remove the worker's row, for a few seconds at most."""
+        worker_id = self._state.worker_id
+        if worker_id is None:
+            return
+        with anyio.move_on_after(UNREGISTER_TIMEOUT):
+            async for attempt in retrying(BOOKKEEPING_RETRIES):
+                with attempt:
+                    await self._store.unregister(worker_id)
+
+    async def beat_forever(self) -> None:
+        """Confirm the registration every `update_heartbeat_interval` seconds."""
+        while True:
+            await anyio.sleep(self._state.settings.update_heartbeat_interval)
+            await self.confirm()
+
+    async def confirm(self) -> None:
+        """Beat the heart; if this worker was pruned, register again and take its jobs back."""
+        async with self._lock:
+            state = self._state
+            if await self._store.heartbeat(state.worker_id):
+                return
+            old = state.worker_id
+            state.worker_id = await self._store.register()
+            own = state.own_job_ids()
+            lost = set(own) - await self._store.reclaim(worker_id=state.worker_id, job_ids=own)
+            logger.warning(
+                "worker %s was pruned as stalled; registered again as %s%s",
+                old,
+                state.worker_id,
+                f"; jobs {sorted(lost)} were recovered by others meanwhile" if lost else "",
+                extra={"action": "worker_registered_again", "worker_id": state.worker_id},
+            )
+
+
+class Housekeeping:
+    """The loops that recover stalled jobs, watch for aborts, listen, and defer periodic jobs."""
+
+    def __init__(self, state: WorkerState, store: JobStore, app: procrastinate.App) -> None:
+        self._state = state
+        self._store = store
+        self._app = app
+
+    async def recover_stalled_forever(self) -> None:
+        """Put back the jobs of stalled workers, and this worker's lost claims, every beat."""
+        state = self._state
+        seconds = state.settings.stalled_worker_timeout
+        while True:
+            await self._store.prune_stalled_workers(seconds)
+            async with state.claim_lock:
+                rows = await self._store.recover_stalled(
+                    seconds=seconds, own_job_ids=state.own_job_ids(), worker_id=state.worker_id
+                )
+            for row in rows:
+                logger.warning(
+                    "recovered job %s[%s] from a stalled worker: now %s",
+                    row["task_name"],
+                    row["id"],
+                    row["status"],
+                    extra={"action": "recover_stalled_job", "job_id": row["id"]},
+                )
+            if rows:
+                state.wake_claimer.set()
+            await anyio.sleep(state.settings.update_heartbeat_interval)
+
+    async def poll_aborts_forever(self) -> None:
+        """Ask the database for abort requests, in case their notification was missed."""
+        while True:
+            await anyio.sleep(self._state.settings.abort_job_polling_interval)
+            if self._state.running:
+                self.abort(await self._store.jobs_to_abort())
+
+    def abort(self, job_ids: Iterable[int]) -> None:
+        """Abort the given jobs if they run here: async ones are cancelled, sync ones asked."""
+        for running in self._state.request_abort(job_ids):
+            log_job(
+                self._state,
+                logging.INFO,
+                "abort_job",
+                functools.partial(_abort_message, running),
+                running.context,
+            )
+
+    async def listen(self) -> None:
+        """Wake the claimer on new jobs and abort on abort requests, as they are announced."""
+        state = self._state
+        channels = list(get_channel_for_queues(state.settings.queues))
+
+        async def on_notification(*, channel: str, payload: str) -> None:
+            notification = json.loads(payload)
+            if notification.get("type") == "abort_job_requested":
+                self.abort([notification["job_id"]])
+            else:
+                state.wake_claimer.set()
+
+        async def on_listening() -> None:
+            state.wake_claimer.set()  # whatever was announced while not listening: claim now
+
+        connector = self._app.connector
+        # Procrastinate's own connectors cannot say when LISTEN is in place; dawdle's can.
+        if isinstance(connector, PsycopgConnector):
+            await connector.listen_notify(on_notification, channels, on_listening=on_listening)
+        else:
+            await connector.listen_notify(on_notification, channels)
+
+    async def defer_periodic_forever(self) -> None:
+        """Defer `@app.periodic` tasks when due; Procrastinate's table de-duplicates workers."""
+        deferrer = PeriodicDeferrer(
+            registry=self._app.periodic_registry, **self._app.periodic_defaults
+        )
+        await deferrer.worker()
+
+
+def _abort_message(running: Running) -> str:
+    text = f"abort requested for job {describe(running.context.job)}"
+    return text if running.is_async else text + ": a sync job must check context.should_abort()"

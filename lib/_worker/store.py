@@ -1,0 +1,109 @@
+"""The worker's job store: every state change it makes to Procrastinate's tables.
+
+Queries are dawdle's own (`dawdle._sql`) or Procrastinate's job manager. Database errors
+the worker must act on come out as dawdle's errors, so the worker never sees psycopg's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import psycopg
+from procrastinate import exceptions, jobs
+
+from dawdle._errors import DawdleError
+from dawdle._sql import FETCH_JOBS, HEARTBEAT, RECLAIM_JOBS, RECORD_OUTCOMES, RECOVER_STALLED_JOBS
+from dawdle._worker.outcomes import Verdict
+
+if TYPE_CHECKING:
+    import procrastinate
+
+# The longest a claim or an outcome write may take before it counts as failed (and is
+# retried): what a half-open connection would otherwise hold up forever (Procrastinate #1513).
+QUERY_TIMEOUT: Final = 30.0
+
+
+class WorkerNotRegistered(DawdleError):  # noqa: N818 (reads as a state)
+    """The worker's row is gone (pruned as stalled by another worker): register again."""
+
+
+class JobStore:
+    """Claims, outcomes, recovery and the worker's registration, on one app's connector."""
+
+    def __init__(self, app: procrastinate.App) -> None:
+        self._connector = app.connector
+        self._manager = app.job_manager
+
+    async def register(self) -> int:
+        """Add a row for the worker in procrastinate_workers; its id."""
+        return await self._manager.register_worker()
+
+    async def unregister(self, worker_id: int) -> None:
+        """Remove the worker's row; its jobs must have been written or put back first."""
+        await self._manager.unregister_worker(worker_id)
+
+    async def heartbeat(self, worker_id: int | None) -> bool:
+        """Beat the worker's heart; False if its row is gone (pruned as stalled)."""
+        rows = await self._connector.execute_query_all_async(HEARTBEAT, worker_id=worker_id)
+        return bool(rows)
+
+    async def claim(
+        self, *, queues: list[str] | None, limit: int, worker_id: int | None
+    ) -> list[jobs.Job]:
+        """Take up to `limit` ready jobs for the worker, highest priority first."""
+        try:
+            with anyio.fail_after(QUERY_TIMEOUT):
+                rows = await self._connector.execute_query_all_async(
+                    FETCH_JOBS, queues=queues, limit=limit, worker_id=worker_id
+                )
+        except exceptions.ConnectorException as exc:
+            if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
+            raise
+        claimed = [jobs.Job.from_row(row) for row in rows]
+        claimed.sort(key=lambda job: (-job.priority, job.id))
+        return claimed
+
+    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> int:
+        """Write the verdicts of jobs still 'doing' for this worker; how many it wrote.
+
+        Shielded from cancellation, but not forever: a write cut off is simply written
+        again, since it only touches jobs still 'doing' for this worker.
+        """
+        with anyio.fail_after(QUERY_TIMEOUT, shield=True):
+            row = await self._connector.execute_query_one_async(
+                RECORD_OUTCOMES,
+                ids=[verdict.job_id for verdict in verdicts],
+                statuses=[verdict.status for verdict in verdicts],
+                retry_at=[verdict.retry_at for verdict in verdicts],
+                priorities=[verdict.priority for verdict in verdicts],
+                queues=[verdict.queue for verdict in verdicts],
+                locks=[verdict.lock for verdict in verdicts],
+                worker_id=worker_id,
+            )
+        return int(row["recorded"])
+
+    async def prune_stalled_workers(self, seconds: float) -> None:
+        """Remove the rows of workers silent for `seconds` (their jobs become stalled)."""
+        await self._manager.prune_stalled_workers(seconds)
+
+    async def recover_stalled(
+        self, *, seconds: float, own_job_ids: list[int], worker_id: int | None
+    ) -> list[dict[str, Any]]:
+        """Put back jobs of stalled workers, and this worker's unknown ones; the rows changed."""
+        return await self._connector.execute_query_all_async(
+            RECOVER_STALLED_JOBS, seconds=seconds, own_jobs=own_job_ids, worker_id=worker_id
+        )
+
+    async def reclaim(self, *, worker_id: int, job_ids: list[int]) -> set[int]:
+        """Take back `job_ids` that pruning left without a worker; the ids taken back."""
+        rows = await self._connector.execute_query_all_async(
+            RECLAIM_JOBS, worker_id=worker_id, ids=job_ids
+        )
+        return {row["id"] for row in rows}
+
+    async def jobs_to_abort(self) -> list[int]:
+        """Ids of running jobs whose abort was requested."""
+        return list(await self._manager.list_jobs_to_abort_async())

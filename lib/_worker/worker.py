@@ -1,0 +1,231 @@
+"""The worker: its options, `run()` and `stop()`, signals, and the task group of its parts.
+
+`run()` registers the worker, starts the supervised loops (writer, heartbeat, stalled-job
+recovery, abort polling, periodic deferrer, listener), then claims and runs jobs until
+stopped; running jobs then get the graceful timeout, the last outcomes are written, and
+the worker unregisters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from procrastinate import jobs, middleware, utils
+
+from dawdle._errors import ConfigurationError
+from dawdle._validate import integer, number
+from dawdle._worker.claimer import Claimer
+from dawdle._worker.housekeeping import Housekeeping, Registration
+from dawdle._worker.runners import Runners
+from dawdle._worker.state import Running, WorkerSettings, WorkerState, WorkerStats
+from dawdle._worker.store import JobStore
+from dawdle._worker.supervision import supervise
+from dawdle._worker.writer import OutcomeWriter
+
+if TYPE_CHECKING:
+    import procrastinate
+
+logger = logging.getLogger("dawdle.worker")
+
+
+class Worker:
+    """Runs jobs of `app` on asyncio or Trio, with Procrastinate's `WorkerOptions`.
+
+    `await worker.run()` works until stopped (`stop()`, SIGINT/SIGTERM when
+    `install_signal_handlers`, or cancellation of the enclosing scope), or with
+    `wait=False` until no job is ready and none is running. On stop, claiming stops,
+    running jobs get `shutdown_graceful_timeout` seconds (None: as long as they need),
+    then are cancelled and put back in the queue.
+    """
+
+    def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
+        self,
+        app: procrastinate.App,
+        queues: Iterable[str] | None = None,
+        name: str | None = "worker",
+        concurrency: int = 1,
+        wait: bool = True,  # noqa: FBT001, FBT002 (Procrastinate's signature)
+        fetch_job_polling_interval: float = 5.0,
+        abort_job_polling_interval: float = 5.0,
+        shutdown_graceful_timeout: float | None = None,
+        listen_notify: bool = True,  # noqa: FBT001, FBT002
+        delete_jobs: str | jobs.DeleteJobCondition | None = None,
+        additional_context: dict[str, Any] | None = None,
+        install_signal_handlers: bool = True,  # noqa: FBT001, FBT002
+        update_heartbeat_interval: float = 10.0,
+        stalled_worker_timeout: float = 30.0,
+        task_middleware: list[middleware.TaskMiddleware] | None = None,
+        worker_middleware: list[middleware.WorkerMiddleware] | None = None,
+    ) -> None:
+        def interval(option: str, value: float) -> float:
+            return number(f"Worker: {option}", value, above=0, finite=False)
+
+        try:
+            delete = jobs.DeleteJobCondition(delete_jobs or "never")
+        except ValueError as exc:
+            raise ConfigurationError(
+                "Worker: delete_jobs must be 'never', 'successful' or 'always', "
+                f"got {delete_jobs!r}"
+            ) from exc
+        for mw in worker_middleware or []:
+            if not middleware.is_async_middleware(mw):
+                raise ConfigurationError(f"Worker: worker middleware {mw!r} must be async")
+        self.app = app
+        self.settings = WorkerSettings(
+            queues=None if queues is None else list(queues),
+            name=name,
+            concurrency=integer("Worker: concurrency", concurrency, at_least=1),
+            wait=wait,
+            fetch_job_polling_interval=interval(
+                "fetch_job_polling_interval", fetch_job_polling_interval
+            ),
+            abort_job_polling_interval=interval(
+                "abort_job_polling_interval", abort_job_polling_interval
+            ),
+            shutdown_graceful_timeout=None
+            if shutdown_graceful_timeout is None
+            else number(
+                "Worker: shutdown_graceful_timeout",
+                shutdown_graceful_timeout,
+                at_least=0,
+                finite=False,
+            ),
+            listen_notify=listen_notify,
+            delete_jobs=delete,
+            additional_context=dict(additional_context or {}),
+            install_signal_handlers=install_signal_handlers,
+            update_heartbeat_interval=interval(
+                "update_heartbeat_interval", update_heartbeat_interval
+            ),
+            stalled_worker_timeout=interval("stalled_worker_timeout", stalled_worker_timeout),
+            task_middleware=tuple(task_middleware or ()),
+            worker_middleware=tuple(worker_middleware or ()),
+        )
+        self.stats = WorkerStats()
+        self._state: WorkerState | None = None
+        self._stop_before_run = False
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    @property
+    def worker_id(self) -> int | None:
+        """The worker's id in procrastinate_workers while it runs (and after), else None."""
+        return None if self._state is None else self._state.worker_id
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully; safe to call from any thread."""
+        token = self._token
+        if token is not None and not _in_event_loop_thread(token):
+            anyio.from_thread.run_sync(self._request_stop, token=token)
+        else:
+            self._request_stop()
+
+    def _request_stop(self) -> None:
+        if self._token is None:  # not running yet: run() will return at once
+            self._stop_before_run = True
+        elif self._state is not None:
+            self._state.request_stop()
+
+    async def run(self) -> None:
+        """Work until stopped; return after a clean shutdown (no job left 'doing' here)."""
+        self._state = WorkerState(self.settings, self.stats)
+        self._token = anyio.lowlevel.current_token()
+        try:
+            if not self._stop_before_run:
+                await self._run_until_done(self._state)
+        finally:
+            self._token = None
+            self._stop_before_run = False  # the worker may be run again
+
+    async def _run_until_done(self, state: WorkerState) -> None:
+        finished = anyio.Event()
+
+        async def run_shielded() -> None:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._run(state)
+            finally:
+                finished.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_shielded)
+            try:
+                await finished.wait()
+            except anyio.get_cancelled_exc_class():
+                # Cancelled from outside: shut down as gracefully as a stop() would.
+                state.request_stop()
+                with anyio.CancelScope(shield=True):
+                    await finished.wait()
+                raise
+
+    async def _run(self, state: WorkerState) -> None:
+        store = JobStore(self.app)
+        registration = Registration(state, store)
+        await registration.register()
+        queues = self.settings.queues
+        logger.info(
+            "starting worker %s on %s",
+            state.worker_id,
+            utils.queues_display(queues),
+            extra={"action": "start_worker", "worker_id": state.worker_id, "queues": queues},
+        )
+        try:
+            housekeeping = Housekeeping(state, store, self.app)
+            writer = OutcomeWriter(state, store, registration)
+            claimer = Claimer(state, store, registration, self.app)
+            loops = [
+                ("writer", writer.write_forever),
+                ("heartbeat", registration.beat_forever),
+                ("stalled jobs", housekeeping.recover_stalled_forever),
+                ("abort polling", housekeeping.poll_aborts_forever),
+                ("periodic", housekeeping.defer_periodic_forever),
+            ]
+            if self.settings.listen_notify:
+                loops.append(("listener", housekeeping.listen))
+            async with anyio.create_task_group() as group:
+                for name, loop in loops:
+                    group.start_soon(supervise, state.stats, name, loop)
+                if self.settings.install_signal_handlers:
+                    group.start_soon(self._handle_signals, state)
+                await self._work(state, claimer, writer)
+                await writer.final_flush()
+                group.cancel_scope.cancel()
+        finally:
+            await registration.unregister()
+            logger.info("stopped worker %s", state.worker_id, extra={"action": "stop_worker"})
+
+    async def _work(self, state: WorkerState, claimer: Claimer, writer: OutcomeWriter) -> None:
+        """Claim and run jobs until stopped, then end the running ones."""
+        # The stream never holds more jobs than there are free slots.
+        dispatch, handed = anyio.create_memory_object_stream[Running](math.inf)
+        async with anyio.create_task_group() as jobs_group:
+            runners = Runners(state, self, claimer, writer, jobs_group)
+            with handed:
+                for _ in range(self.settings.concurrency):
+                    jobs_group.start_soon(runners.run_jobs, handed.clone())
+            with dispatch:
+                await claimer.claim_until_stopped(dispatch)
+                await runners.end_running_jobs()
+
+    async def _handle_signals(self, state: WorkerState) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if state.stopping:
+                    logger.warning("second signal %s: cancelling the running jobs", signum)
+                    state.cancel_running(include_sync=False)
+                else:
+                    logger.info("received signal %s", signum)
+                    state.request_stop()
+
+
+def _in_event_loop_thread(token: anyio.lowlevel.EventLoopToken) -> bool:
+    try:
+        return anyio.lowlevel.current_token() == token
+    except RuntimeError:
+        return False

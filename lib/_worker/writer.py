@@ -1,0 +1,91 @@
+"""The outcome writer: records verdicts in batches, never drops one, and flushes at the end."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import anyio
+
+from dawdle._worker.housekeeping import Registration
+from dawdle._worker.outcomes import Verdict
+from dawdle._worker.state import Wakeup, WorkerState
+from dawdle._worker.store import JobStore
+from dawdle._worker.supervision import Restarts
+
+logger = logging.getLogger("dawdle.worker")
+
+# How long the last outcomes may take to reach the database when the worker stops.
+FINAL_FLUSH_TIMEOUT: Final = 30.0
+# The most outcomes written in one statement.
+MAX_OUTCOME_BATCH: Final = 1_000
+
+
+class OutcomeWriter:
+    """Writes `state.unwritten` in batches; a failed write leaves the verdicts to write again."""
+
+    def __init__(self, state: WorkerState, store: JobStore, registration: Registration) -> None:
+        self._state = state
+        self._store = store
+        self._registration = registration
+        self._wake = Wakeup()
+        self._lock = anyio.Lock()
+
+    def add(self, verdict: Verdict) -> None:
+        """Queue a verdict for the next write."""
+        self._state.unwritten.append(verdict)
+        self._wake.set()
+
+    async def write_forever(self) -> None:
+        """Write verdicts as they come; a batch forms while the previous write runs."""
+        while True:
+            if not self._state.unwritten:  # after a failed write, retry what is still there
+                await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def final_flush(self) -> None:
+        """Write the last verdicts, retrying for a while if the database is away."""
+        restarts = Restarts()
+        with anyio.move_on_after(FINAL_FLUSH_TIMEOUT):
+            while self._state.unwritten:
+                try:
+                    await self.flush()
+                except Exception:
+                    logger.exception("writing the last outcomes failed; trying again")
+                    await anyio.sleep(restarts.next_delay())
+        if self._state.unwritten:
+            logger.error(
+                "%d outcomes could not be written; their jobs stay 'doing' until another "
+                "worker recovers them as stalled, and will run again",
+                len(self._state.unwritten),
+                extra={
+                    "action": "outcomes_lost",
+                    "job_ids": [verdict.job_id for verdict in self._state.unwritten],
+                },
+            )
+
+    async def flush(self) -> None:
+        """Write every unwritten verdict; on failure they stay unwritten (never dropped)."""
+        async with self._lock:
+            await self._write_unwritten()
+
+    async def _write_unwritten(self) -> None:
+        state = self._state
+        while state.unwritten:
+            batch = state.unwritten[:MAX_OUTCOME_BATCH]
+            worker_id = state.worker_id
+            recorded = await self._store.record(batch, worker_id=worker_id)
+            if recorded != len(batch):
+                await self._registration.confirm()
+                if state.worker_id != worker_id:
+                    continue  # the same batch again, now that its jobs are ours again
+            del state.unwritten[: len(batch)]
+            if recorded != len(batch):
+                logger.warning(
+                    "%d of %d outcomes found their job no longer 'doing' (recovered by "
+                    "another worker after a lost heartbeat?)",
+                    len(batch) - recorded,
+                    len(batch),
+                )
+            state.wake_claimer.set()
