@@ -1,4 +1,4 @@
-"""The one place where option values are checked: a bad value raises ConfigurationError naming it."""
+"""The one place option values are checked: a bad value raises ConfigurationError naming it."""
 
 from __future__ import annotations
 
