@@ -94,7 +94,7 @@ class RetryPolicy(BaseRetryStrategy):
                 f"RetryPolicy: backoff must be a dawdle.backoff strategy, got {self.backoff!r}"
             )
         if self.max_attempts is not None:
-            integer("RetryPolicy: max_attempts", self.max_attempts, at_least=1)
+            integer("RetryPolicy: max_attempts (None for no limit)", self.max_attempts, at_least=1)
         if self.deadline is not None:
             deadline = number("RetryPolicy: deadline", self.deadline, above=0)
             object.__setattr__(self, "deadline", deadline)
