@@ -6,34 +6,45 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from dawdle.backoff._strategies import check_number
+from dawdle._validate import number
 
 _SLOTS = 10
 
 
+@dataclass(frozen=True, eq=False)
 class RetryBudget:
     """Allow, over any sliding `window` seconds, `ratio` retries per request plus a floor.
 
     With `ratio=0.2` retries add at most 20 % to the load a dependency already sees; the
     floor of `min_per_second` lets a quiet client still retry now and then. Thread-safe.
     The window slides in tenths, so an old slot is forgotten up to `window / 10` late.
+
+    The settings are frozen; the counts are not, so budgets compare by identity. Pickling,
+    copying and `dataclasses.replace` give a fresh budget with the same settings and clock
+    (the clock deep-copied by `copy.deepcopy`): a lock cannot be copied, and the counts
+    describe this process's recent traffic, not the copy's.
     """
 
-    def __init__(
-        self,
-        ratio: float = 0.2,
-        min_per_second: float = 1.0,
-        window: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ratio = check_number("RetryBudget", "ratio", ratio)
-        self.min_per_second = check_number("RetryBudget", "min_per_second", min_per_second)
-        self.window = check_number("RetryBudget", "window", window, positive=True)
-        self._clock = clock
-        self._lock = threading.Lock()
-        # [slot number, requests, retries], oldest first; at most _SLOTS entries.
-        self._slots: deque[list[int]] = deque()
+    ratio: float = 0.2
+    min_per_second: float = 1.0
+    window: float = 10.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    # [slot number, requests, retries], oldest first; at most _SLOTS entries.
+    _slots: deque[list[int]] = field(init=False, repr=False, default_factory=deque)
+
+    def __post_init__(self) -> None:
+        ratio = number("RetryBudget: ratio", self.ratio, at_least=0)
+        min_per_second = number("RetryBudget: min_per_second", self.min_per_second, at_least=0)
+        window = number("RetryBudget: window", self.window, above=0)
+        object.__setattr__(self, "ratio", ratio)
+        object.__setattr__(self, "min_per_second", min_per_second)
+        object.__setattr__(self, "window", window)
+
+    def __reduce__(self) -> tuple[type[RetryBudget], tuple[object, ...]]:
+        return (type(self), (self.ratio, self.min_per_second, self.window, self.clock))
 
     def record_request(self) -> None:
         """Count a first attempt: it earns `ratio` retries for the next `window` seconds."""
@@ -62,15 +73,9 @@ class RetryBudget:
         return self.ratio * requests + self.min_per_second * self.window - retries
 
     def _current_slot(self) -> list[int]:
-        number = int(self._clock() * _SLOTS / self.window)
-        while self._slots and self._slots[0][0] <= number - _SLOTS:
+        current = int(self.clock() * _SLOTS / self.window)
+        while self._slots and self._slots[0][0] <= current - _SLOTS:
             self._slots.popleft()
-        if not self._slots or self._slots[-1][0] != number:
-            self._slots.append([number, 0, 0])
+        if not self._slots or self._slots[-1][0] != current:
+            self._slots.append([current, 0, 0])
         return self._slots[-1]
-
-    def __repr__(self) -> str:
-        return (
-            f"RetryBudget(ratio={self.ratio!r}, min_per_second={self.min_per_second!r}, "
-            f"window={self.window!r})"
-        )

@@ -5,21 +5,15 @@ from __future__ import annotations
 import datetime
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from procrastinate import BaseRetryStrategy, RetryDecision
 from procrastinate.jobs import Job
 
-from dawdle._errors import ConfigurationError
-from dawdle.backoff._strategies import (
-    DEFAULT_MAX_DELAY,
-    Backoff,
-    Exponential,
-    Jitter,
-    check_attempt,
-    check_number,
-)
+from dawdle._errors import ConfigurationError, leaves
+from dawdle._validate import integer, is_number, number
+from dawdle.backoff._strategies import DEFAULT_MAX_DELAY, Backoff, Exponential, Jitter
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
@@ -32,33 +26,36 @@ class Decision:
     delay: float | None
     reason: str
 
+    def __post_init__(self) -> None:
+        # Invariant the retry loops rely on: a retry always has a delay, a refusal never has.
+        if self.delay is not None:
+            object.__setattr__(self, "delay", number("Decision: delay", self.delay, at_least=0))
+        if self.retry is not (self.delay is not None):
+            raise ConfigurationError(
+                "Decision: a retry needs a delay and a refusal has none, "
+                f"got retry={self.retry!r}, delay={self.delay!r}"
+            )
 
-def _exception_types(name: str, value: object) -> tuple[type[BaseException], ...]:
+
+def _exception_types(where: str, value: object) -> tuple[type[BaseException], ...]:
+    """`value`, one exception class or a tuple of them, as a tuple; `where` names it."""
     types = value if isinstance(value, tuple) else (value,)
     for item in types:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise ConfigurationError(
-                f"RetryPolicy: {name} must be exception classes, got {item!r} in {value!r}"
+                f"{where} must be exception classes, got {item!r} in {value!r}"
             )
     return types
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 def _retry_after(exc: BaseException) -> float | None:
     """The longest valid `retry_after` (seconds or timedelta) carried by `exc` or its leaves."""
     hints: list[float] = []
-    for candidate in (exc, *_leaves(exc)):
+    for candidate in (exc, *leaves(exc)):
         hint = getattr(candidate, "retry_after", None)
         if isinstance(hint, datetime.timedelta):
             hint = hint.total_seconds()
-        if isinstance(hint, int | float) and not isinstance(hint, bool) and math.isfinite(hint):
+        if is_number(hint) and math.isfinite(hint):
             hints.append(max(0.0, float(hint)))
     return max(hints, default=None)
 
@@ -74,6 +71,12 @@ class RetryPolicy(BaseRetryStrategy):
     first run started. An exception group is retried only if every leaf is in `retry_on`
     and none is in `give_up_on`. An exception with a `retry_after` attribute (seconds or a
     timedelta) sets the wait, still capped at the backoff's `max_delay`.
+
+    A policy is a value: it compares and hashes by its options (not `rng`), copies, and
+    pickles unless `retry_if` is a lambda or a local function, which pickle cannot store.
+    A deep copy or an unpickled policy has its own copy of `rng` in its current state, so it
+    draws the delays the original would draw next; a shallow copy shares the original's `rng`.
+    `dataclasses.replace` re-validates.
     """
 
     backoff: Backoff = field(default_factory=lambda: Exponential(1.0, 2.0, jitter="full"))
@@ -90,18 +93,17 @@ class RetryPolicy(BaseRetryStrategy):
             raise ConfigurationError(
                 f"RetryPolicy: backoff must be a dawdle.backoff strategy, got {self.backoff!r}"
             )
-        if self.max_attempts is not None and (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigurationError(
-                f"RetryPolicy: max_attempts must be an int >= 1 or None, got {self.max_attempts!r}"
-            )
+        if self.max_attempts is not None:
+            integer("RetryPolicy: max_attempts (None for no limit)", self.max_attempts, at_least=1)
         if self.deadline is not None:
-            check_number("RetryPolicy", "deadline", self.deadline, positive=True)
-        object.__setattr__(self, "retry_on", _exception_types("retry_on", self.retry_on))
-        object.__setattr__(self, "give_up_on", _exception_types("give_up_on", self.give_up_on))
+            deadline = number("RetryPolicy: deadline", self.deadline, above=0)
+            object.__setattr__(self, "deadline", deadline)
+        object.__setattr__(
+            self, "retry_on", _exception_types("RetryPolicy: retry_on", self.retry_on)
+        )
+        object.__setattr__(
+            self, "give_up_on", _exception_types("RetryPolicy: give_up_on", self.give_up_on)
+        )
         if self.retry_if is not None and not callable(self.retry_if):
             raise ConfigurationError(
                 f"RetryPolicy: retry_if must be callable, got {self.retry_if!r}"
@@ -116,9 +118,9 @@ class RetryPolicy(BaseRetryStrategy):
         rng: random.Random | None = None,
     ) -> Decision:
         """Decide about `exc`, raised by run number `attempt` (1 = first), `elapsed` s in."""
-        check_attempt(attempt)
+        integer("attempt", attempt, at_least=1)
         name = type(exc).__name__
-        for leaf in _leaves(exc):
+        for leaf in leaves(exc):
             if isinstance(leaf, self.give_up_on):
                 return Decision(
                     retry=False, delay=None, reason=f"{type(leaf).__name__} is in give_up_on"
@@ -160,34 +162,40 @@ class RetryPolicy(BaseRetryStrategy):
         return RetryDecision(retry_at=retry_at)
 
 
+@dataclass(frozen=True)
 class ExponentialBackoffStrategy(RetryPolicy):
     """Short form of `RetryPolicy(backoff=Exponential(base_delay, 2.0, ...), max_attempts=...)`.
 
     As in `RetryPolicy`, `max_attempts` counts runs: the default 3 is a run and two retries,
-    after `base_delay` and `2 * base_delay` seconds.
+    after `base_delay` and `2 * base_delay` seconds. Its own arguments are its fields, so it
+    pickles, copies and `dataclasses.replace`s like any policy; `backoff` and `retry_on` are
+    derived from them.
     """
 
-    def __init__(
-        self,
-        max_attempts: int | None = 3,
-        base_delay: float = 1.0,
-        max_delay: float = DEFAULT_MAX_DELAY,
-        jitter: Jitter = "none",
-        retry_exceptions: ExceptionTypes = (Exception,),
-    ) -> None:
-        super().__init__(
-            backoff=Exponential(base_delay, 2.0, jitter=jitter, max_delay=max_delay),
-            max_attempts=max_attempts,
-            retry_on=retry_exceptions,
-        )
+    max_attempts: int | None = 3
+    base_delay: float = 1.0
+    max_delay: float = DEFAULT_MAX_DELAY
+    jitter: Jitter = "none"
+    retry_exceptions: ExceptionTypes = (Exception,)
+    # RetryPolicy's other options keep their defaults: the short form does not take them.
+    backoff: Backoff = field(init=False, repr=False)
+    deadline: float | None = field(default=None, init=False, repr=False)
+    retry_on: ExceptionTypes = field(init=False, repr=False)
+    give_up_on: ExceptionTypes = field(default=(), init=False, repr=False)
+    retry_if: Callable[[BaseException], bool] | None = field(default=None, init=False, repr=False)
+    retry_after: bool = field(default=True, init=False, repr=False)
+    rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
 
-    @property
-    def base_delay(self) -> float:
-        """The wait before the first retry, in seconds (before jitter)."""
-        assert isinstance(self.backoff, Exponential)  # noqa: S101 (set in __init__)
-        return self.backoff.initial
-
-    @property
-    def max_delay(self) -> float:
-        """The longest wait, in seconds."""
-        return self.backoff.max_delay
+    def __post_init__(self) -> None:
+        owner = "ExponentialBackoffStrategy"
+        base_delay = number(f"{owner}: base_delay", self.base_delay, above=0)
+        max_delay = number(f"{owner}: max_delay", self.max_delay, above=0)
+        retry_on = _exception_types(f"{owner}: retry_exceptions", self.retry_exceptions)
+        object.__setattr__(self, "base_delay", base_delay)
+        object.__setattr__(self, "max_delay", max_delay)
+        object.__setattr__(self, "retry_exceptions", retry_on)
+        backoff = Exponential(base_delay, 2.0, jitter=self.jitter, max_delay=max_delay)
+        object.__setattr__(self, "jitter", backoff.jitter)
+        object.__setattr__(self, "backoff", backoff)
+        object.__setattr__(self, "retry_on", retry_on)
+        super().__post_init__()

@@ -1,17 +1,19 @@
 """Backoff strategies: pure functions from a retry number to a delay in seconds.
 
 No strategy sleeps or keeps state; randomness comes from the `rng` argument so that a
-seeded `random.Random` reproduces a sequence exactly.
+seeded `random.Random` reproduces a sequence exactly. Strategies are frozen dataclasses:
+values that compare, hash, pickle and copy by their arguments.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from abc import ABC, abstractmethod
-from typing import Final, Literal, NoReturn, TypeAlias
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Final, Literal, TypeAlias, cast
 
 from dawdle._errors import ConfigurationError
+from dawdle._validate import integer, number
 
 Jitter: TypeAlias = Literal["none", "full", "equal"] | float
 """How a delay is randomised: not at all, uniform in [0, d], d/2 + uniform [0, d/2],
@@ -23,35 +25,15 @@ DEFAULT_MAX_DELAY: Final = 3600.0
 # Jitter spreads retries apart; it is not a security boundary, so a PRNG is the right tool.
 _DEFAULT_RNG: Final = random.Random()  # noqa: S311
 
-
-def check_number(owner: str, name: str, value: object, *, positive: bool = False) -> float:
-    """Return `value` as a float if it is a finite number >= 0 (> 0 when `positive`)."""
-    bound = "> 0" if positive else ">= 0"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        raise ConfigurationError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+_NAMED_JITTERS: Final = ("none", "full", "equal")
 
 
-def check_attempt(value: object) -> int:
-    """Return `value` if it is a valid 1-based attempt number."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"attempt must be an int >= 1, got {value!r}")
-    return value
-
-
-def _check_jitter(owner: str, jitter: object) -> Jitter:
-    if jitter in ("none", "full", "equal"):
-        return jitter
-    if isinstance(jitter, float | int) and not isinstance(jitter, bool) and 0 < jitter <= 1:
-        return float(jitter)
-    raise ConfigurationError(
-        f'{owner}: jitter must be "none", "full", "equal" or a float in (0, 1], got {jitter!r}'
+def _jitter(owner: str, value: object) -> Jitter:
+    """`value` if it is a named jitter, else as a float in (0, 1]."""
+    if isinstance(value, str) and value in _NAMED_JITTERS:
+        return cast("Jitter", value)
+    return number(
+        f'{owner}: jitter other than "none", "full" or "equal"', value, above=0, at_most=1
     )
 
 
@@ -62,40 +44,31 @@ def _apply_jitter(delay: float, jitter: Jitter, max_delay: float, rng: random.Ra
         return rng.uniform(0.0, delay)
     if jitter == "equal":
         return delay / 2 + rng.uniform(0.0, delay / 2)
-    assert isinstance(jitter, float)  # noqa: S101 (narrowing for mypy; _check_jitter ensures it)
+    assert isinstance(jitter, float)  # noqa: S101 (narrowing for mypy; _jitter ensures it)
     return min(max_delay, delay * rng.uniform(1.0 - jitter, 1.0 + jitter))
 
 
 class Backoff(ABC):
     """A backoff strategy: `delay(attempt)` is the wait before retry number `attempt` (1 = first).
 
-    Every delay is finite, >= 0 and <= `max_delay`, for any attempt. Strategies are immutable.
+    Every delay is finite, >= 0 and <= `max_delay`, for any attempt. Strategies are frozen
+    dataclasses; `dataclasses.replace` re-validates the changed arguments.
     """
 
-    __slots__ = ("jitter", "max_delay")
-    jitter: Jitter
+    __slots__ = ()
     max_delay: float
-
-    def __init__(self, *, jitter: Jitter, max_delay: float) -> None:
-        owner = type(self).__name__
-        object.__setattr__(self, "jitter", _check_jitter(owner, jitter))
-        object.__setattr__(
-            self, "max_delay", check_number(owner, "max_delay", max_delay, positive=True)
-        )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1 = the first retry)."""
-        check_attempt(attempt)
-        delay = self._capped_delay(attempt)
-        return _apply_jitter(delay, self.jitter, self.max_delay, rng or _DEFAULT_RNG)
+        return self._draw(integer("attempt", attempt, at_least=1), rng or _DEFAULT_RNG)
 
     @abstractmethod
-    def _capped_delay(self, attempt: int) -> float:
-        """The delay before jitter, already capped at `max_delay`."""
+    def _draw(self, attempt: int, rng: random.Random) -> float:
+        """The delay before retry `attempt` (already checked), randomised with `rng`."""
 
-    @abstractmethod
-    def _params(self) -> dict[str, object]:
-        """The constructor arguments that define this strategy, for repr and equality."""
+    def _set(self, name: str, value: object) -> None:
+        """Store a validated, normalised argument: only `__init__` and `__post_init__` call it."""
+        object.__setattr__(self, name, value)
 
     def _check_within_cap(self, name: str, value: float) -> None:
         if value > self.max_delay:
@@ -103,106 +76,98 @@ class Backoff(ABC):
                 f"{type(self).__name__}: {name}={value!r} exceeds max_delay={self.max_delay!r}"
             )
 
-    def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
-        return f"{type(self).__name__}({args})"
+class _Jittered(Backoff):
+    """A strategy with a deterministic curve, capped at `max_delay`, then jittered."""
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, Backoff)  # noqa: S101 (narrowing for mypy)
-        return self._params() == other._params()
+    __slots__ = ()
+    jitter: Jitter
 
-    def __hash__(self) -> int:
-        return hash((type(self), tuple(self._params().items())))
+    def _draw(self, attempt: int, rng: random.Random) -> float:
+        return _apply_jitter(self._capped_delay(attempt), self.jitter, self.max_delay, rng)
+
+    @abstractmethod
+    def _capped_delay(self, attempt: int) -> float:
+        """The delay before jitter, already capped at `max_delay`."""
 
 
-class Constant(Backoff):
-    """The same delay before every retry (with optional jitter)."""
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Constant(_Jittered):
+    """The same delay before every retry (with optional jitter).
 
-    __slots__ = ("seconds",)
-    seconds: float
+    Without `max_delay` the cap is the delay stretched by a proportional jitter. The delay is
+    stored as `seconds` since `delay` is the method; `dataclasses.replace` therefore needs
+    `delay=` and keeps the old cap unless `max_delay=` is given too.
+    """
+
+    seconds: float = field(init=False)
+    jitter: Jitter
+    max_delay: float
 
     def __init__(
         self, delay: float, *, jitter: Jitter = "none", max_delay: float | None = None
     ) -> None:
-        seconds = check_number("Constant", "delay", delay)
+        seconds = number("Constant: delay", delay, at_least=0)
+        checked = _jitter("Constant", jitter)
         if max_delay is None:
-            spread = 1.0 + jitter if isinstance(jitter, float | int) else 1.0
-            max_delay = max(seconds * spread, seconds, 1e-9)
-        super().__init__(jitter=jitter, max_delay=max_delay)
-        object.__setattr__(self, "seconds", seconds)
-        self._check_within_cap("delay", seconds)
+            spread = 1.0 + checked if isinstance(checked, float) else 1.0
+            max_delay = max(seconds * spread, 1e-9)
+        self._set("seconds", seconds)
+        self._set("jitter", checked)
+        self._set("max_delay", max_delay)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        self._set("max_delay", number("Constant: max_delay", self.max_delay, above=0))
+        self._check_within_cap("delay", self.seconds)
 
     def _capped_delay(self, attempt: int) -> float:
         return self.seconds
 
-    def _params(self) -> dict[str, object]:
-        return {"delay": self.seconds, "jitter": self.jitter, "max_delay": self.max_delay}
+    def __repr__(self) -> str:
+        return (
+            f"Constant(delay={self.seconds!r}, jitter={self.jitter!r}, "
+            f"max_delay={self.max_delay!r})"
+        )
 
 
-class Linear(Backoff):
+@dataclass(frozen=True, slots=True)
+class Linear(_Jittered):
     """`initial + step * (attempt - 1)`, capped at `max_delay`."""
 
-    __slots__ = ("initial", "step")
     initial: float
     step: float
+    _: KW_ONLY
+    jitter: Jitter = "none"
+    max_delay: float = DEFAULT_MAX_DELAY
 
-    def __init__(
-        self,
-        initial: float,
-        step: float,
-        *,
-        jitter: Jitter = "none",
-        max_delay: float = DEFAULT_MAX_DELAY,
-    ) -> None:
-        super().__init__(jitter=jitter, max_delay=max_delay)
-        object.__setattr__(self, "initial", check_number("Linear", "initial", initial))
-        object.__setattr__(self, "step", check_number("Linear", "step", step))
+    def __post_init__(self) -> None:
+        self._set("jitter", _jitter("Linear", self.jitter))
+        self._set("max_delay", number("Linear: max_delay", self.max_delay, above=0))
+        self._set("initial", number("Linear: initial", self.initial, at_least=0))
+        self._set("step", number("Linear: step", self.step, at_least=0))
         self._check_within_cap("initial", self.initial)
 
     def _capped_delay(self, attempt: int) -> float:
         # A huge step times a huge attempt is inf, never an exception; min() caps it.
         return min(self.max_delay, self.initial + self.step * (attempt - 1))
 
-    def _params(self) -> dict[str, object]:
-        return {
-            "initial": self.initial,
-            "step": self.step,
-            "jitter": self.jitter,
-            "max_delay": self.max_delay,
-        }
 
-
-class Exponential(Backoff):
+@dataclass(frozen=True, slots=True)
+class Exponential(_Jittered):
     """`initial * factor ** (attempt - 1)`, capped at `max_delay` without ever overflowing."""
 
-    __slots__ = ("factor", "initial")
-    initial: float
-    factor: float
+    initial: float = 1.0
+    factor: float = 2.0
+    _: KW_ONLY
+    jitter: Jitter = "none"
+    max_delay: float = DEFAULT_MAX_DELAY
 
-    def __init__(
-        self,
-        initial: float = 1.0,
-        factor: float = 2.0,
-        *,
-        jitter: Jitter = "none",
-        max_delay: float = DEFAULT_MAX_DELAY,
-    ) -> None:
-        super().__init__(jitter=jitter, max_delay=max_delay)
-        object.__setattr__(
-            self, "initial", check_number("Exponential", "initial", initial, positive=True)
-        )
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, int | float)
-            or not (1 <= factor < math.inf)
-        ):
-            raise ConfigurationError(f"Exponential: factor must be finite and >= 1, got {factor!r}")
-        object.__setattr__(self, "factor", float(factor))
+    def __post_init__(self) -> None:
+        self._set("jitter", _jitter("Exponential", self.jitter))
+        self._set("max_delay", number("Exponential: max_delay", self.max_delay, above=0))
+        self._set("initial", number("Exponential: initial", self.initial, above=0))
+        self._set("factor", number("Exponential: factor", self.factor, at_least=1))
         self._check_within_cap("initial", self.initial)
 
     def _capped_delay(self, attempt: int) -> float:
@@ -212,15 +177,8 @@ class Exponential(Backoff):
             return self.max_delay
         return min(self.max_delay, delay)
 
-    def _params(self) -> dict[str, object]:
-        return {
-            "initial": self.initial,
-            "factor": self.factor,
-            "jitter": self.jitter,
-            "max_delay": self.max_delay,
-        }
 
-
+@dataclass(frozen=True, slots=True)
 class DecorrelatedJitter(Backoff):
     """Uniform in [initial, min(max_delay, initial * 3 ** attempt)]: the AWS decorrelated family.
 
@@ -229,27 +187,17 @@ class DecorrelatedJitter(Backoff):
     exponential, retries never pile up on `max_delay` itself.
     """
 
-    __slots__ = ("initial",)
-    initial: float
+    initial: float = 1.0
+    max_delay: float = DEFAULT_MAX_DELAY
 
-    def __init__(self, initial: float = 1.0, max_delay: float = DEFAULT_MAX_DELAY) -> None:
-        super().__init__(jitter="none", max_delay=max_delay)
-        object.__setattr__(
-            self, "initial", check_number("DecorrelatedJitter", "initial", initial, positive=True)
-        )
+    def __post_init__(self) -> None:
+        self._set("max_delay", number("DecorrelatedJitter: max_delay", self.max_delay, above=0))
+        self._set("initial", number("DecorrelatedJitter: initial", self.initial, above=0))
         self._check_within_cap("initial", self.initial)
 
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number `attempt`, drawn afresh from its envelope."""
-        check_attempt(attempt)
-        return (rng or _DEFAULT_RNG).uniform(self.initial, self._capped_delay(attempt))
-
-    def _capped_delay(self, attempt: int) -> float:
+    def _draw(self, attempt: int, rng: random.Random) -> float:
         try:
-            ceiling = self.initial * 3.0**attempt
+            ceiling = min(self.max_delay, self.initial * 3.0**attempt)
         except OverflowError:
-            return self.max_delay
-        return min(self.max_delay, ceiling)
-
-    def _params(self) -> dict[str, object]:
-        return {"initial": self.initial, "max_delay": self.max_delay}
+            ceiling = self.max_delay
+        return rng.uniform(self.initial, ceiling)
