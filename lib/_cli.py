@@ -2,61 +2,35 @@
 
 Exit codes: 0 success, 1 a failure at run time (database unreachable, schema missing or
 outdated, unhealthy), 2 a usage error (bad option, unloadable --app, unknown task, bad JSON),
-130 interrupted before the worker could take over SIGINT.
+130 interrupted before the worker could take over SIGINT. This module parses the command
+line and reports errors; `_cli_commands` runs the commands, `_cli_app` loads --app.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import json
 import logging
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
 import anyio
 from procrastinate import exceptions as procrastinate_exceptions
-from procrastinate import tasks
 
-from dawdle._app import App
-from dawdle._errors import ConfigurationError, DawdleError
+from dawdle._cli_app import load_app
+from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_errors import EXIT_FAILURE, EXIT_INTERRUPTED, UsageError, one_line
+from dawdle._errors import DawdleError, leaves
+from dawdle._validate import integer, number
 
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
-
-# A worker whose heartbeat is older than this is not counted as alive by `healthcheck`.
-HEARTBEAT_FRESH_SECONDS: Final = 30
-
-JOB_COUNTS_QUERY: Final = """
-SELECT status::text AS status, count(*) AS count
-  FROM procrastinate_jobs
- GROUP BY status
- ORDER BY status
-"""
-
-LIVE_WORKERS_QUERY: Final = """
-SELECT count(*) AS count
-  FROM procrastinate_workers
- WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s)
-"""
-
-logger = logging.getLogger("dawdle.cli")
-
-
-class UsageError(ConfigurationError):
-    """The command line asks for something impossible; reported like argparse (exit 2)."""
-
-
-class CommandError(DawdleError):
-    """The command ran and the answer is no (e.g. schema missing); exit 1 with the message."""
-
+# load_app lives in _cli_app; tests and scripts know it as dawdle._cli.load_app.
+__all__ = ["build_parser", "load_app", "main"]
 
 # -- argument parsing --------------------------------------------------------------------------
 
@@ -64,25 +38,19 @@ class CommandError(DawdleError):
 def _positive_int(text: str) -> int:
     """An int >= 1 for argparse, or its error naming the value."""
     try:
-        value = int(text)
-    except ValueError:
+        return integer("a count", int(text), at_least=1)
+    except ValueError:  # not an int (int()), or below 1 (integer()'s ConfigurationError)
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
     """A finite number of seconds >= 0 for argparse, or its error naming the value."""
     try:
-        value = float(text)
-    except ValueError:
+        return number("seconds", float(text), at_least=0)
+    except ValueError:  # not a number (float()), or negative, NaN, infinite (number())
         raise argparse.ArgumentTypeError(
             f"expected seconds (a number >= 0), got {text!r}"
         ) from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}")
-    return value
 
 
 def _queues(text: str) -> list[str]:
@@ -185,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on stop, cancel jobs still running after S seconds and put them back "
         "(default: wait for them)",
     )
-    worker.set_defaults(run=_cmd_worker, parser=worker)
+    worker.set_defaults(run=cmd_worker, parser=worker)
 
     schema = commands.add_parser(
         "schema",
@@ -200,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument(
         "--check", action="store_true", help="report the schema; exit 1 unless it is current"
     )
-    schema.set_defaults(run=_cmd_schema, parser=schema)
+    schema.set_defaults(run=cmd_schema, parser=schema)
 
     defer = commands.add_parser(
         "defer",
@@ -226,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     defer.add_argument(
         "--schedule-in", type=_seconds, metavar="S", help="run no earlier than S seconds from now"
     )
-    defer.set_defaults(run=_cmd_defer, parser=defer)
+    defer.set_defaults(run=cmd_defer, parser=defer)
 
     healthcheck = commands.add_parser(
         "healthcheck",
@@ -241,235 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="give up after S seconds (default: 10)",
     )
-    healthcheck.set_defaults(run=_cmd_healthcheck, parser=healthcheck)
+    healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
     return parser
 
 
-# -- loading the app -----------------------------------------------------------------------
-
-
-def load_app(path: str) -> App:
-    """The dawdle App at `path`: 'package.module:attribute' or 'package.module.attribute'.
-
-    The current directory is importable, as with `python -m`.
-    """
-    module_name, colon, attribute = path.partition(":")
-    if not colon:
-        module_name, _, attribute = path.rpartition(".")
-    names = [*module_name.split("."), *attribute.split(".")]
-    if not module_name or not attribute or not all(name.isidentifier() for name in names):
-        raise UsageError(
-            f"--app {path!r}: expected MODULE:ATTRIBUTE, for example 'myproject.tasks:app'"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(f"{missing}."):
-            raise UsageError(f"--app {path!r}: no module named {missing!r}") from exc
-        raise UsageError(f"--app {path!r}: importing {module_name!r} failed: {exc}") from exc
-    except Exception as exc:
-        raise UsageError(
-            f"--app {path!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    where = module_name
-    for name in attribute.split("."):
-        try:
-            target = getattr(target, name)
-        except AttributeError:
-            raise UsageError(f"--app {path!r}: {where!r} has no attribute {name!r}") from None
-        where = f"{where}.{name}"
-    if not isinstance(target, App):
-        kind = f"{type(target).__module__}.{type(target).__qualname__}"
-        raise UsageError(f"--app {path!r} is a {kind}, not a dawdle.App")
-    return target
-
-
-def _app(args: argparse.Namespace, *, required: bool) -> App:
-    """The app named by --app/DAWDLE_APP, or dawdle.App() on the default database."""
-    if args.app:
-        return load_app(args.app)
-    if required:
-        raise UsageError(f"`dawdle {args.command}` needs --app MODULE:ATTR (or $DAWDLE_APP)")
-    return App()
-
-
-def find_task(app: App, name: str) -> tasks.Task[Any, Any, Any]:
-    """The task registered on `app` as `name`, or a UsageError listing the known ones."""
-    # Tasks in the app's import_paths register when imported (Procrastinate leaves this untyped).
-    app.perform_import_paths()  # type: ignore[no-untyped-call]
-    task = app.tasks.get(name)
-    if task is None:
-        # Procrastinate's builtin task is left out: every App() renames that shared task
-        # object once more ("builtin:builtin:..."), which would only confuse the list.
-        own = (
-            task_name
-            for task_name, task in app.tasks.items()
-            if getattr(task.func, "__module__", None) != "procrastinate.builtin_tasks"
-        )
-        known = ", ".join(sorted(set(own))) or "none"
-        raise UsageError(f"no task named {name!r} on this app; known tasks: {known}")
-    return task
-
-
-# -- the commands ----------------------------------------------------------------------------
-
-
-async def _require_current_schema(app: App) -> None:
-    """Raise CommandError unless the schema is present and current."""
-    status = await app.schema_manager.check_schema_async()
-    if not status.present:
-        raise CommandError("the database has no Procrastinate schema: run `dawdle schema --apply`")
-    if status.missing:
-        raise CommandError(
-            f"the schema (version {status.version}) lacks {', '.join(status.missing)}: "
-            "apply Procrastinate's migrations"
-        )
-
-
-def _cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
-    """`dawdle worker`: the coroutine function that runs the worker."""
-    app = _app(args, required=True)
-    given = {
-        "queues": args.queues,
-        "concurrency": args.concurrency,
-        "name": args.name,
-        "wait": args.wait,
-        "delete_jobs": args.delete_jobs,
-        "shutdown_graceful_timeout": args.shutdown_graceful_timeout,
-    }
-    # Only what was given: the rest comes from the app's worker_defaults.
-    options = {key: value for key, value in given.items() if value is not None}
-
-    async def run() -> int:
-        """Open the app, check the schema, work until stopped."""
-        async with app.open_async():
-            await _require_current_schema(app)
-            await app.run_worker_async(**options, install_signal_handlers=True)
-        return 0
-
-    return run
-
-
-def _cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
-    """`dawdle schema --apply | --check`."""
-    app = _app(args, required=False)
-
-    async def run() -> int:
-        """Apply or check the schema; 0 if it is current at the end."""
-        async with app.open_async():
-            before = await app.schema_manager.check_schema_async()
-            if args.apply:
-                await app.schema_manager.apply_schema_async()  # refuses an outdated schema
-                after = await app.schema_manager.check_schema_async()
-                state = "already current" if before.present else "applied"
-                print(f"schema {state} (version {after.version})")
-                return 0
-        print(f"present: {'yes' if before.present else 'no'}")
-        print(f"version: {before.version or '-'}")
-        missing = ", ".join(before.missing) if before.present else "all of it"
-        print(f"missing: {missing or 'none'}")
-        return 0 if before.current else EXIT_FAILURE
-
-    return run
-
-
-def _cmd_defer(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
-    """`dawdle defer TASK_NAME`: the job's id on stdout."""
-    app = _app(args, required=True)
-    task = find_task(app, args.task_name)
-    given = {
-        "queue": args.queue,
-        "lock": args.lock,
-        "queueing_lock": args.queueing_lock,
-        "priority": args.priority,
-        "schedule_in": None if args.schedule_in is None else {"seconds": args.schedule_in},
-    }
-    options: Any = {key: value for key, value in given.items() if value is not None}
-
-    async def run() -> int:
-        """Defer the job and print its id."""
-        async with app.open_async():
-            job_id = await task.configure(**options).defer_async(**args.task_kwargs)
-        print(job_id)
-        return 0
-
-    return run
-
-
-def _cmd_healthcheck(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
-    """`dawdle healthcheck`: a report on stdout, a one-line reason on stderr if unhealthy."""
-    app = _app(args, required=False)
-
-    async def check() -> int:
-        """Report on the database; raise if it cannot be reached or lacks the schema."""
-        async with app.open_async():
-            print("database: reachable")
-            status = await app.schema_manager.check_schema_async()
-            if not status.current:
-                print(f"schema: {'outdated' if status.present else 'missing'}")
-                await _require_current_schema(app)  # raises with the reason
-            print(f"schema: current (version {status.version})")
-            rows = await app.connector.execute_query_all_async(JOB_COUNTS_QUERY)
-            counts = ", ".join(f"{row['status']} {row['count']}" for row in rows)
-            print(f"jobs: {counts or 'none'}")
-            row = await app.connector.execute_query_one_async(
-                LIVE_WORKERS_QUERY, seconds=HEARTBEAT_FRESH_SECONDS
-            )
-            print(
-                f"workers: {row['count']} with a heartbeat in the last {HEARTBEAT_FRESH_SECONDS} s"
-            )
-        print("healthy")
-        return 0
-
-    async def run() -> int:
-        """`check()` within the timeout; any failure is one line and exit 1."""
-        try:
-            with anyio.fail_after(args.timeout):
-                return await check()
-        except TimeoutError:
-            reason = f"no answer within {args.timeout:g} s"
-        except (DawdleError, procrastinate_exceptions.ProcrastinateException) as exc:
-            if args.verbose:
-                traceback.print_exception(exc)
-            reason = _one_line(exc)
-        print(f"unhealthy: {reason}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    return run
-
-
 # -- errors and the entry point ----------------------------------------------------------------
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, or `exc` itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (its type's name if it has none)."""
-    text = " ".join(str(exc).split())
-    cause = exc.__cause__
-    if (
-        isinstance(exc, procrastinate_exceptions.ConnectorException)
-        and not isinstance(exc, DawdleError)
-        and cause is not None
-    ):
-        # Procrastinate's wrapper says only "Database error."; the cause says which.
-        text = f"{text} {' '.join(str(cause).split())}".strip()
-    return text or type(exc).__name__
 
 
 def _fail(parser: argparse.ArgumentParser, exc: UsageError, *, verbose: bool) -> NoReturn:
     """Report a usage error the way argparse does (usage line, message, exit 2)."""
     if verbose:
         traceback.print_exception(exc)
-    parser.error(_one_line(exc))
+    parser.error(one_line(exc))
 
 
 def _configure_logging(command: str, verbose: int) -> None:
@@ -505,14 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BaseException as exc:
-        leaves = _leaves(exc)
-        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        failures = leaves(exc)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in failures):
             return EXIT_INTERRUPTED
-        if not all(isinstance(leaf, expected) for leaf in leaves):
+        if not all(isinstance(leaf, expected) for leaf in failures):
             raise
         if args.verbose:
             traceback.print_exception(exc)
-        for leaf in leaves:
-            print(f"dawdle {args.command}: error: {_one_line(leaf)}", file=sys.stderr)
+        for leaf in failures:
+            print(f"dawdle {args.command}: error: {one_line(leaf)}", file=sys.stderr)
         return EXIT_FAILURE
     return code

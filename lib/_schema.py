@@ -69,8 +69,12 @@ def schema_status(*, present: bool, functions: list[str]) -> SchemaStatus:
     return SchemaStatus(present=True, version=version, missing=missing)
 
 
-def _refuse_outdated(status: SchemaStatus) -> None:
-    if status.missing:
+def refuse_outdated(status: SchemaStatus) -> None:
+    """Raise SchemaOutdated if the schema is there but lacks functions Procrastinate uses.
+
+    An absent schema passes: applying the schema creates it, and the CLI words that case itself.
+    """
+    if status.present and status.missing:
         raise SchemaOutdated(
             f"the database has Procrastinate's schema of version {status.version} without "
             f"{', '.join(status.missing)}: apply Procrastinate's migrations first"
@@ -83,19 +87,17 @@ class SchemaManager(schema.SchemaManager):
     async def apply_schema_async(self) -> None:
         """Create Procrastinate's schema unless it is already there; refuse an outdated one."""
         status = await self.check_schema_async()
+        refuse_outdated(status)
         if not status.present:
             await super().apply_schema_async()
-            return
-        _refuse_outdated(status)
 
     def apply_schema(self) -> None:
         """Synchronous `apply_schema_async`."""
         row = self.connector.get_sync_connector().execute_query_one(CHECK_SCHEMA_QUERY)
         status = schema_status(present=row["present"], functions=list(row["functions"]))
+        refuse_outdated(status)
         if not status.present:
             super().apply_schema()
-            return
-        _refuse_outdated(status)
 
     async def check_schema_async(self) -> SchemaStatus:
         """Tell whether the schema is present, which version it matches and what it lacks.

@@ -21,20 +21,19 @@ is every place where AsyncConnection talks to asyncio:
 - ``transaction()`` and ``__aexit__``: the closing COMMIT/ROLLBACK runs in a
   shielded scope with a deadline, because anyio cancellation is level
   triggered: an unshielded ROLLBACK in a cancelled scope would never run.
+
+The waiting itself (psycopg's generators and libpq's polling on the socket) is in `_waiting`.
 """
 
 from __future__ import annotations
 
 import logging
-import select
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from time import monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
-import anyio.lowlevel
 import psycopg
 from psycopg import errors as e
 from psycopg import pq
@@ -42,7 +41,8 @@ from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
 from psycopg.rows import tuple_row
 from psycopg.transaction import AsyncTransaction
-from psycopg.waiting import Ready, Wait
+
+from dawdle._connector._waiting import drain_results, drive, poll_libpq
 
 __all__ = ["AnyioConnection"]
 
@@ -50,133 +50,8 @@ logger = logging.getLogger(__name__)
 
 RV = TypeVar("RV")
 
-WAIT_R = Wait.R
-WAIT_W = Wait.W
-READY_R = Ready.R
-READY_W = Ready.W
-
 OK = pq.ConnStatus.OK
 ACTIVE = pq.TransactionStatus.ACTIVE
-POLL_OK = pq.PollingStatus.OK
-POLL_READING = pq.PollingStatus.READING
-POLL_WRITING = pq.PollingStatus.WRITING
-POLL_FAILED = pq.PollingStatus.FAILED
-
-# A run of steps that never wait on the socket (writes to a writable socket,
-# generators that finish at once) gives the scheduler a turn after this long,
-# so that executemany() or COPY cannot starve other tasks.
-MAX_BUSY_TIME = 0.005
-
-
-class _SchedulerTurns:
-    """When this thread's connections last let the scheduler run (shared by all of them)."""
-
-    last = 0.0
-
-
-_turns = _SchedulerTurns()
-
-
-def _ready_now(fileno: int, s: int) -> int:
-    """Readiness of `fileno` for the `Wait` state `s`, without blocking."""
-    p = select.poll()
-    p.register(fileno, (select.POLLIN if s & WAIT_R else 0) | (select.POLLOUT if s & WAIT_W else 0))
-    ready = 0
-    for _, ev in p.poll(0):
-        if ev & (select.POLLERR | select.POLLHUP):
-            # Report what was asked: libpq will find the error itself.
-            return (READY_R if s & WAIT_R else 0) | (READY_W if s & WAIT_W else 0)
-        if ev & select.POLLIN:
-            ready |= READY_R
-        if ev & select.POLLOUT:
-            ready |= READY_W
-    return ready
-
-
-async def _wait_rw(fileno: int) -> int:
-    """Wait until `fileno` is readable or writable (whichever comes first).
-
-    Rare path: only taken when the send buffer is full while libpq also wants
-    to read (big queries, pipeline mode, COPY).
-    """
-    ready = 0
-    error: BaseException | None = None
-
-    async with anyio.create_task_group() as tg:
-
-        async def waiter(fn: Callable[[int], Any], flag: int) -> None:
-            nonlocal ready, error
-            try:
-                await fn(fileno)
-                ready |= flag
-            except (anyio.ClosedResourceError, OSError) as ex:
-                error = ex  # re-raised bare, not wrapped in an ExceptionGroup
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(waiter, anyio.wait_readable, READY_R)
-        tg.start_soon(waiter, anyio.wait_writable, READY_W)
-    if error is not None:
-        raise error
-    return ready
-
-
-async def _drive(gen: PQGen[RV], fileno: int) -> RV:
-    """Run a psycopg generator to completion, waiting on `fileno` with anyio.
-
-    `gen` may be fresh or suspended at a yield: psycopg's generators loop on
-    ``while not (yield state)``, so ``next(gen)`` on a suspended one re-yields
-    the state it is waiting for.  This is what lets `_recover` resume a
-    generator that a cancellation interrupted.
-    """
-    try:
-        s = next(gen)
-        while True:
-            if s == WAIT_R:
-                await anyio.wait_readable(fileno)
-                _turns.last = monotonic()
-                s = gen.send(READY_R)
-                continue
-            # W or RW: a socket asked for writing is nearly always writable and a
-            # zero-timeout poll is far cheaper than a scheduler round trip.
-            if ready := _ready_now(fileno, s):
-                if monotonic() - _turns.last >= MAX_BUSY_TIME:
-                    await anyio.lowlevel.checkpoint()
-                    _turns.last = monotonic()
-                s = gen.send(ready)
-                continue
-            if s == WAIT_W:
-                await anyio.wait_writable(fileno)
-                ready = READY_W
-            else:
-                ready = await _wait_rw(fileno)
-            _turns.last = monotonic()
-            s = gen.send(ready)
-    except StopIteration as ex:
-        if monotonic() - _turns.last >= MAX_BUSY_TIME:
-            # Finished without waiting: give others a turn, but don't raise a
-            # cancellation for an operation that has completed.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-            _turns.last = monotonic()
-        return ex.value  # type: ignore[no-any-return]
-
-
-async def _poll_libpq(
-    poll: Callable[[], int], socket: Callable[[], int], what: str, first: int = POLL_WRITING
-) -> None:
-    """Drive a libpq PQconnectPoll-style state machine (connect or cancel)."""
-    status = first
-    while True:
-        if status == POLL_READING:
-            await anyio.wait_readable(socket())
-        elif status == POLL_WRITING:
-            await anyio.wait_writable(socket())
-        elif status == POLL_OK:
-            return
-        elif status == POLL_FAILED:
-            raise e.OperationalError(f"{what} failed")  # caller adds libpq's message
-        else:
-            raise e.InternalError(f"unexpected {what} poll status: {status}")
-        status = poll()
 
 
 def _connection_failed(pgconn: pq.abc.PGconn) -> e.OperationalError:
@@ -184,28 +59,6 @@ def _connection_failed(pgconn: pq.abc.PGconn) -> e.OperationalError:
     message = pgconn.get_error_message()
     pgconn.finish()
     return e.OperationalError(f"connection failed: {message}")
-
-
-_COPY_STATES = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
-
-
-def _drain_results(pgconn: pq.abc.PGconn) -> PQGen[None]:
-    """Generator discarding the results of the command in flight.
-
-    Stops at the end of the command, or at a COPY state (not drained: the
-    caller then finds the connection still ACTIVE and closes it).
-    """
-    while True:
-        while pgconn.is_busy():
-            while not (yield WAIT_R):
-                pass
-            pgconn.consume_input()
-            while n := pgconn.notifies():  # keep psycopg's notify backlog fed
-                if pgconn.notify_handler:
-                    pgconn.notify_handler(n)
-        res = pgconn.get_result()
-        if res is None or res.status in _COPY_STATES:
-            return
 
 
 class AnyioConnection(psycopg.AsyncConnection[Any]):
@@ -290,7 +143,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
             raise _connection_failed(pgconn)
         try:
             with anyio.fail_after(time_limit):
-                await _poll_libpq(pgconn.connect_poll, lambda: pgconn.socket, "connection")
+                await poll_libpq(pgconn.connect_poll, lambda: pgconn.socket, "connection")
         except e.OperationalError:
             raise _connection_failed(pgconn) from None
         except BaseException:
@@ -351,9 +204,9 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
         fileno = self.pgconn.socket  # OperationalError if the connection is lost
         try:
             if timeout is None:
-                return await _drive(gen, fileno)
+                return await drive(gen, fileno)
             with anyio.move_on_after(timeout):
-                return await _drive(gen, fileno)
+                return await drive(gen, fileno)
             await self._recover(gen)
             raise e._WaitTimeout("wait timeout expired")
         except anyio.ClosedResourceError:
@@ -387,14 +240,14 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
                     # Resume the interrupted generator first: it may be half way
                     # through sending the query, and it keeps psycopg's state
                     # (transaction counters, prepared statements) consistent.
-                    await _drive(gen, fileno)
+                    await drive(gen, fileno)
                 except e.Error as ex:
                     # QueryCanceled is the expected outcome; any other error
                     # from the command is fine as long as we end up idle.
                     logger.debug("interrupted command ended with: %r", ex)
                 if pgconn.status == OK and pgconn.transaction_status == ACTIVE:
                     # e.g. stream(): the generator fetched one row of many.
-                    await _drive(_drain_results(pgconn), fileno)
+                    await drive(drain_results(pgconn), fileno)
         except Exception as ex:  # noqa: BLE001 (any failure here ends in the check below)
             logger.debug("while recovering an interrupted connection: %r", ex)
         except BaseException:
@@ -421,7 +274,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
             try:
                 cancel_conn.start()
                 try:
-                    await _poll_libpq(cancel_conn.poll, lambda: cancel_conn.socket, "cancel")
+                    await poll_libpq(cancel_conn.poll, lambda: cancel_conn.socket, "cancel")
                 except e.OperationalError:
                     raise e.OperationalError(
                         f"cancellation failed: {cancel_conn.get_error_message()}"

@@ -21,6 +21,7 @@ from dawdle._connector._connection import AnyioConnection
 from dawdle._connector._pool import Pool, connect_with_retries
 from dawdle._connector.embedded import default_conninfo
 from dawdle._errors import ConfigurationError, DatabaseUnavailable, UnsupportedValue
+from dawdle._validate import integer
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy
 
 logger = logging.getLogger("dawdle.connector")
@@ -124,9 +125,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         json_loads: Callable[[str | bytes], Any] | None = None,
         **connect_kwargs: Any,
     ) -> None:
-        for name, value, low in (("min_size", min_size, 0), ("max_size", max_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(f"PsycopgConnector: {name} must be an int >= {low}")
+        integer("PsycopgConnector: min_size", min_size, at_least=0)
+        integer("PsycopgConnector: max_size", max_size, at_least=1)
         if min_size > max_size:
             raise ConfigurationError(
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dawdle._schema import expected_functions, schema_status
+import pytest
+
+from dawdle import SchemaOutdated
+from dawdle._schema import expected_functions, refuse_outdated, schema_status
 
 
 def test_absent_schema() -> None:
@@ -30,3 +33,16 @@ def test_older_schema_names_what_it_lacks() -> None:
     assert status.missing == ("procrastinate_retry_job_v2",)
     assert status.version is not None
     assert status.version < "3.4.0"
+
+
+def test_refuse_outdated_names_what_a_present_schema_lacks() -> None:
+    """A present schema without retry_job_v2 is refused, naming the function and the fix."""
+    functions = sorted(expected_functions() - {"procrastinate_retry_job_v2"})
+    with pytest.raises(SchemaOutdated, match="without procrastinate_retry_job_v2: apply"):
+        refuse_outdated(schema_status(present=True, functions=functions))
+
+
+def test_refuse_outdated_passes_a_current_or_absent_schema() -> None:
+    """Only an outdated schema is refused: an absent one is for the caller to create or report."""
+    refuse_outdated(schema_status(present=True, functions=sorted(expected_functions())))
+    refuse_outdated(schema_status(present=False, functions=[]))
