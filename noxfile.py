@@ -39,12 +39,15 @@ def perf(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff (lint and format) on everything, mypy --strict on the package."""
+    """Ruff (lint and format) on everything, mypy --strict on the package and on user programs."""
     session.install(".[trio,embedded]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     # mypy reads the installed copy of lib/: it cannot follow the package-dir mapping in lib/.
     session.run("mypy", "--strict", "-p", "dawdle")
+    # Programs as users write them must type-check; tests/typing/should_fail marks each typo'd
+    # option with a `# type: ignore[code]`, which is an unused-ignore error if mypy accepts it.
+    session.run("mypy", "--strict", "--warn-unused-ignores", "tests/typing")
 
 
 @nox.session

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from procrastinate import JobContext as JobContext
+
 from dawdle._app import App as App
 from dawdle._app import Blueprint as Blueprint
 from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
@@ -12,6 +14,7 @@ from dawdle._errors import DawdleError as DawdleError
 from dawdle._errors import JobTimeout as JobTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
+from dawdle._options import WorkerOptions as WorkerOptions
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle._worker import Outcome as Outcome
 from dawdle._worker import Worker as Worker
@@ -27,6 +30,7 @@ __all__ = [
     "DawdleError",
     "ExponentialBackoffStrategy",
     "InMemoryConnector",
+    "JobContext",
     "JobTimeout",
     "Outcome",
     "PsycopgConnector",
@@ -35,5 +39,6 @@ __all__ = [
     "SchemaStatus",
     "UnsupportedValue",
     "Worker",
+    "WorkerOptions",
     "WorkerStats",
 ]

@@ -3,90 +3,175 @@
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Iterable
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 import procrastinate
+from procrastinate import app as procrastinate_app
 from procrastinate import connector as procrastinate_connector
-from procrastinate import tasks
+from procrastinate import jobs, middleware, retry, tasks
 
-from dawdle._errors import ConfigurationError
+# typing_extensions comes with Procrastinate (its blueprints import it at runtime); its
+# TypeVar takes a default (PEP 696) on Python 3.11, so a bare `App` means `App[BaseConnector]`.
+from typing_extensions import TypeVar as DefaultTypeVar
+from typing_extensions import Unpack
+
+from dawdle import _validate
+from dawdle._connector.psycopg import PsycopgConnector
+from dawdle._options import WorkerOptions
 from dawdle._schema import SchemaManager
 from dawdle._worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Covariant: an App[PsycopgConnector] is an App[BaseConnector] to code that takes any App.
+C_co = DefaultTypeVar(
+    "C_co",
+    bound=procrastinate_connector.BaseConnector,
+    default=procrastinate_connector.BaseConnector,
+    covariant=True,
+)
 
 
-class _TaskTimeouts:
-    """Adds `timeout=` (seconds) to `task()`; everything else is Procrastinate's."""
+class Blueprint(procrastinate.Blueprint):
+    """Procrastinate's `Blueprint`, whose tasks take `timeout=` as well."""
 
-    @overload
-    def task(self, _func: Callable[P, R], /) -> tasks.Task[P, R, P]: ...
     @overload
     def task(
-        self, _func: None = None, /, *, timeout: float | None = None, **options: Any
+        self,
+        *,
+        _func: None = None,
+        name: str | None = None,
+        aliases: list[str] | None = None,
+        retry: retry.RetryValue = False,
+        pass_context: Literal[False] = False,
+        queue: str = jobs.DEFAULT_QUEUE,
+        priority: int = jobs.DEFAULT_PRIORITY,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        task_middleware: list[middleware.TaskMiddleware] | None = None,
+        timeout: float | None = None,
     ) -> Callable[[Callable[P, R]], tasks.Task[P, R, P]]: ...
+    @overload
+    def task(
+        self,
+        *,
+        _func: None = None,
+        name: str | None = None,
+        aliases: list[str] | None = None,
+        retry: retry.RetryValue = False,
+        pass_context: Literal[True],
+        queue: str = jobs.DEFAULT_QUEUE,
+        priority: int = jobs.DEFAULT_PRIORITY,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        task_middleware: list[middleware.TaskMiddleware] | None = None,
+        timeout: float | None = None,
+    ) -> Callable[
+        [Callable[Concatenate[procrastinate.JobContext, P], R]],
+        tasks.Task[Concatenate[procrastinate.JobContext, P], R, P],
+    ]: ...
+    @overload
+    def task(self, _func: Callable[P, R]) -> tasks.Task[P, R, P]: ...
     def task(
         self,
         _func: Callable[P, R] | None = None,
-        /,
         *,
+        name: str | None = None,
+        aliases: list[str] | None = None,
+        retry: retry.RetryValue = False,
+        pass_context: bool = False,
+        queue: str = jobs.DEFAULT_QUEUE,
+        priority: int = jobs.DEFAULT_PRIORITY,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        task_middleware: list[middleware.TaskMiddleware] | None = None,
         timeout: float | None = None,
-        **options: Any,
-    ) -> tasks.Task[P, R, P] | Callable[[Callable[P, R]], tasks.Task[P, R, P]]:
+    ) -> Any:  # the overloads type it: mypy cannot match their ParamSpec unions to one type
         """Procrastinate's `task()`; `timeout` cancels an async job after that many seconds."""
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not 0 < timeout < math.inf
-        ):
-            raise ConfigurationError(
-                f"task timeout must be a number of seconds > 0, got {timeout!r}"
-            )
-        register = super().task(**options)  # type: ignore[misc]
+        seconds = None if timeout is None else _validate.number("timeout", timeout, above=0)
+        # The overloads above type each call; Procrastinate's own overloads cannot take a
+        # `pass_context` that is a plain bool, so forward to their implementation untyped.
+        procrastinate_task: Callable[..., Any] = super().task
+        register = procrastinate_task(
+            name=name,
+            aliases=aliases,
+            retry=retry,
+            pass_context=pass_context,
+            queue=queue,
+            priority=priority,
+            lock=lock,
+            queueing_lock=queueing_lock,
+            task_middleware=task_middleware,
+        )
 
         def wrap(func: Callable[P, R]) -> tasks.Task[P, R, P]:
             task: tasks.Task[P, R, P] = register(func)
-            task.dawdle_timeout = timeout  # type: ignore[attr-defined]
+            task.dawdle_timeout = seconds  # type: ignore[attr-defined]
             return task
 
         return wrap if _func is None else wrap(_func)
 
 
-# Procrastinate's overloads of task() are not ours (they lack timeout=), hence the ignores.
-class Blueprint(_TaskTimeouts, procrastinate.Blueprint):  # type: ignore[misc]
-    """Procrastinate's `Blueprint`, whose tasks take `timeout=` as well."""
-
-
-class App(_TaskTimeouts, procrastinate.App):  # type: ignore[misc]
+# Like Procrastinate's App, dawdle's App is a Blueprint: dawdle's, for its task().
+class App(Blueprint, procrastinate.App, Generic[C_co]):
     """Procrastinate's `App` (tasks, blueprints, job manager) that runs on asyncio and Trio.
 
     Without a connector it uses dawdle's `PsycopgConnector` on the default database:
     DAWDLE_DSN, else libpq's environment, else an embedded PostgreSQL server.
+    `app.connector` has the connector's own type, e.g. for `app.connector.connection()`.
     """
 
-    def __init__(
-        self, *, connector: procrastinate_connector.BaseConnector | None = None, **kwargs: Any
-    ) -> None:
-        if connector is None:
-            from dawdle._connector.psycopg import PsycopgConnector  # noqa: PLC0415
+    connector: C_co
 
-            connector = PsycopgConnector()
-        super().__init__(connector=connector, **kwargs)
+    @overload
+    def __init__(
+        self: App[PsycopgConnector],
+        *,
+        connector: None = None,
+        import_paths: Iterable[str] | None = None,
+        worker_defaults: procrastinate_app.WorkerOptions | None = None,
+        periodic_defaults: dict[str, Any] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        *,
+        connector: C_co,
+        import_paths: Iterable[str] | None = None,
+        worker_defaults: procrastinate_app.WorkerOptions | None = None,
+        periodic_defaults: dict[str, Any] | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        *,
+        connector: procrastinate_connector.BaseConnector | None = None,
+        import_paths: Iterable[str] | None = None,
+        worker_defaults: procrastinate_app.WorkerOptions | None = None,
+        periodic_defaults: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            connector=PsycopgConnector() if connector is None else connector,
+            import_paths=import_paths,
+            worker_defaults=worker_defaults,
+            periodic_defaults=periodic_defaults,
+        )
 
     @property
     def schema_manager(self) -> SchemaManager:
         """Applies the schema (`apply_schema_async`) and checks it (`check_schema_async`)."""
         return SchemaManager(connector=self.connector)
 
-    async def run_worker_async(self, **kwargs: Any) -> None:
-        """Run a worker with Procrastinate's `WorkerOptions` on the running anyio backend."""
-        await Worker(self, **{**self.worker_defaults, **kwargs}).run()
+    async def run_worker_async(self, **kwargs: Unpack[WorkerOptions]) -> None:
+        """Run a worker with these options (over `worker_defaults`) on the running anyio backend."""
+        options: WorkerOptions = {**self.worker_defaults, **kwargs}
+        await Worker(self, **options).run()
 
-    def run_worker(self, *, backend: Literal["asyncio", "trio"] = "asyncio", **kwargs: Any) -> None:
+    # Procrastinate types run_worker's options as Any; these are checked, so a typo is an error.
+    def run_worker(  # type: ignore[override]
+        self, *, backend: Literal["asyncio", "trio"] = "asyncio", **kwargs: Unpack[WorkerOptions]
+    ) -> None:
         """Open the app and run a worker until it stops, on a new event loop of `backend`."""
 
         async def main() -> None:

@@ -1,0 +1,32 @@
+"""The worker's options as a TypedDict, so `run_worker_async(concurency=2)` is a type error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+from procrastinate import jobs, middleware
+
+
+class WorkerOptions(TypedDict, total=False):
+    """The options of `dawdle.Worker` (and `App.run_worker_async`), with their types.
+
+    Procrastinate's `WorkerOptions` has the same keys, but dawdle's worker also takes None
+    where it has a default meaning (all queues, no name, no graceful timeout, ...).
+    """
+
+    queues: Iterable[str] | None
+    name: str | None
+    concurrency: int
+    wait: bool
+    fetch_job_polling_interval: float
+    abort_job_polling_interval: float
+    shutdown_graceful_timeout: float | None
+    listen_notify: bool
+    delete_jobs: str | jobs.DeleteJobCondition | None
+    additional_context: dict[str, Any] | None
+    install_signal_handlers: bool
+    update_heartbeat_interval: float
+    stalled_worker_timeout: float
+    task_middleware: list[middleware.TaskMiddleware] | None
+    worker_middleware: list[middleware.WorkerMiddleware] | None
