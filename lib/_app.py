@@ -12,8 +12,8 @@ from procrastinate import app as procrastinate_app
 from procrastinate import connector as procrastinate_connector
 from procrastinate import jobs, middleware, retry, tasks
 
-# typing_extensions comes with Procrastinate (its blueprints import it at runtime); its
-# TypeVar takes a default (PEP 696) on Python 3.11, so a bare `App` means `App[BaseConnector]`.
+# typing_extensions' TypeVar takes a default (PEP 696) on Python 3.11, so that a bare `App`
+# means `App[BaseConnector]`.
 from typing_extensions import TypeVar as DefaultTypeVar
 from typing_extensions import Unpack
 

@@ -30,7 +30,7 @@ from dawdle._worker.supervision import supervise
 from dawdle._worker.writer import OutcomeWriter
 
 if TYPE_CHECKING:
-    import procrastinate
+    from dawdle._app import App
 
 logger = logging.getLogger("dawdle.worker")
 
@@ -47,7 +47,7 @@ class Worker:
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
         self,
-        app: procrastinate.App,
+        app: App,
         queues: Iterable[str] | None = None,
         name: str | None = "worker",
         concurrency: int = 1,
