@@ -74,6 +74,10 @@ class Worker:
                 "Worker: delete_jobs must be 'never', 'successful' or 'always', "
                 f"got {delete_jobs!r}"
             ) from exc
+        if isinstance(queues, str | bytes):
+            raise ConfigurationError(
+                f"Worker: queues must be a list of queue names, got the string {queues!r}"
+            )
         for mw in worker_middleware or []:
             if not middleware.is_async_middleware(mw):
                 raise ConfigurationError(f"Worker: worker middleware {mw!r} must be async")
