@@ -10,7 +10,7 @@ is every place where AsyncConnection talks to asyncio:
   ``loop.add_reader``; on cancellation it sends a cancel request and drains the
   in-flight command, or marks the connection broken.
 - ``lock``: an ``anyio.Lock`` instead of ``asyncio.Lock``.
-- ``connect()``: libpq's ``PQconnectStart``/``PQconnectPoll`` state machine
+- ``connect()`` (in ``_connecting``): libpq's ``PQconnectStart``/``PQconnectPoll`` state machine
   driven by anyio, with ``connect_timeout`` enforced by ``anyio.fail_after``;
   host name resolution runs psycopg's sync resolver in a worker thread
   (psycopg's async one calls ``loop.getaddrinfo``).
@@ -38,10 +38,10 @@ import psycopg
 from psycopg import errors as e
 from psycopg import pq
 from psycopg.abc import PQGen
-from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
 from psycopg.rows import tuple_row
 from psycopg.transaction import AsyncTransaction
 
+from dawdle._connector._connecting import open_pgconn
 from dawdle._connector._waiting import drain_results, drive, poll_libpq
 
 __all__ = ["AnyioConnection"]
@@ -52,13 +52,6 @@ RV = TypeVar("RV")
 
 OK = pq.ConnStatus.OK
 ACTIVE = pq.TransactionStatus.ACTIVE
-
-
-def _connection_failed(pgconn: pq.abc.PGconn) -> e.OperationalError:
-    """Close a connection attempt that libpq gave up on; the error carries libpq's reason."""
-    message = pgconn.get_error_message()
-    pgconn.finish()
-    return e.OperationalError(f"connection failed: {message}")
 
 
 class AnyioConnection(psycopg.AsyncConnection[Any]):
@@ -96,36 +89,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
         at least 2 s) and raises `psycopg.errors.ConnectionTimeout`.
         """
         params = await cls._get_connection_params(conninfo, **kwargs)
-        timeout = timeout_from_conninfo(params)
-        # psycopg's sync resolver (socket.getaddrinfo) in a worker thread; the
-        # async one is bound to asyncio's loop.getaddrinfo.
-        attempts = await anyio.to_thread.run_sync(conninfo_attempts, params, abandon_on_cancel=True)
-        errors: list[tuple[e.Error, str]] = []
-        rv: AnyioConnection | None = None
-        for attempt in attempts:
-            descr = (
-                f"host: {attempt.get('host')!r}, port: {attempt.get('port')!r}, "
-                f"hostaddr: {attempt.get('hostaddr')!r}"
-            )
-            try:
-                rv = await cls._connect_one(make_conninfo("", **attempt), timeout)
-            except TimeoutError:
-                errors.append(
-                    (e.ConnectionTimeout(f"connection timeout expired after {timeout}s"), descr)
-                )
-            except e.Error as ex:
-                errors.append((ex, descr))
-            else:
-                break
-
-        if rv is None:
-            last = errors[-1][0]
-            if len(errors) == 1:
-                raise type(last)(f"{last} ({errors[0][1]})").with_traceback(None)
-            lines = [str(last), "Multiple connection attempts failed. All failures were:"]
-            lines += [f"- {d}: {err}" for err, d in errors]
-            raise type(last)("\n".join(lines)).with_traceback(None)
-
+        rv = cls(await open_pgconn(params))
         rv._autocommit = bool(autocommit)
         if row_factory:
             rv.row_factory = row_factory
@@ -135,22 +99,6 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
             rv._adapters = psycopg.adapt.AdaptersMap(context.adapters)
         rv.prepare_threshold = prepare_threshold
         return rv
-
-    @classmethod
-    async def _connect_one(cls, conninfo: str, time_limit: float) -> AnyioConnection:
-        pgconn = pq.PGconn.connect_start(conninfo.encode())
-        if pgconn.status == pq.ConnStatus.BAD:
-            raise _connection_failed(pgconn)
-        try:
-            with anyio.fail_after(time_limit):
-                await poll_libpq(pgconn.connect_poll, lambda: pgconn.socket, "connection")
-        except e.OperationalError:
-            raise _connection_failed(pgconn) from None
-        except BaseException:
-            pgconn.finish()
-            raise
-        pgconn.nonblocking = 1
-        return cls(pgconn)
 
     async def close(self) -> None:
         """Close the connection; a task blocked on it gets OperationalError."""
