@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio.from_thread
@@ -49,6 +50,22 @@ class InMemoryConnector(testing.InMemoryConnector):
         self._token = anyio.lowlevel.current_token()
         self._loop_thread_id = threading.get_ident()
         self.states.append("open_async")
+
+    async def listen_notify(
+        self,
+        on_notification: procrastinate_connector.Notify,
+        channels: Iterable[str],
+        *,
+        on_listening: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Deliver notifications on `channels` from now on; `on_listening` is awaited once.
+
+        The same signature as dawdle's PsycopgConnector, so code (and tests) that wait for
+        the LISTEN to be in place work on both.
+        """
+        await super().listen_notify(on_notification, channels)
+        if on_listening is not None:
+            await on_listening()
 
     async def _notify(self, queue_name: str, notification: jobs.Notification) -> None:
         if not self.on_notification:
