@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import threading
@@ -11,7 +12,7 @@ from typing import Any
 import anyio.from_thread
 import anyio.lowlevel
 from procrastinate import connector as procrastinate_connector
-from procrastinate import jobs, schema, testing, utils
+from procrastinate import jobs, schema, testing, types, utils
 
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
@@ -82,6 +83,16 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def _deliver(self, channel: str, payload: str) -> None:
         assert self.on_notification is not None  # noqa: S101 (checked by _notify)
         await self.on_notification(channel=channel, payload=payload)
+
+    async def defer_jobs_all(self, jobs: list[types.JobToDefer]) -> list[dict[str, Any]]:
+        """Store a copy of each job's arguments, as PostgreSQL stores their JSON.
+
+        Procrastinate's periodic deferrer updates one `task_kwargs` dict in place at every
+        tick: kept by reference, every periodic job would show the latest timestamp.
+        """
+        copied = [job._replace(args=copy.deepcopy(job.args)) for job in jobs]
+        rows: list[dict[str, Any]] = await super().defer_jobs_all(copied)
+        return rows
 
     async def check_schema_one(self) -> dict[str, Any]:
         """The in-memory database always has the current schema."""
