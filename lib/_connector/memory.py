@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -11,8 +12,9 @@ from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
+import psycopg
 from procrastinate import connector as procrastinate_connector
-from procrastinate import jobs, schema, testing, types, utils
+from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
@@ -126,10 +128,19 @@ class InMemoryConnector(testing.InMemoryConnector):
             lock = job["lock"]
             if lock is not None and (lock in held or first_of_lock[lock] != job["id"]):
                 continue
+            claimed.append(job)
+        if claimed and worker_id not in self.workers:
+            # As the SQL's foreign key on worker_id: a pruned worker claims nothing until it
+            # registers again (the worker does so on this very error).
+            raise exceptions.ConnectorException(
+                f"worker {worker_id} is not registered"
+            ) from psycopg.errors.ForeignKeyViolation(
+                'insert or update on table "procrastinate_jobs" violates foreign key constraint'
+            )
+        for job in claimed:
             job["status"] = "doing"
             job["worker_id"] = worker_id
             self.events[job["id"]].append({"type": "started", "at": now})
-            claimed.append(job)
         return claimed
 
     async def record_outcomes_one(
@@ -193,6 +204,21 @@ class InMemoryConnector(testing.InMemoryConnector):
                     {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
                 )
         return recovered
+
+    def reset(self) -> None:
+        """Empty the in-memory database (worker ids start again from 1, as after TRUNCATE)."""
+        super().reset()
+        self._worker_ids = itertools.count(1)
+
+    async def register_worker_one(self) -> dict[str, Any]:
+        """Register a worker under an id never used before, as PostgreSQL's sequence does.
+
+        Procrastinate's in-memory connector reuses the highest id + 1: a worker pruned and
+        registered again got its old id back, so jobs claimed under that id looked like ours.
+        """
+        worker_id = next(self._worker_ids)
+        self.workers[worker_id] = utils.utcnow()
+        return {"worker_id": worker_id}
 
     async def heartbeat_all(self, *, worker_id: int) -> list[dict[str, Any]]:
         """The worker's heartbeat: no row when the worker was pruned."""
