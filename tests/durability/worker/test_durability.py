@@ -193,15 +193,18 @@ class TestJobRecovery:
     async def test_procrastinate_retry_strategy_is_honoured(self, app: App) -> None:
         """Procrastinate's RetryStrategy(max_attempts=2, wait=0): three runs, then failed, 3."""
         runs = 0
+        done = anyio.Event()
 
         @app.task(name="classic", retry=procrastinate.RetryStrategy(max_attempts=2, wait=0))
         async def classic() -> None:
             nonlocal runs
             runs += 1
+            if runs == 3:
+                done.set()
             raise RuntimeError("boom")
 
         job_id = await classic.defer_async()
-        await work(app)
+        await run_until(make_worker(app), done)
         assert runs == 3
         assert await job_states(app) == {job_id: ("failed", 3)}
 

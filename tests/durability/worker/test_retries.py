@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import anyio
+import anyio.from_thread
 import procrastinate
 import pytest
 from procrastinate import jobs
@@ -35,12 +36,15 @@ async def test_task_exception_reaches_retry_strategy_unwrapped(app: App, kind: s
     """RetryStrategy(retry_exceptions=[ValueError]) retries a ValueError from any task."""
     strategy = procrastinate.RetryStrategy(max_attempts=1, retry_exceptions=[ValueError])
     runs: list[int] = []
+    done = anyio.Event()
 
     if kind == "async":
 
         @app.task(name="picky", retry=strategy)
         async def picky() -> None:
             runs.append(1)
+            if len(runs) == 2:
+                done.set()
             raise ValueError("retry me")
 
     else:
@@ -48,10 +52,12 @@ async def test_task_exception_reaches_retry_strategy_unwrapped(app: App, kind: s
         @app.task(name="picky", retry=strategy)
         def picky() -> None:
             runs.append(1)
+            if len(runs) == 2:
+                anyio.from_thread.run_sync(done.set)
             raise ValueError("retry me")
 
     job_id = await picky.defer_async()
-    await work(app)
+    await run_until(make_worker(app), done)
     assert len(runs) == 2
     assert await job_states(app) == {job_id: ("failed", 2)}
 
@@ -171,15 +177,17 @@ async def test_retry_decision_moves_queue_priority_and_lock(app: App) -> None:
             )
 
     seen: list[tuple[str, int, str | None]] = []
+    done = anyio.Event()
 
     @app.task(name="mover", pass_context=True, retry=Move())
     async def mover(context: procrastinate.JobContext) -> None:
         seen.append((context.job.queue, context.job.priority, context.job.lock))
         if len(seen) == 1:
             raise ValueError
+        done.set()
 
     job_id = await mover.defer_async()
-    await work(app)
+    await run_until(make_worker(app), done)
     assert seen == [("default", 0, None), ("second", 7, "moved")]
     job = await job_row(app, job_id)
     assert (job.status, job.attempts) == ("succeeded", 2)
