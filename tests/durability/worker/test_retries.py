@@ -8,14 +8,17 @@ attempt and Procrastinate's RetryStrategy (TestJobRecovery).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import procrastinate
 import pytest
 from procrastinate import jobs
 
 from dawdle import App
+from dawdle._sql import FETCH_JOBS, RECORD_OUTCOMES
 from dawdle.backoff import Constant, RetryPolicy
 from tests.durability.worker.helpers import (
     job_row,
@@ -75,6 +78,64 @@ async def test_failure_due_later_is_left_todo_with_its_attempt_counted(app: App)
     assert (job.status, job.attempts) == ("todo", 1)
     assert job.scheduled_at is not None
     assert 25 < job.scheduled_at.timestamp() - time.time() <= 30
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker bug: wait=False returns on an empty fetch that raced the outcome write",
+)
+async def test_wait_false_does_not_return_while_a_retry_is_due(app: App) -> None:
+    """wait=False reruns a job retried at once, even if the fetch raced the retry's write.
+
+    The race, made certain: the write of the first run's outcome waits until a fetch has
+    read the job (still doing), and that fetch returns only once the write is done. The
+    write woke the fetcher meanwhile; returning then leaves a due job behind.
+    """
+    runs = 0
+    armed = False
+    fetched = anyio.Event()
+    written = anyio.Event()
+    connector: Any = app.connector
+    fetch_all = connector.execute_query_all_async
+    write_one = connector.execute_query_one_async
+
+    async def execute_query_all_async(query: str, **arguments: Any) -> Any:
+        rows = await fetch_all(query, **arguments)
+        if query == FETCH_JOBS and armed and not fetched.is_set():
+            fetched.set()
+            with anyio.move_on_after(2):
+                await written.wait()
+            await anyio.lowlevel.checkpoint()  # the writer ends its round first
+        return rows
+
+    async def execute_query_one_async(query: str, **arguments: Any) -> Any:
+        if query == RECORD_OUTCOMES and armed and not written.is_set():
+            with anyio.move_on_after(2):
+                await fetched.wait()
+            row = await write_one(query, **arguments)
+            written.set()
+            return row
+        return await write_one(query, **arguments)
+
+    @app.task(name="again", retry=procrastinate.RetryStrategy(max_attempts=1, wait=0))
+    async def again() -> None:
+        nonlocal runs, armed
+        runs += 1
+        if runs == 1:
+            armed = True
+            raise ConnectionError
+
+    job_id = await again.defer_async()
+    connector.execute_query_all_async = execute_query_all_async
+    connector.execute_query_one_async = execute_query_one_async
+    try:
+        await work(app)
+    finally:
+        del connector.execute_query_all_async, connector.execute_query_one_async
+    assert fetched.is_set()
+    assert written.is_set()
+    assert runs == 2
+    assert await job_states(app) == {job_id: ("succeeded", 2)}
 
 
 async def test_retries_due_at_different_times_are_each_picked_up(app: App) -> None:
