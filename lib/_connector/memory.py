@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
+import itertools
 import json
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio.from_thread
 import anyio.lowlevel
+import psycopg
 from procrastinate import connector as procrastinate_connector
-from procrastinate import jobs, schema, testing, utils
+from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
@@ -50,6 +54,22 @@ class InMemoryConnector(testing.InMemoryConnector):
         self._loop_thread_id = threading.get_ident()
         self.states.append("open_async")
 
+    async def listen_notify(
+        self,
+        on_notification: procrastinate_connector.Notify,
+        channels: Iterable[str],
+        *,
+        on_listening: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Deliver notifications on `channels` from now on; `on_listening` is awaited once.
+
+        The same signature as dawdle's PsycopgConnector, so code (and tests) that wait for
+        the LISTEN to be in place work on both.
+        """
+        await super().listen_notify(on_notification, channels)
+        if on_listening is not None:
+            await on_listening()
+
     async def _notify(self, queue_name: str, notification: jobs.Notification) -> None:
         if not self.on_notification:
             return
@@ -65,6 +85,16 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def _deliver(self, channel: str, payload: str) -> None:
         assert self.on_notification is not None  # noqa: S101 (checked by _notify)
         await self.on_notification(channel=channel, payload=payload)
+
+    async def defer_jobs_all(self, jobs: list[types.JobToDefer]) -> list[dict[str, Any]]:
+        """Store a copy of each job's arguments, as PostgreSQL stores their JSON.
+
+        Procrastinate's periodic deferrer updates one `task_kwargs` dict in place at every
+        tick: kept by reference, every periodic job would show the latest timestamp.
+        """
+        copied = [job._replace(args=copy.deepcopy(job.args)) for job in jobs]
+        rows: list[dict[str, Any]] = await super().defer_jobs_all(copied)
+        return rows
 
     async def check_schema_one(self) -> dict[str, Any]:
         """The in-memory database always has the current schema."""
@@ -98,10 +128,19 @@ class InMemoryConnector(testing.InMemoryConnector):
             lock = job["lock"]
             if lock is not None and (lock in held or first_of_lock[lock] != job["id"]):
                 continue
+            claimed.append(job)
+        if claimed and worker_id not in self.workers:
+            # As the SQL's foreign key on worker_id: a pruned worker claims nothing until it
+            # registers again (the worker does so on this very error).
+            raise exceptions.ConnectorException(
+                f"worker {worker_id} is not registered"
+            ) from psycopg.errors.ForeignKeyViolation(
+                'insert or update on table "procrastinate_jobs" violates foreign key constraint'
+            )
+        for job in claimed:
             job["status"] = "doing"
             job["worker_id"] = worker_id
             self.events[job["id"]].append({"type": "started", "at": now})
-            claimed.append(job)
         return claimed
 
     async def record_outcomes_one(
@@ -165,6 +204,21 @@ class InMemoryConnector(testing.InMemoryConnector):
                     {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
                 )
         return recovered
+
+    def reset(self) -> None:
+        """Empty the in-memory database (worker ids start again from 1, as after TRUNCATE)."""
+        super().reset()
+        self._worker_ids = itertools.count(1)
+
+    async def register_worker_one(self) -> dict[str, Any]:
+        """Register a worker under an id never used before, as PostgreSQL's sequence does.
+
+        Procrastinate's in-memory connector reuses the highest id + 1: a worker pruned and
+        registered again got its old id back, so jobs claimed under that id looked like ours.
+        """
+        worker_id = next(self._worker_ids)
+        self.workers[worker_id] = utils.utcnow()
+        return {"worker_id": worker_id}
 
     async def heartbeat_all(self, *, worker_id: int) -> list[dict[str, Any]]:
         """The worker's heartbeat: no row when the worker was pruned."""

@@ -1,0 +1,212 @@
+"""What the worker suite shares: running workers, reading job state on either connector.
+
+Job state is read through Procrastinate's `JobManager.list_jobs_async`, which both the
+in-memory connector and PostgreSQL answer, so a test never branches on its connector. The
+few things Procrastinate has no query for (worker rows, a dead worker's job, a row written
+by another client) have one helper each with one small per-connector branch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from procrastinate import connector as procrastinate_connector
+from procrastinate import jobs, types, utils
+
+from dawdle import App, InMemoryConnector, PsycopgConnector, Worker
+
+
+def postgres_only(reason: str) -> pytest.MarkDecorator:
+    """Run a scenario on PostgreSQL alone; `reason` says why the in-memory connector cannot."""
+    assert reason
+    return pytest.mark.parametrize("app", ["postgres"], indirect=True)
+
+
+def make_worker(app: App, **options: Any) -> Worker:
+    """A Worker on `app` that leaves the process's signal handlers alone."""
+    return Worker(app, **{"install_signal_handlers": False, **options})
+
+
+async def work(app: App, *, within: float = 10.0, **options: Any) -> None:
+    """run_worker_async(wait=False): work the queue until nothing is ready, then return."""
+    with anyio.fail_after(within):
+        await app.run_worker_async(wait=False, install_signal_handlers=False, **options)
+
+
+@contextlib.asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[None]:
+    """Run `workers` in a task group while the block runs, then stop them and wait for them."""
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            tg.start_soon(worker.run)
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+async def run_until(worker: Worker, done: anyio.Event, *, within: float = 5.0) -> float:
+    """Run `worker` until `done` is set (within `within` s), stop it; the seconds it all took."""
+    started = time.monotonic()
+    async with running(worker):
+        with anyio.fail_after(within):
+            await done.wait()
+    return time.monotonic() - started
+
+
+# -- job state, on either connector -----------------------------------------------------------
+
+
+async def job_rows(app: App) -> list[jobs.Job]:
+    """Every job, in id order, as Procrastinate's Job (queue, priority, lock, status...)."""
+    return list(await app.job_manager.list_jobs_async())
+
+
+async def job_row(app: App, job_id: int) -> jobs.Job:
+    """One job by id."""
+    (job,) = await app.job_manager.list_jobs_async(id=job_id)
+    return job
+
+
+async def job_states(app: App) -> dict[int, tuple[str | None, int]]:
+    """Each job's (status, attempts), by id."""
+    return {job.id: (job.status, job.attempts) for job in await job_rows(app) if job.id}
+
+
+async def worker_ids(app: App) -> list[int]:
+    """The ids of the registered workers (Procrastinate has no query listing them)."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        return sorted(connector.workers)
+    rows = await connector.execute_query_all_async("SELECT id FROM procrastinate_workers")
+    return [row["id"] for row in rows]
+
+
+async def insert_raw_job(app: App, task_name: str, args: str = "{}") -> int:
+    """A job row as any client could write it (args as JSON text, not checked as an object).
+
+    On PostgreSQL through Procrastinate's own SQL function; in memory through the
+    connector's equivalent of it.
+    """
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        (row,) = await connector.defer_jobs_all(
+            [
+                types.JobToDefer(
+                    queue_name="default",
+                    task_name=task_name,
+                    priority=0,
+                    lock=None,
+                    queueing_lock=None,
+                    args=json.loads(args),
+                    scheduled_at=None,
+                )
+            ]
+        )
+        return int(row["id"])
+    row = await connector.execute_query_one_async(
+        "SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW('default', %(task_name)s, 0, NULL, "
+        "NULL, %(args)s::jsonb, NULL)::procrastinate_job_to_defer_v1]))[1] AS id",
+        task_name=task_name,
+        args=args,
+    )
+    return int(row["id"])
+
+
+async def strand_with_dead_worker(app: App, job_id: int) -> None:
+    """Leave `job_id` doing, claimed by a worker whose last heartbeat was an hour ago."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        dead = (await connector.register_worker_one())["worker_id"]
+        connector.workers[dead] = utils.utcnow() - datetime.timedelta(hours=1)
+        connector.jobs[job_id].update(status="doing", worker_id=dead)
+        return
+    row = await connector.execute_query_one_async(
+        "INSERT INTO procrastinate_workers (last_heartbeat) "
+        "VALUES (now() - interval '1 hour') RETURNING id"
+    )
+    await connector.execute_query_async(
+        "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %(worker)s WHERE id = %(id)s",
+        worker=row["id"],
+        id=job_id,
+    )
+
+
+@contextlib.asynccontextmanager
+async def same_database(app: App) -> AsyncIterator[App]:
+    """Another App on `app`'s database: its own pool on PostgreSQL, the same store in memory."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        yield App(connector=connector)  # already open; opening it twice would close it twice
+        return
+    assert isinstance(connector, PsycopgConnector)
+    other = App(connector=PsycopgConnector(conninfo=connector._conninfo))
+    async with other.open_async():
+        yield other
+
+
+@contextlib.contextmanager
+def listening(app: App) -> Iterator[anyio.Event]:
+    """An event set once a worker on `app` has its LISTEN in place (from then, NOTIFYs count).
+
+    Wraps the connector's `listen_notify` to hear its `on_listening` callback, which dawdle's
+    connectors (PostgreSQL and in-memory) await once they listen.
+    """
+    connector: Any = app.connector
+    listened = anyio.Event()
+    original: Callable[..., Awaitable[None]] = connector.listen_notify
+
+    async def listen_notify(
+        on_notification: procrastinate_connector.Notify,
+        channels: Iterable[str],
+        *,
+        on_listening: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        async def announce() -> None:
+            if on_listening is not None:
+                await on_listening()
+            listened.set()
+
+        await original(on_notification, channels, on_listening=announce)
+
+    connector.listen_notify = listen_notify
+    try:
+        yield listened
+    finally:
+        del connector.listen_notify
+
+
+# -- what ran when ----------------------------------------------------------------------------
+
+
+def overlaps(intervals: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Pairs of indices whose [start, end) intervals intersect."""
+    return [
+        (i, j)
+        for i, (start_i, end_i) in enumerate(intervals)
+        for j, (start_j, end_j) in enumerate(intervals)
+        if i < j and start_i < end_j and start_j < end_i
+    ]
+
+
+class Concurrency:
+    """Counts jobs in progress and remembers the most at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.now -= 1
