@@ -82,7 +82,14 @@ class Claimer:
             restarts.reset()
             if claimed:
                 continue
-            if not state.settings.wait and not state.running and not state.unwritten:
+            # With wait=False, stop once nothing is left, unless something woke the claimer
+            # during its claim: a retry written meanwhile may be due now.
+            if (
+                not state.settings.wait
+                and not state.running
+                and not state.unwritten
+                and not state.wake_claimer.is_set()
+            ):
                 logger.info("no job ready: stopping because wait=False")
                 return
             await state.wake_claimer.wait(self._poll_delay())

@@ -60,6 +60,10 @@ class Wakeup:
         """Wake whoever waits, now or next."""
         self._event.set()
 
+    def is_set(self) -> bool:
+        """Whether `set()` was called since the last `clear()`."""
+        return self._event.is_set()
+
     def clear(self) -> None:
         """Forget earlier `set()` calls: the next `wait()` waits for a new one."""
         if self._event.is_set():

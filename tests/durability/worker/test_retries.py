@@ -80,10 +80,6 @@ async def test_failure_due_later_is_left_todo_with_its_attempt_counted(app: App)
     assert 25 < job.scheduled_at.timestamp() - time.time() <= 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker bug: wait=False returns on an empty fetch that raced the outcome write",
-)
 async def test_wait_false_does_not_return_while_a_retry_is_due(app: App) -> None:
     """wait=False reruns a job retried at once, even if the fetch raced the retry's write.
 

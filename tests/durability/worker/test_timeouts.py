@@ -53,4 +53,4 @@ async def test_sync_timeout_only_reports_the_overrun(app: App) -> None:
         await worker.run()
     assert finished == [42]
     assert await job_states(app) == {job_id: ("succeeded", 1)}
-    assert worker.stats.jobs["timed_out"] == 1
+    assert worker.stats.timed_out == 1
