@@ -15,6 +15,7 @@ import anyio
 from procrastinate import exceptions
 from procrastinate.manager import get_channel_for_queues
 
+from dawdle._connector.memory import InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._periodic import PeriodicDeferrer
 from dawdle._worker.joblog import describe, log_job
@@ -159,7 +160,7 @@ class Housekeeping:
 
         connector = self._app.connector
         # Procrastinate's own connectors cannot say when LISTEN is in place; dawdle's can.
-        if isinstance(connector, PsycopgConnector):
+        if isinstance(connector, PsycopgConnector | InMemoryConnector):
             await connector.listen_notify(on_notification, channels, on_listening=on_listening)
         else:
             await connector.listen_notify(on_notification, channels)
