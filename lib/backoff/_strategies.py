@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass
 from typing import Final, Literal, TypeAlias, cast
 
 from dawdle._errors import ConfigurationError
@@ -91,44 +91,34 @@ class _Jittered(Backoff):
         """The delay before jitter, already capped at `max_delay`."""
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, slots=True, init=False)
 class Constant(_Jittered):
-    """The same delay before every retry (with optional jitter).
+    """The same delay, `seconds`, before every retry (with optional jitter).
 
-    Without `max_delay` the cap is the delay stretched by a proportional jitter. The delay is
-    stored as `seconds` since `delay` is the method; `dataclasses.replace` therefore needs
-    `delay=` and keeps the old cap unless `max_delay=` is given too.
+    Without `max_delay` the cap is the delay stretched by a proportional jitter; once made,
+    that cap is an argument like any other, so `dataclasses.replace` keeps it unless a new
+    `max_delay=` is given.
     """
 
-    seconds: float = field(init=False)
+    seconds: float
     jitter: Jitter
     max_delay: float
 
     def __init__(
-        self, delay: float, *, jitter: Jitter = "none", max_delay: float | None = None
+        self, seconds: float, *, jitter: Jitter = "none", max_delay: float | None = None
     ) -> None:
-        seconds = number("Constant: delay", delay, at_least=0)
-        checked = _jitter("Constant", jitter)
+        checked_seconds = number("Constant: seconds", seconds, at_least=0)
+        checked_jitter = _jitter("Constant", jitter)
         if max_delay is None:
-            spread = 1.0 + checked if isinstance(checked, float) else 1.0
-            max_delay = max(seconds * spread, 1e-9)
-        self._set("seconds", seconds)
-        self._set("jitter", checked)
-        self._set("max_delay", max_delay)
-        self.__post_init__()
-
-    def __post_init__(self) -> None:
-        self._set("max_delay", number("Constant: max_delay", self.max_delay, above=0))
-        self._check_within_cap("delay", self.seconds)
+            spread = 1.0 + checked_jitter if isinstance(checked_jitter, float) else 1.0
+            max_delay = max(checked_seconds * spread, 1e-9)
+        self._set("seconds", checked_seconds)
+        self._set("jitter", checked_jitter)
+        self._set("max_delay", number("Constant: max_delay", max_delay, above=0))
+        self._check_within_cap("seconds", self.seconds)
 
     def _capped_delay(self, attempt: int) -> float:
         return self.seconds
-
-    def __repr__(self) -> str:
-        return (
-            f"Constant(delay={self.seconds!r}, jitter={self.jitter!r}, "
-            f"max_delay={self.max_delay!r})"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,7 @@ def test_strategies_are_immutable_and_comparable() -> None:
     assert Constant(1) != Linear(1, 0)
     with pytest.raises(dataclasses.FrozenInstanceError, match="initial"):
         Exponential().initial = 3.0  # type: ignore[misc]
-    assert repr(Constant(2.0)) == "Constant(delay=2.0, jitter='none', max_delay=2.0)"
+    assert repr(Constant(2.0)) == "Constant(seconds=2.0, jitter='none', max_delay=2.0)"
 
 
 @pytest.mark.parametrize(
@@ -133,8 +133,8 @@ def test_strategies_are_immutable_and_comparable() -> None:
         (lambda: Exponential(10, max_delay=5), "initial=10.0 exceeds max_delay=5.0"),
         (lambda: Linear(-1, 1), "initial"),
         (lambda: Linear(1, float("nan")), "step"),
-        (lambda: Constant("5"), "delay"),
-        (lambda: Constant(True), "delay"),
+        (lambda: Constant("5"), "seconds"),
+        (lambda: Constant(True), "seconds"),
         (lambda: Constant(1, jitter="wide"), "jitter"),
         (lambda: Constant(1, jitter=1.5), "jitter"),
         (lambda: DecorrelatedJitter(5, max_delay=1), "exceeds max_delay"),

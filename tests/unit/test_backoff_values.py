@@ -83,10 +83,10 @@ def test_strategy_repr_is_the_constructor_call(backoff: Backoff) -> None:
 @pytest.mark.parametrize(
     ("backoff", "changes", "expected"),
     [
-        (Constant(1.0, max_delay=10.0), {"delay": 2}, Constant(2.0, max_delay=10.0)),
+        (Constant(1.0, max_delay=10.0), {"seconds": 2}, Constant(2.0, max_delay=10.0)),
         (
             Constant(1.0),
-            {"delay": 0.5, "jitter": "full"},
+            {"seconds": 0.5, "jitter": "full"},
             Constant(0.5, jitter="full", max_delay=1),
         ),
         (Linear(1, 2), {"step": 3}, Linear(1, 3)),
@@ -104,8 +104,8 @@ def test_replace_changes_a_strategy(
 @pytest.mark.parametrize(
     ("backoff", "changes", "named"),
     [
-        (Constant(1.0, max_delay=10.0), {"delay": -1}, "Constant: delay"),
-        (Constant(1.0), {"delay": 2.0}, "delay=2.0 exceeds max_delay=1.0"),
+        (Constant(1.0, max_delay=10.0), {"seconds": -1}, "Constant: seconds"),
+        (Constant(1.0), {"seconds": 2.0}, "seconds=2.0 exceeds max_delay=1.0"),
         (Linear(1, 2), {"step": math.nan}, "Linear: step"),
         (Linear(1, 2), {"jitter": "wide"}, "Linear: jitter"),
         (Exponential(), {"factor": 0.5}, "Exponential: factor"),
@@ -121,10 +121,10 @@ def test_replace_revalidates_a_strategy(
         dataclasses.replace(backoff, **changes)  # type: ignore[type-var]
 
 
-def test_replacing_constant_needs_its_delay() -> None:
-    """Constant's delay is stored as `seconds` (`delay` is the method), so replace needs delay=."""
-    with pytest.raises(TypeError, match="delay"):
-        dataclasses.replace(Constant(1.0), jitter="full")
+def test_replacing_constants_jitter_keeps_its_delay_and_cap() -> None:
+    """replace() of one argument keeps the others, the computed cap included."""
+    changed = dataclasses.replace(Constant(1.0), jitter="full")
+    assert changed == Constant(1.0, jitter="full", max_delay=1.0)
 
 
 @pytest.mark.parametrize(
