@@ -29,7 +29,7 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def perf(session: nox.Session) -> None:
-    """Benchmark against Procrastinate (under 20 min; `nox -s perf -- --quick`: under 2).
+    """Benchmark against Procrastinate (under 20 min; `nox -s perf -- --quick`: 2 to 4).
 
     Prints the table and the targets; writes JSON and charts to perf-results/ (`--output`).
     """
