@@ -270,7 +270,10 @@ def print_summary(
     print("* periodic (cron '* * * * * */5'): deferred every 5 s while the worker ran")
     jobs = ", ".join(f"{label} {count}" for label, count in sorted(worker.stats.jobs.items()))
     restarts = ", ".join(f"{loop} {n}" for loop, n in worker.stats.loop_restarts.items())
-    print(f"worker counters: {jobs}; internal loop restarts: {restarts or 'none'}")
+    print(
+        f"worker counters: {jobs}; timed out {worker.stats.timed_out}; "
+        f"internal loop restarts: {restarts or 'none'}"
+    )
 
 
 async def run(options: Options) -> int:
