@@ -164,8 +164,12 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         return SchemaManager(connector=self.connector)
 
     async def run_worker_async(self, **kwargs: Unpack[WorkerOptions]) -> None:
-        """Run a worker with these options (over `worker_defaults`) on the running anyio backend."""
-        options: WorkerOptions = {**self.worker_defaults, **kwargs}
+        """Run a worker with these options (over `worker_defaults`) on the running anyio backend.
+
+        As in Procrastinate, this worker stops on SIGINT and SIGTERM unless
+        `install_signal_handlers=False`; a `dawdle.Worker` made directly leaves signals alone.
+        """
+        options: WorkerOptions = {"install_signal_handlers": True, **self.worker_defaults, **kwargs}
         await Worker(self, **options).run()
 
     # Procrastinate types run_worker's options as Any; these are checked, so a typo is an error.

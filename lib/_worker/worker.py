@@ -38,8 +38,9 @@ logger = logging.getLogger("dawdle.worker")
 class Worker:
     """Runs jobs of `app` on asyncio or Trio, with Procrastinate's `WorkerOptions`.
 
-    `await worker.run()` works until stopped (`stop()`, SIGINT/SIGTERM when
-    `install_signal_handlers`, or cancellation of the enclosing scope), or with
+    `await worker.run()` works until stopped (`stop()`, cancellation of the enclosing
+    scope, or SIGINT/SIGTERM if `install_signal_handlers=True`: off by default, so that a
+    worker inside a larger program leaves its signals alone), or with
     `wait=False` until no job is ready and none is running. On stop, claiming stops,
     running jobs get `shutdown_graceful_timeout` seconds (None: as long as they need),
     then are cancelled and put back in the queue.
@@ -58,7 +59,7 @@ class Worker:
         listen_notify: bool = True,  # noqa: FBT001, FBT002
         delete_jobs: str | jobs.DeleteJobCondition | None = None,
         additional_context: dict[str, Any] | None = None,
-        install_signal_handlers: bool = True,  # noqa: FBT001, FBT002
+        install_signal_handlers: bool = False,  # noqa: FBT001, FBT002
         update_heartbeat_interval: float = 10.0,
         stalled_worker_timeout: float = 30.0,
         task_middleware: list[middleware.TaskMiddleware] | None = None,
@@ -137,7 +138,12 @@ class Worker:
             self._state.request_stop()
 
     async def run(self) -> None:
-        """Work until stopped; return after a clean shutdown (no job left 'doing' here)."""
+        """Work until stopped; return after a clean shutdown (no job left 'doing' here).
+
+        The app's `import_paths` are imported first, as Procrastinate's worker does, so that
+        the tasks they register are known before the first claim.
+        """
+        _import_tasks(self.app)
         self._state = WorkerState(self.settings, self.stats)
         self._token = anyio.lowlevel.current_token()
         try:
@@ -226,6 +232,18 @@ class Worker:
                 else:
                     logger.info("received signal %s", signum)
                     state.request_stop()
+
+
+def _import_tasks(app: App) -> None:
+    """Import the app's `import_paths`; a module that fails to import is named."""
+    try:
+        # Procrastinate leaves perform_import_paths untyped.
+        app.perform_import_paths()  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise ConfigurationError(
+            f"Worker: the app's import_paths {list(app.import_paths)!r} could not be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _in_event_loop_thread(token: anyio.lowlevel.EventLoopToken) -> bool:
