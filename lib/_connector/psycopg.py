@@ -56,7 +56,7 @@ REFUSED_POOL_ARGUMENTS: Final = {
     "num_workers": "connections are made by the task that needs one, not by background "
     "workers: remove it",
     "reset": "a connection goes back to the pool only when idle (an open transaction is "
-    "rolled back): remove it",
+    "rolled back) and nothing else is run on it: undo session changes where you make them",
     "connection_class": "connections are dawdle's own (psycopg's AsyncConnection driven by "
     "anyio): set them up with configure= instead",
     "pool_factory": "dawdle makes its own pool: size it with min_size and max_size",
@@ -182,7 +182,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
 
     As with Procrastinate's connector, `kwargs` are connection options for every connection
     and `configure(conn)` is awaited on every new connection (pooled, LISTEN, reconnected)
-    before its first use. Other keywords are connection options too; psycopg pool arguments
+    before its first use. `name` identifies the connector in its repr, as psycopg's pool
+    name does in its logs. Other keywords are connection options too; psycopg pool arguments
     that dawdle does not honour are refused by name.
     """
 

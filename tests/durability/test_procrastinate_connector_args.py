@@ -232,9 +232,12 @@ def test_bad_kwargs_and_configure_are_named(options: dict[str, Any], message: st
         PsycopgConnector(conninfo="", **options)
 
 
-def test_autocommit_true_in_kwargs_is_accepted() -> None:
-    """kwargs={"autocommit": True} (what dawdle does anyway) is not an error."""
-    PsycopgConnector(conninfo="", kwargs={"autocommit": True})
+def test_autocommit_true_and_name_are_accepted() -> None:
+    """kwargs={"autocommit": True} (what dawdle does anyway) is fine; name= shows in the repr."""
+    connector = PsycopgConnector(
+        conninfo="host=db", kwargs={"autocommit": True}, name="jobs-pool", max_size=3
+    )
+    assert repr(connector) == "<PsycopgConnector 'jobs-pool' host=db max_size=3>"
 
 
 @pytest.fixture
