@@ -1,7 +1,8 @@
 """The `dawdle` command: run a worker, manage the schema, defer a job, check health.
 
 Exit codes: 0 success, 1 a failure at run time (database unreachable, schema missing or
-outdated, unhealthy), 2 a usage error (bad option, unloadable --app, unknown task, bad JSON),
+outdated, unhealthy), 2 a usage error (bad option, unloadable --app, unknown task without
+--unknown, bad JSON),
 130 interrupted before the worker could take over SIGINT. This module parses the command
 line and reports errors; `_cli_commands` runs the commands, `_cli_app` loads --app.
 """
@@ -173,10 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     defer = commands.add_parser(
         "defer",
         parents=[common],
-        help="defer a job of a registered task and print its id",
-        description="Defer a job of a task registered on --app and print the job's id.",
+        help="defer a job of a registered task (or, with --unknown, of any name); print its id",
+        description="Defer a job of a task registered on --app and print the job's id. With "
+        "--unknown, a name the app does not register is deferred as it is (queue 'default' "
+        "unless --queue), for producers that do not import the worker's code; --app is then "
+        "optional.",
     )
     defer.add_argument("task_name", metavar="TASK_NAME", help="the task's registered name")
+    defer.add_argument(
+        "--unknown",
+        action=argparse.BooleanOptionalAction,
+        help="defer the job even if no task of that name is registered on the app "
+        "(default: $DAWDLE_DEFER_UNKNOWN, else $PROCRASTINATE_DEFER_UNKNOWN, else no)",
+    )
     defer.add_argument(
         "--json",
         dest="task_kwargs",

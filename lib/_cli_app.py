@@ -76,5 +76,7 @@ def find_task(app: App, name: str) -> tasks.Task[Any, Any, Any]:
             if getattr(task.func, "__module__", None) != "procrastinate.builtin_tasks"
         )
         known = ", ".join(sorted(set(own))) or "none"
-        raise UsageError(f"no task named {name!r} on this app; known tasks: {known}")
+        raise UsageError(
+            f"no task named {name!r} on this app (--unknown defers it anyway); known tasks: {known}"
+        )
     return task

@@ -7,6 +7,7 @@ returns the coroutine function that `main` runs on the chosen backend.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ import anyio
 from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import app_from_args, find_task
-from dawdle._cli_errors import EXIT_FAILURE, CommandError, one_line
+from dawdle._cli_errors import EXIT_FAILURE, CommandError, UsageError, one_line
 from dawdle._errors import DawdleError
 from dawdle._schema import SchemaStatus, refuse_outdated
 
@@ -29,6 +30,9 @@ SELECT status::text AS status, count(*) AS count
  GROUP BY status
  ORDER BY status
 """
+
+# The default of `defer --unknown`: dawdle's name (as DAWDLE_APP), then Procrastinate's.
+DEFER_UNKNOWN_VARIABLES: Final = ("DAWDLE_DEFER_UNKNOWN", "PROCRASTINATE_DEFER_UNKNOWN")
 
 LIVE_WORKERS_QUERY: Final = """
 SELECT count(*) AS count
@@ -91,10 +95,32 @@ def cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     return run
 
 
+def env_bool(variable: str, value: str) -> bool:
+    """A yes/no environment variable read as Procrastinate reads it: by its first letter."""
+    first = value.lower()[0]
+    if first in "1yt":
+        return True
+    if first in "0nf":
+        return False
+    raise UsageError(f"${variable}={value!r}: expected 1/y/t (yes) or 0/n/f (no)")
+
+
+def allow_unknown(*, flag: bool | None) -> bool:
+    """--unknown/--no-unknown if given, else the first non-empty DEFER_UNKNOWN variable."""
+    if flag is not None:
+        return flag
+    for variable in DEFER_UNKNOWN_VARIABLES:
+        value = os.environ.get(variable, "")
+        if value:  # empty means unset, as in Procrastinate
+            return env_bool(variable, value)
+    return False
+
+
 def cmd_defer(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     """`dawdle defer TASK_NAME`: the job's id on stdout."""
-    app = app_from_args(args, required=True)
-    task = find_task(app, args.task_name)
+    unknown = allow_unknown(flag=args.unknown)
+    # A producer deferring by name needs no app of its own: the default database will do.
+    app = app_from_args(args, required=not unknown)
     given = {
         "queue": args.queue,
         "lock": args.lock,
@@ -103,11 +129,16 @@ def cmd_defer(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
         "schedule_in": None if args.schedule_in is None else {"seconds": args.schedule_in},
     }
     options: Any = {key: value for key, value in given.items() if value is not None}
+    if unknown:
+        # Procrastinate's own path: the registered task if there is one, else the bare name.
+        deferrer = app.configure_task(args.task_name, allow_unknown=True, **options)
+    else:
+        deferrer = find_task(app, args.task_name).configure(**options)
 
     async def run() -> int:
         """Defer the job and print its id."""
         async with app.open_async():
-            job_id = await task.configure(**options).defer_async(**args.task_kwargs)
+            job_id = await deferrer.defer_async(**args.task_kwargs)
         print(job_id)
         return 0
 

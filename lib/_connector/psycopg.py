@@ -6,14 +6,14 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, LiteralString, TypeVar
+from typing import Any, Final, LiteralString, TypeVar
 
 import anyio
 import anyio.to_thread
 import psycopg
 from procrastinate import connector, exceptions, sync_psycopg_connector
 from psycopg import conninfo as libpq_conninfo
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
@@ -38,6 +38,37 @@ SERVER_CLOSED_THE_SESSION = (
 
 # A listening connection that heard nothing for this long checks that it is still alive.
 LISTEN_TIMEOUT = connector.LISTEN_TIMEOUT
+
+# psycopg_pool's arguments that Procrastinate's PsycopgConnector passes on to its pool and
+# dawdle's pool does not honour, with what to do instead. Refused by name: as keywords they
+# would otherwise reach libpq as connection options.
+REFUSED_POOL_ARGUMENTS: Final = {
+    "open": "dawdle opens the pool in App.open_async(): remove it",
+    "check": "dawdle checks every idle connection before lending it: remove it",
+    "timeout": "waiting for a connection lasts as long as the caller lets it (anyio.fail_after) "
+    "and reconnecting at most reconnect_timeout: use those",
+    "max_waiting": "waiters are served first come, first served without a limit; bound the "
+    "wait with anyio.fail_after instead",
+    "max_lifetime": "pooled connections are replaced only when they go bad: remove it",
+    "max_idle": "idle connections (at most max_size) are kept open: remove it",
+    "reconnect_failed": "after reconnect_timeout the caller gets dawdle.DatabaseUnavailable: "
+    "catch that instead",
+    "num_workers": "connections are made by the task that needs one, not by background "
+    "workers: remove it",
+    "reset": "a connection goes back to the pool only when idle (an open transaction is "
+    "rolled back) and nothing else is run on it: undo session changes where you make them",
+    "connection_class": "connections are dawdle's own (psycopg's AsyncConnection driven by "
+    "anyio): set them up with configure= instead",
+    "pool_factory": "dawdle makes its own pool: size it with min_size and max_size",
+    "close_returns": "dawdle's pool always takes its connections back: remove it",
+}
+
+# Connection options that name the server or the database. Given any of them without a
+# conninfo, libpq takes the rest from its environment, as under Procrastinate (conninfo=""),
+# instead of dawdle's default database: e.g. Django's settings passed as kwargs=.
+TARGET_OPTIONS: Final = frozenset({"host", "hostaddr", "dbname", "service"})
+
+Configure = Callable[[AnyioConnection], Awaitable[None]]
 
 
 def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
@@ -99,6 +130,42 @@ async def _all_rows(cursor: psycopg.AsyncCursor[DictRow]) -> list[dict[str, Any]
     return await cursor.fetchall()
 
 
+def _connection_options(kwargs: Any, connect_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs=` and the other keywords as one dict of connection options, checked.
+
+    Procrastinate forces autocommit on the connections it listens on and commits each of
+    its queries; dawdle's connections are all autocommit, so only autocommit=True fits.
+    """
+    refused = sorted(connect_kwargs.keys() & REFUSED_POOL_ARGUMENTS.keys())
+    if refused:
+        key = refused[0]
+        raise ConfigurationError(
+            f"PsycopgConnector: {key}={connect_kwargs[key]!r} is a psycopg pool argument "
+            f"dawdle does not support; {REFUSED_POOL_ARGUMENTS[key]}"
+        )
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ConfigurationError(
+            f"PsycopgConnector: kwargs={kwargs!r} is not a dict of connection options"
+        )
+    both = sorted(kwargs.keys() & connect_kwargs.keys())
+    if both:
+        raise ConfigurationError(
+            f"PsycopgConnector: {', '.join(both)} given both as keywords and in kwargs=: "
+            "give each once"
+        )
+    options = {**kwargs, **connect_kwargs}
+    autocommit = options.pop("autocommit", True)
+    if not autocommit:
+        raise ConfigurationError(
+            f"PsycopgConnector: autocommit={autocommit!r}: dawdle's connections are "
+            "autocommit (each of Procrastinate's queries is one statement); for a "
+            "transaction of your own use `async with conn.transaction():`"
+        )
+    return options
+
+
 def _query_params(arguments: dict[str, Any]) -> dict[str, Any]:
     """Procrastinate's arguments with dicts sent as jsonb, as its own connector does."""
     return {key: _jsonb(value) for key, value in arguments.items()}
@@ -112,15 +179,24 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     DAWDLE_DSN, else libpq's environment, else an embedded server. After a server restart
     or a terminated backend, new connections are made with backoff for up to
     `reconnect_timeout` seconds before `DatabaseUnavailable` is raised.
+
+    As with Procrastinate's connector, `kwargs` are connection options for every connection
+    and `configure(conn)` is awaited on every new connection (pooled, LISTEN, reconnected)
+    before its first use. `name` identifies the connector in its repr, as psycopg's pool
+    name does in its logs. Other keywords are connection options too; psycopg pool arguments
+    that dawdle does not honour are refused by name.
     """
 
     def __init__(
         self,
         *,
         conninfo: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        configure: Configure | None = None,
         min_size: int = 1,
         max_size: int = 10,
         reconnect_timeout: float = 60.0,
+        name: str | None = None,
         json_dumps: Callable[[Any], str] | None = None,
         json_loads: Callable[[str | bytes], Any] | None = None,
         **connect_kwargs: Any,
@@ -132,9 +208,16 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
             )
         self._conninfo = conninfo
-        self._connect_kwargs = connect_kwargs
+        self._connect_kwargs = _connection_options(kwargs, connect_kwargs)
+        if configure is not None and not callable(configure):
+            raise ConfigurationError(
+                f"PsycopgConnector: configure={configure!r} is not callable; expected an "
+                "async function taking the new connection"
+            )
+        self._configure = configure
         self._min_size = min_size
         self._max_size = max_size
+        self._name = name
         self._reconnect = RetryPolicy(
             backoff=DecorrelatedJitter(0.05, max_delay=2.0),
             max_attempts=None,
@@ -162,7 +245,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                 "PsycopgConnector makes its own pool: pass conninfo, min_size and max_size"
             )
         if self._conninfo is None:
-            self._conninfo = await anyio.to_thread.run_sync(default_conninfo)
+            self._conninfo = await anyio.to_thread.run_sync(self._default_conninfo)
         new_pool = Pool(
             self._connect,
             min_size=self._min_size,
@@ -181,20 +264,54 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         if sync is not None:
             await anyio.to_thread.run_sync(sync.close)
 
-    async def _connect(self, *, autocommit: bool = True) -> AnyioConnection:
+    def _default_conninfo(self) -> str:
+        """The conninfo when none was given (blocking: it may start the embedded server)."""
+        if TARGET_OPTIONS & self._connect_kwargs.keys():
+            return ""
+        return default_conninfo()
+
+    async def _connect(self) -> AnyioConnection:
+        """A new autocommit connection, set up by json_dumps/json_loads and `configure`."""
         assert self._conninfo is not None  # noqa: S101 (open_async resolves it first)
         try:
             conn = await AnyioConnection.connect(
-                self._conninfo, autocommit=autocommit, **self._connect_kwargs
+                self._conninfo, autocommit=True, **self._connect_kwargs
             )
         except psycopg.OperationalError as exc:
-            target = describe_target(self._conninfo, self._connect_kwargs)
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         if self.json_dumps is not None:
             set_json_dumps(self.json_dumps, conn)
         if self.json_loads is not None:
             set_json_loads(self.json_loads, conn)
+        if self._configure is not None:
+            try:
+                await self._run_configure(conn)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+                raise
         return conn
+
+    async def _run_configure(self, conn: AnyioConnection) -> None:
+        """Await `configure(conn)`; a lost connection is retried like a failed connect."""
+        assert self._configure is not None  # noqa: S101 (only called when there is one)
+        try:
+            await self._configure(conn)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        status = conn.info.transaction_status
+        if status != pq.TransactionStatus.IDLE:
+            # As psycopg's pool does: a connection must start its first use outside a transaction.
+            raise ConfigurationError(
+                f"PsycopgConnector: configure={self._configure!r} left the connection "
+                f"{status.name} instead of idle: end its transaction (or use "
+                "`async with conn.transaction():`)"
+            )
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> DatabaseUnavailable:
+        assert self._conninfo is not None  # noqa: S101 (open_async resolves it first)
+        target = describe_target(self._conninfo, self._connect_kwargs)
+        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AnyioConnection]:
@@ -307,9 +424,20 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             await conn.execute("SELECT 1")
 
     def get_sync_connector(self) -> connector.BaseConnector:
-        """A thread-safe synchronous connector on the same database, for sync code."""
+        """A thread-safe synchronous connector on the same database, for sync code.
+
+        Its connections get the same connection options (`kwargs`); an async `configure`
+        cannot set up synchronous connections, so with one this raises ConfigurationError.
+        """
+        if self._configure is not None:
+            raise ConfigurationError(
+                f"PsycopgConnector: configure={self._configure!r} is async and cannot set up "
+                "the synchronous connections that sync code (e.g. defer() in a sync task) "
+                "needs: defer from async code, or set connections up through kwargs= "
+                "(e.g. kwargs={'options': '-c search_path=jobs'})"
+            )
         if self._sync_connector is None:
-            conninfo = default_conninfo() if self._conninfo is None else self._conninfo
+            conninfo = self._default_conninfo() if self._conninfo is None else self._conninfo
             sync = sync_psycopg_connector.SyncPsycopgConnector(
                 conninfo=conninfo,
                 min_size=0,
@@ -340,4 +468,5 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             if self._conninfo is None
             else describe_target(self._conninfo, self._connect_kwargs)
         )
-        return f"<PsycopgConnector {target} max_size={self._max_size}>"
+        name = "" if self._name is None else f" {self._name!r}"
+        return f"<PsycopgConnector{name} {target} max_size={self._max_size}>"

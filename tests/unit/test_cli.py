@@ -48,7 +48,8 @@ class BrokenQueryConnector(InMemoryConnector):
 
 @pytest.fixture(autouse=True)
 def _no_app_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DAWDLE_APP", raising=False)
+    for variable in ("DAWDLE_APP", "DAWDLE_DEFER_UNKNOWN", "PROCRASTINATE_DEFER_UNKNOWN"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 def make_app(connector: InMemoryConnector) -> App:
@@ -219,8 +220,42 @@ def test_app_module_that_fails_to_import_is_reported(
 def test_unknown_task_lists_known_tasks(capsys: pytest.CaptureFixture[str]) -> None:
     """Deferring an unregistered task exits 2 and lists the tasks the app has."""
     err = usage_error(capsys, ["defer", "--app", f"{MODULE}:app", "mail.sned"])
-    assert "no task named 'mail.sned'" in err
+    assert "no task named 'mail.sned' on this app (--unknown defers it anyway)" in err
     assert err.endswith("known tasks: mail.send\n")
+
+
+@pytest.mark.usefixtures("app_module")
+@pytest.mark.parametrize(
+    ("flag", "variables"),
+    [
+        ("--no-unknown", {"PROCRASTINATE_DEFER_UNKNOWN": "1"}),
+        (None, {"PROCRASTINATE_DEFER_UNKNOWN": "no"}),
+        (None, {"DAWDLE_DEFER_UNKNOWN": "f", "PROCRASTINATE_DEFER_UNKNOWN": "t"}),
+        (None, {"PROCRASTINATE_DEFER_UNKNOWN": ""}),
+    ],
+)
+def test_unknown_task_stays_an_error_unless_allowed(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str | None,
+    variables: dict[str, str],
+) -> None:
+    """--no-unknown beats the variables, DAWDLE_ beats PROCRASTINATE_, empty is unset: exit 2."""
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    flags = [] if flag is None else [flag]
+    err = usage_error(capsys, ["defer", "--app", f"{MODULE}:app", *flags, "mail.sned"])
+    assert "no task named 'mail.sned'" in err
+
+
+@pytest.mark.parametrize("variable", ["DAWDLE_DEFER_UNKNOWN", "PROCRASTINATE_DEFER_UNKNOWN"])
+def test_bad_defer_unknown_variable_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A DEFER_UNKNOWN value that is not yes/no exits 2 naming the variable and the value."""
+    monkeypatch.setenv(variable, "maybe")
+    err = usage_error(capsys, ["defer", "other.task"])
+    assert f"${variable}='maybe': expected 1/y/t (yes) or 0/n/f (no)" in err
 
 
 @pytest.mark.usefixtures("app_module")
@@ -277,6 +312,54 @@ def test_defer_prints_the_job_id_and_applies_options(
     assert (job["queue_name"], job["lock"], job["queueing_lock"]) == ("urgent", "ada", "ada-mail")
     assert job["priority"] == 7
     assert job["scheduled_at"] is not None
+
+
+@BACKENDS
+@pytest.mark.parametrize(
+    ("flag", "variables"),
+    [
+        ("--unknown", {}),
+        ("--unknown", {"DAWDLE_DEFER_UNKNOWN": "0"}),
+        (None, {"PROCRASTINATE_DEFER_UNKNOWN": "yes"}),
+        (None, {"DAWDLE_DEFER_UNKNOWN": "1", "PROCRASTINATE_DEFER_UNKNOWN": "n"}),
+    ],
+)
+def test_defer_unknown_defers_by_name_with_options(
+    app_module: types.ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    flag: str | None,
+    variables: dict[str, str],
+) -> None:
+    """--unknown (or a DEFER_UNKNOWN variable) defers an unregistered name with every option."""
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    flags = [] if flag is None else [flag]
+    argv = ["defer", "--backend", backend, "--app", f"{MODULE}:app", *flags, "billing.invoice"]
+    options = ["--queue", "billing", "--lock", "acct-9", "--queueing-lock", "inv-9"]
+    code = main([*argv, *options, "--priority", "-2", "--schedule-in", "30", "--json", "{}"])
+    assert code == 0
+    connector = app_module.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    (job,) = connector.jobs.values()
+    assert (job["task_name"], job["queue_name"]) == ("billing.invoice", "billing")
+    assert (job["lock"], job["queueing_lock"], job["priority"]) == ("acct-9", "inv-9", -2)
+    assert job["scheduled_at"] is not None
+
+
+@BACKENDS
+def test_defer_unknown_keeps_a_registered_tasks_defaults(
+    app_module: types.ModuleType, backend: str
+) -> None:
+    """With --unknown, a name the app does register still gets that task's queue."""
+    assert (
+        main(["defer", "--backend", backend, "--app", f"{MODULE}:app", "--unknown", "mail.send"])
+        == 0
+    )
+    connector = app_module.app.connector
+    assert isinstance(connector, InMemoryConnector)
+    (job,) = connector.jobs.values()
+    assert (job["task_name"], job["queue_name"]) == ("mail.send", "mail")
 
 
 @BACKENDS
