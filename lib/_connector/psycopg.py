@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Final, LiteralString, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import anyio
 import anyio.to_thread
 import psycopg
 from procrastinate import connector, exceptions, sync_psycopg_connector
-from psycopg import conninfo as libpq_conninfo
 from psycopg import pq, sql
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg.types.json import set_json_dumps, set_json_loads
 
+from dawdle._connector._arguments import TARGET_OPTIONS, connection_options, describe_target
 from dawdle._connector._connection import AnyioConnection
+from dawdle._connector._params import query_params
 from dawdle._connector._pool import Pool, connect_with_retries
 from dawdle._connector.embedded import default_conninfo
-from dawdle._errors import ConfigurationError, DatabaseUnavailable, UnsupportedValue
+from dawdle._errors import ConfigurationError, DatabaseUnavailable
 from dawdle._validate import integer
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy
 
@@ -39,80 +39,7 @@ SERVER_CLOSED_THE_SESSION = (
 # A listening connection that heard nothing for this long checks that it is still alive.
 LISTEN_TIMEOUT = connector.LISTEN_TIMEOUT
 
-# psycopg_pool's arguments that Procrastinate's PsycopgConnector passes on to its pool and
-# dawdle's pool does not honour, with what to do instead. Refused by name: as keywords they
-# would otherwise reach libpq as connection options.
-REFUSED_POOL_ARGUMENTS: Final = {
-    "open": "dawdle opens the pool in App.open_async(): remove it",
-    "check": "dawdle checks every idle connection before lending it: remove it",
-    "timeout": "waiting for a connection lasts as long as the caller lets it (anyio.fail_after) "
-    "and reconnecting at most reconnect_timeout: use those",
-    "max_waiting": "waiters are served first come, first served without a limit; bound the "
-    "wait with anyio.fail_after instead",
-    "max_lifetime": "pooled connections are replaced only when they go bad: remove it",
-    "max_idle": "idle connections (at most max_size) are kept open: remove it",
-    "reconnect_failed": "after reconnect_timeout the caller gets dawdle.DatabaseUnavailable: "
-    "catch that instead",
-    "num_workers": "connections are made by the task that needs one, not by background "
-    "workers: remove it",
-    "reset": "a connection goes back to the pool only when idle (an open transaction is "
-    "rolled back) and nothing else is run on it: undo session changes where you make them",
-    "connection_class": "connections are dawdle's own (psycopg's AsyncConnection driven by "
-    "anyio): set them up with configure= instead",
-    "pool_factory": "dawdle makes its own pool: size it with min_size and max_size",
-    "close_returns": "dawdle's pool always takes its connections back: remove it",
-}
-
-# Connection options that name the server or the database. Given any of them without a
-# conninfo, libpq takes the rest from its environment, as under Procrastinate (conninfo=""),
-# instead of dawdle's default database: e.g. Django's settings passed as kwargs=.
-TARGET_OPTIONS: Final = frozenset({"host", "hostaddr", "dbname", "service"})
-
 Configure = Callable[[AnyioConnection], Awaitable[None]]
-
-
-def describe_target(conninfo: str, kwargs: dict[str, Any]) -> str:
-    """Host, port, database and user of a connection string, never its password."""
-    try:
-        params = libpq_conninfo.conninfo_to_dict(conninfo, **kwargs)
-    except psycopg.ProgrammingError:
-        return "an unparsable connection string"
-    shown = [
-        f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if params.get(key)
-    ]
-    return " ".join(shown) or "libpq's defaults"
-
-
-_CONTAINERS = (dict, list, tuple)
-
-
-def _check_jsonb(value: Any, path: str) -> None:
-    """Refuse what JSON or PostgreSQL's jsonb cannot hold, naming where it is."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UnsupportedValue(f"{path} = {value!r}: NaN and Infinity are not JSON")
-    if isinstance(value, str) and "\x00" in value:
-        raise UnsupportedValue(f"{path} = {value!r:.60}: jsonb cannot hold \\u0000 (NUL)")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_jsonb(key, f"{path} key")
-            _check_jsonb(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_jsonb(item, f"{path}[{index}]")
-
-
-def _jsonb(value: Any) -> Any:
-    if isinstance(value, dict):
-        _check_jsonb(value, "job argument")
-        return Jsonb(value)
-    if isinstance(value, list):
-        # Arrays of plain values (the worker's batches of ids, statuses...) go as they are.
-        if not any(isinstance(item, _CONTAINERS) for item in value):
-            return value
-        return [_jsonb(item) for item in value]
-    if isinstance(value, tuple):  # NamedTuples too (JobToDefer): sent as a plain record
-        return tuple(_jsonb(item) for item in value)
-    return value
 
 
 async def _no_rows(cursor: psycopg.AsyncCursor[DictRow]) -> None:
@@ -128,47 +55,6 @@ async def _first_row(cursor: psycopg.AsyncCursor[DictRow]) -> dict[str, Any]:
 
 async def _all_rows(cursor: psycopg.AsyncCursor[DictRow]) -> list[dict[str, Any]]:
     return await cursor.fetchall()
-
-
-def _connection_options(kwargs: Any, connect_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs=` and the other keywords as one dict of connection options, checked.
-
-    Procrastinate forces autocommit on the connections it listens on and commits each of
-    its queries; dawdle's connections are all autocommit, so only autocommit=True fits.
-    """
-    refused = sorted(connect_kwargs.keys() & REFUSED_POOL_ARGUMENTS.keys())
-    if refused:
-        key = refused[0]
-        raise ConfigurationError(
-            f"PsycopgConnector: {key}={connect_kwargs[key]!r} is a psycopg pool argument "
-            f"dawdle does not support; {REFUSED_POOL_ARGUMENTS[key]}"
-        )
-    if kwargs is None:
-        kwargs = {}
-    if not isinstance(kwargs, dict):
-        raise ConfigurationError(
-            f"PsycopgConnector: kwargs={kwargs!r} is not a dict of connection options"
-        )
-    both = sorted(kwargs.keys() & connect_kwargs.keys())
-    if both:
-        raise ConfigurationError(
-            f"PsycopgConnector: {', '.join(both)} given both as keywords and in kwargs=: "
-            "give each once"
-        )
-    options = {**kwargs, **connect_kwargs}
-    autocommit = options.pop("autocommit", True)
-    if not autocommit:
-        raise ConfigurationError(
-            f"PsycopgConnector: autocommit={autocommit!r}: dawdle's connections are "
-            "autocommit (each of Procrastinate's queries is one statement); for a "
-            "transaction of your own use `async with conn.transaction():`"
-        )
-    return options
-
-
-def _query_params(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Procrastinate's arguments with dicts sent as jsonb, as its own connector does."""
-    return {key: _jsonb(value) for key, value in arguments.items()}
 
 
 class PsycopgConnector(connector.BaseAsyncConnector):
@@ -208,7 +94,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
             )
         self._conninfo = conninfo
-        self._connect_kwargs = _connection_options(kwargs, connect_kwargs)
+        self._connect_kwargs = connection_options(kwargs, connect_kwargs)
         if configure is not None and not callable(configure):
             raise ConfigurationError(
                 f"PsycopgConnector: configure={configure!r} is not callable; expected an "
@@ -330,7 +216,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         arguments: dict[str, Any],
         fetch: Callable[[psycopg.AsyncCursor[DictRow]], Awaitable[T]],
     ) -> T:
-        params = _query_params(arguments)
+        params = query_params(arguments)
         with sync_psycopg_connector.wrap_exceptions():
             if connection is not None:
                 async with connection.cursor(row_factory=dict_row) as cursor:

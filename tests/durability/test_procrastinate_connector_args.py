@@ -19,7 +19,7 @@ from psycopg import conninfo
 
 from dawdle import App, ConfigurationError, PsycopgConnector
 from dawdle._cli import main
-from dawdle._connector.psycopg import REFUSED_POOL_ARGUMENTS
+from dawdle._connector._arguments import REFUSED_POOL_ARGUMENTS
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
