@@ -83,13 +83,17 @@ def decide(
     """The verdict on a run of `job` that raised `failure` (None: returned normally).
 
     `cancelled` says the worker cancelled the run (an abort, or its shutdown when
-    `abort_reason` is SHUTDOWN). A failure goes to the task's retry strategy.
+    `abort_reason` is SHUTDOWN). A run ended by the shutdown is put back: cancelled (an
+    async job, or a sync one no thread had begun), or a sync job that saw `should_abort()`
+    and raised JobAborted, since its thread has ended. A sync job that returned or failed
+    despite the request keeps that outcome. A failure goes to the task's retry strategy.
     """
     assert job.id is not None  # noqa: S101 (claimed jobs have ids)
     when = now or datetime.datetime.now(datetime.UTC)
-    if cancelled and abort_reason is AbortReason.SHUTDOWN:
+    stopped = cancelled or isinstance(failure, exceptions.JobAborted)
+    if stopped and abort_reason is AbortReason.SHUTDOWN:
         return Verdict(job.id, Outcome.PUT_BACK, retry_at=when)
-    if cancelled or isinstance(failure, exceptions.JobAborted):
+    if stopped:
         return _finished(job.id, Outcome.ABORTED, delete_jobs)
     if failure is None:
         return _finished(job.id, Outcome.SUCCEEDED, delete_jobs)

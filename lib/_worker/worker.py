@@ -42,7 +42,9 @@ class Worker:
     `install_signal_handlers`, or cancellation of the enclosing scope), or with
     `wait=False` until no job is ready and none is running. On stop, claiming stops,
     running jobs get `shutdown_graceful_timeout` seconds (None: as long as they need),
-    then are cancelled and put back in the queue.
+    then async ones are cancelled and put back in the queue; sync ones see
+    `should_abort()` True and get a few more seconds to return (then a thread still running
+    is abandoned: its job stays 'doing' until recovered as stalled, never run twice at once).
     """
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
@@ -137,7 +139,11 @@ class Worker:
             self._state.request_stop()
 
     async def run(self) -> None:
-        """Work until stopped; return after a clean shutdown (no job left 'doing' here)."""
+        """Work until stopped; return after a clean shutdown.
+
+        No job is left 'doing' here, but sync jobs abandoned at shutdown (their thread ran
+        on): those stay 'doing' with this worker's row, until recovered as stalled.
+        """
         self._state = WorkerState(self.settings, self.stats)
         self._token = anyio.lowlevel.current_token()
         try:
@@ -201,7 +207,21 @@ class Worker:
                 await writer.final_flush()
                 group.cancel_scope.cancel()
         finally:
-            await registration.unregister()
+            if state.abandoned:
+                # Its row stays, its heartbeat stops: another worker recovers the jobs as
+                # stalled once it is stalled_worker_timeout old, not while they still run.
+                logger.error(
+                    "worker %s keeps its row: jobs %s still run in abandoned threads",
+                    state.worker_id,
+                    sorted(state.abandoned),
+                    extra={
+                        "action": "worker_left_registered",
+                        "worker_id": state.worker_id,
+                        "job_ids": sorted(state.abandoned),
+                    },
+                )
+            else:
+                await registration.unregister()
             logger.info("stopped worker %s", state.worker_id, extra={"action": "stop_worker"})
 
     async def _work(self, state: WorkerState, claimer: Claimer, writer: OutcomeWriter) -> None:
@@ -222,7 +242,7 @@ class Worker:
             async for signum in signals:
                 if state.stopping:
                     logger.warning("second signal %s: cancelling the running jobs", signum)
-                    state.cancel_running(include_sync=False)
+                    state.abort_for_shutdown()
                 else:
                     logger.info("received signal %s", signum)
                     state.request_stop()
