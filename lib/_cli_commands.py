@@ -86,8 +86,7 @@ def exit_despite_abandoned_threads() -> int:
         return 0
     if any(not thread.daemon for thread in threads):
         logging.getLogger("dawdle.worker").error(
-            "exiting now: %d abandoned sync jobs still run in threads the process cannot wait "
-            "for",
+            "exiting now: %d abandoned sync jobs still run in threads the process cannot wait for",
             len(threads),
             extra={"action": "exit_abandoning_threads"},
         )
