@@ -37,11 +37,16 @@ class Outcome(enum.StrEnum):
 
 
 _PHRASES: dict[Outcome, str] = {Outcome.RETRY: "to be retried", Outcome.PUT_BACK: "put back"}
+# Procrastinate's `_log_job_outcome` actions. dawdle never retries an aborted job, so it has
+# no `job_aborted_retry`.
 _LOG_ACTIONS: dict[Outcome, str] = {
     Outcome.SUCCEEDED: "job_success",
     Outcome.FAILED: "job_error",
     Outcome.ABORTED: "job_aborted",
     Outcome.RETRY: "job_error_retry",
+    # No Procrastinate name: its shutdown ends such a run aborted (`job_aborted`) or
+    # retries it through the task's strategy (`job_aborted_retry`), spending an attempt.
+    # dawdle puts it back as it was, so the record has a name of its own.
     Outcome.PUT_BACK: "job_put_back",
 }
 

@@ -12,6 +12,7 @@ still running after that is abandoned, 'doing' for this worker, until recovered 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -22,11 +23,11 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
-from procrastinate import exceptions, middleware, tasks
+from procrastinate import exceptions, job_context, middleware, tasks
 
 from dawdle._errors import JobTimeout
 from dawdle._worker.claimer import Claimer
-from dawdle._worker.joblog import describe, log_job
+from dawdle._worker.joblog import describe, log_job, log_task_not_found
 from dawdle._worker.outcomes import Outcome, Verdict, decide
 from dawdle._worker.state import Running, ThreadStage, WorkerState
 from dawdle._worker.writer import OutcomeWriter
@@ -81,9 +82,15 @@ class Runners:
         """End running jobs at shutdown: the graceful timeout, then abort (see the module)."""
         state = self._state
         if state.running:
-            logger.info(
-                "waiting for %d running jobs", len(state.running), extra={"action": "ending_job"}
-            )
+            now = time.time()
+            for running in state.running.values():
+                log_job(
+                    state,
+                    logging.INFO,
+                    "ending_job",
+                    functools.partial(_waiting_message, running.context, now),
+                    running.context,
+                )
             grace = state.settings.shutdown_graceful_timeout
             with anyio.move_on_after(math.inf if grace is None else grace):
                 while state.running:
@@ -94,6 +101,11 @@ class Runners:
                 "%d jobs still running after the graceful timeout: cancelling async ones, "
                 "asking sync ones to abort",
                 len(state.running),
+                extra={
+                    "action": "stop_worker",  # Procrastinate's, for this very record
+                    "worker": state.worker_log_fields(),
+                    "queues": state.settings.queues,
+                },
             )
             state.abort_for_shutdown()
             await self._end_sync_jobs()
@@ -120,14 +132,29 @@ class Runners:
         job = context.job
         assert job.id is not None  # noqa: S101 (claimed jobs have ids)
         started = time.monotonic()
-        log_job(
-            self._state, logging.INFO, "start_job", lambda: f"starting job {describe(job)}", context
-        )
+        if running.task is not None:  # Procrastinate logs neither for an unknown task
+            log_job(
+                self._state,
+                logging.DEBUG,
+                "loaded_job_info",
+                lambda: f"loaded job info, about to start job {describe(job)}",
+                context,
+                **_job_started(context),
+            )
+            log_job(
+                self._state,
+                logging.INFO,
+                "start_job",
+                lambda: f"starting job {describe(job)}",
+                context,
+                **_job_started(context),
+            )
         overrun_watch = self._watch_overrun(running)
         failure: BaseException | None = None
+        result: Any = None
         with running.scope:
             try:
-                await self._execute(running)
+                result = await self._execute(running)
             except anyio.get_cancelled_exc_class() as exc:
                 if anyio.current_effective_deadline() == -math.inf:
                     raise  # a real cancellation: our scope or the worker's
@@ -150,7 +177,9 @@ class Runners:
             delete_jobs=self._state.settings.delete_jobs,
         )
         self._state.end(job.id)
-        self._record(running, verdict, failure, duration)
+        if isinstance(failure, exceptions.TaskNotFound):
+            log_task_not_found(self._state, context, failure)
+        self._record(running, verdict, failure, duration, result)
 
     def _abandon(self, running: Running, duration: float) -> None:
         """The shutdown gave up on a sync job whose thread runs on: nothing is written.
@@ -177,8 +206,8 @@ class Runners:
             duration=duration,
         )
 
-    async def _execute(self, running: Running) -> None:
-        """Run the job's task; async ones are cancelled at their timeout (JobTimeout)."""
+    async def _execute(self, running: Running) -> Any:
+        """Run the job's task, return its result; async ones are cancelled at their timeout."""
         task, job = running.task, running.context.job
         if task is None:
             raise exceptions.TaskNotFound(f"no task named {job.task_name!r} in this app")
@@ -189,14 +218,15 @@ class Runners:
             )
         timeout = task_timeout(task)
         if not running.is_async or timeout is None:
-            await self._call(task, running)
-            return
+            return await self._call(task, running)
+        result = None
         with anyio.move_on_after(timeout) as deadline:
-            await self._call(task, running)
+            result = await self._call(task, running)
         if deadline.cancelled_caught:
             raise JobTimeout(f"task {task.name!r} ran past its timeout of {timeout:g} s")
+        return result
 
-    async def _call(self, task: tasks.Task[Any, Any, Any], running: Running) -> None:
+    async def _call(self, task: tasks.Task[Any, Any, Any], running: Running) -> Any:
         context, job, is_async = running.context, running.context.job, running.is_async
         args = [context] if task.pass_context else []
         settings = self._state.settings
@@ -235,7 +265,9 @@ class Runners:
                 result = await result
             return result
 
-        await middleware.compose(list(settings.worker_middleware), run_task, context, worker)()
+        return await middleware.compose(
+            list(settings.worker_middleware), run_task, context, worker
+        )()
 
     def _watch_overrun(self, running: Running) -> anyio.CancelScope | None:
         """For a sync job with a timeout: a watcher that logs when it runs past it."""
@@ -266,7 +298,12 @@ class Runners:
         )
 
     def _record(
-        self, running: Running, verdict: Verdict, failure: BaseException | None, duration: float
+        self,
+        running: Running,
+        verdict: Verdict,
+        failure: BaseException | None,
+        duration: float,
+        result: Any,
     ) -> None:
         """Count, remember the retry time, hand the verdict to the writer, and log it."""
         state = self._state
@@ -302,5 +339,21 @@ class Runners:
             context,
             duration=duration,
             outcome=verdict.outcome.value,
+            start_timestamp=context.start_timestamp,
+            end_timestamp=time.time(),
+            result=result,
             exc_info=failure if failed else None,
         )
+
+
+def _waiting_message(context: job_context.JobContext, now: float) -> str:
+    started = now - context.start_timestamp
+    return f"waiting for job {describe(context.job)} to finish (started {started:.3f} s ago)"
+
+
+def _job_started(context: job_context.JobContext) -> dict[str, Any]:
+    """Procrastinate's `JobResult.as_dict()` for a job that has not ended."""
+    return {
+        "start_timestamp": context.start_timestamp,
+        "duration": time.time() - context.start_timestamp,
+    }

@@ -247,11 +247,25 @@ class WorkerState:
             if running.is_async:
                 running.scope.cancel()
 
+    def worker_log_fields(self, job_id: int | None = None) -> dict[str, Any]:
+        """The `worker` of Procrastinate's log records (with dawdle's `id` beside it)."""
+        settings = self.settings
+        return {
+            "name": settings.name,
+            "worker_id": self.worker_id,
+            "id": self.worker_id,
+            "job_id": job_id,
+            "queues": list(settings.queues or []),
+        }
+
     def request_stop(self) -> None:
         """Stop claiming; the worker then ends its running jobs and stops."""
         if self.stopping:
             return
-        logger.info("stop requested", extra={"action": "stopping_worker"})
+        logger.info(
+            "stop requested",
+            extra={"action": "stopping_worker", "worker": self.worker_log_fields()},
+        )
         self.stopping = True
         self.wake_claimer.set()
         self.slot_freed.set()

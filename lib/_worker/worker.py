@@ -183,7 +183,12 @@ class Worker:
             "starting worker %s on %s",
             state.worker_id,
             utils.queues_display(queues),
-            extra={"action": "start_worker", "worker_id": state.worker_id, "queues": queues},
+            extra={
+                "action": "start_worker",
+                "worker": state.worker_log_fields(),
+                "worker_id": state.worker_id,
+                "queues": queues,
+            },
         )
         try:
             housekeeping = Housekeeping(state, store, self.app)
@@ -222,7 +227,15 @@ class Worker:
                 )
             else:
                 await registration.unregister()
-            logger.info("stopped worker %s", state.worker_id, extra={"action": "stop_worker"})
+            logger.info(
+                "stopped worker %s",
+                state.worker_id,
+                extra={
+                    "action": "stop_worker",
+                    "worker": state.worker_log_fields(),
+                    "queues": queues,
+                },
+            )
 
     async def _work(self, state: WorkerState, claimer: Claimer, writer: OutcomeWriter) -> None:
         """Claim and run jobs until stopped, then end the running ones."""
