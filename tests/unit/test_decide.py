@@ -238,3 +238,14 @@ def test_a_sync_job_failing_during_the_shutdown_goes_to_its_retry_strategy() -> 
         ValueError(), retry=RetryPolicy(max_attempts=2), abort_reason=AbortReason.SHUTDOWN
     )
     assert (verdict.outcome, verdict.status) == (Outcome.RETRY, "todo")
+
+
+def test_outcomes_log_procrastinates_actions() -> None:
+    """The outcomes Procrastinate also has are logged under its `action` names."""
+    assert {outcome: outcome.log_action for outcome in Outcome} == {
+        Outcome.SUCCEEDED: "job_success",
+        Outcome.FAILED: "job_error",
+        Outcome.ABORTED: "job_aborted",
+        Outcome.RETRY: "job_error_retry",
+        Outcome.PUT_BACK: "job_put_back",  # dawdle's own: Procrastinate has no put-back
+    }
