@@ -7,6 +7,7 @@ returns the coroutine function that `main` runs on the chosen backend.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -20,6 +21,7 @@ from dawdle._cli_app import app_from_args, find_task
 from dawdle._cli_errors import EXIT_FAILURE, CommandError, UsageError, one_line
 from dawdle._errors import DawdleError
 from dawdle._schema import SchemaStatus, refuse_outdated
+from dawdle._worker.state import abandoned_threads
 
 # A worker whose heartbeat is older than this is not counted as alive by `healthcheck`.
 HEARTBEAT_FRESH_SECONDS: Final = 30
@@ -67,9 +69,35 @@ def cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
         async with app.open_async():
             require_current(await app.schema_manager.check_schema_async())
             await app.run_worker_async(**options, install_signal_handlers=True)
-        return 0
+        return exit_despite_abandoned_threads()
 
     return run
+
+
+def exit_despite_abandoned_threads() -> int:
+    """0, or EXIT_FAILURE if sync jobs still run in threads the worker abandoned at shutdown.
+
+    Python's exit waits for every thread that is not a daemon thread. trio's worker threads
+    are daemon threads, but anyio's on asyncio are not (a thread inherits the flag of the
+    thread that starts it: the main one): after an abandoned sync job that never returns,
+    the process would never exit. The worker has written every outcome, logged each
+    abandoned job and left its row to expire; so flush the logs and leave at once. atexit
+    handlers do not run then: there is no public way to let Python exit without that thread.
+    """
+    threads = abandoned_threads()
+    if not threads:
+        return 0
+    if any(not thread.daemon for thread in threads):
+        logging.getLogger("dawdle.worker").error(
+            "exiting now: %d abandoned sync jobs still run in threads the process cannot wait for",
+            len(threads),
+            extra={"action": "exit_abandoning_threads"},
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAILURE)
+    return EXIT_FAILURE
 
 
 def cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:

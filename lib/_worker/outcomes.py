@@ -37,11 +37,16 @@ class Outcome(enum.StrEnum):
 
 
 _PHRASES: dict[Outcome, str] = {Outcome.RETRY: "to be retried", Outcome.PUT_BACK: "put back"}
+# Procrastinate's `_log_job_outcome` actions. dawdle never retries an aborted job, so it has
+# no `job_aborted_retry`.
 _LOG_ACTIONS: dict[Outcome, str] = {
     Outcome.SUCCEEDED: "job_success",
     Outcome.FAILED: "job_error",
     Outcome.ABORTED: "job_aborted",
     Outcome.RETRY: "job_error_retry",
+    # No Procrastinate name: its shutdown ends such a run aborted (`job_aborted`) or
+    # retries it through the task's strategy (`job_aborted_retry`), spending an attempt.
+    # dawdle puts it back as it was, so the record has a name of its own.
     Outcome.PUT_BACK: "job_put_back",
 }
 
@@ -83,13 +88,17 @@ def decide(
     """The verdict on a run of `job` that raised `failure` (None: returned normally).
 
     `cancelled` says the worker cancelled the run (an abort, or its shutdown when
-    `abort_reason` is SHUTDOWN). A failure goes to the task's retry strategy.
+    `abort_reason` is SHUTDOWN). A run ended by the shutdown is put back: cancelled (an
+    async job, or a sync one no thread had begun), or a sync job that saw `should_abort()`
+    and raised JobAborted, since its thread has ended. A sync job that returned or failed
+    despite the request keeps that outcome. A failure goes to the task's retry strategy.
     """
     assert job.id is not None  # noqa: S101 (claimed jobs have ids)
     when = now or datetime.datetime.now(datetime.UTC)
-    if cancelled and abort_reason is AbortReason.SHUTDOWN:
+    stopped = cancelled or isinstance(failure, exceptions.JobAborted)
+    if stopped and abort_reason is AbortReason.SHUTDOWN:
         return Verdict(job.id, Outcome.PUT_BACK, retry_at=when)
-    if cancelled or isinstance(failure, exceptions.JobAborted):
+    if stopped:
         return _finished(job.id, Outcome.ABORTED, delete_jobs)
     if failure is None:
         return _finished(job.id, Outcome.SUCCEEDED, delete_jobs)

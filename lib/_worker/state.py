@@ -7,7 +7,9 @@ because its events belong to the running event loop.
 from __future__ import annotations
 
 import collections
+import enum
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,8 @@ class WorkerStats:
 
     jobs: collections.Counter[Outcome] = field(default_factory=collections.Counter)
     timed_out: int = 0
+    abandoned: int = 0
+    """Sync jobs whose thread still ran at the end of a shutdown: left 'doing', not written."""
     loop_restarts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -75,22 +79,104 @@ class Wakeup:
             await self._event.wait()
 
 
+class ThreadStage(enum.Enum):
+    """Where a sync job is with its thread; the end of a shutdown reads it under a lock."""
+
+    WAITING = "waiting"
+    """Handed to a thread that has not begun it yet (or to no thread yet)."""
+    RUNNING = "running"
+    ENDED = "ended"
+    """The thread has left the job: its result is on its way to the runner."""
+    SKIPPED = "skipped"
+    """The shutdown came first: no thread will begin it; it goes back, safely."""
+    ABANDONED = "abandoned"
+    """The shutdown gave up on it while its thread ran: it stays 'doing', never put back."""
+
+
+# Sync runs a worker of this process abandoned at shutdown whose thread is still inside the
+# job. Process-wide: the process's exit waits for those threads (see `abandoned_threads()`).
+_abandoned_runs: set[Running] = set()
+_abandoned_lock = threading.Lock()
+
+
+def abandoned_threads() -> list[threading.Thread]:
+    """Threads still running a sync job that a worker of this process abandoned at shutdown."""
+    with _abandoned_lock:
+        return [run.thread for run in _abandoned_runs if run.thread is not None]
+
+
 @dataclass(slots=True, eq=False)
 class Running:
-    """A job in a slot: its task, its context, the scope that can cancel it and why it would."""
+    """A job in a slot: its task, its context, the scope that can cancel it and why it would.
+
+    `abort_reason` belongs to the run, not to the worker's set of running jobs: once set it
+    stays, so a sync job's `should_abort()` stays True until its thread returns, whatever
+    happens to the slot meanwhile.
+    """
 
     task: tasks.Task[Any, Any, Any] | None
     context: job_context.JobContext
     is_async: bool
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_reason: job_context.AbortReason | None = None
+    thread: threading.Thread | None = None
+    stage: ThreadStage = ThreadStage.WAITING
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        # The context's `should_abort()` reads this run's reason, whatever the context was
+        # made with: a lookup in `WorkerState.running` turned False again once the job left
+        # its slot, while a sync job's thread still ran and polled it.
+        self.context = self.context.evolve(abort_reason=self._abort_reason)
+
+    def _abort_reason(self) -> job_context.AbortReason | None:
+        return self.abort_reason
+
+    def enter_thread(self) -> bool:
+        """In the job's thread, before the job: False if the shutdown skipped it (don't run)."""
+        with self._lock:
+            if self.stage is not ThreadStage.WAITING:
+                return False
+            self.stage = ThreadStage.RUNNING
+            self.thread = threading.current_thread()
+            return True
+
+    def leave_thread(self) -> None:
+        """In the job's thread, after the job, whatever it did."""
+        with self._lock:
+            if self.stage is ThreadStage.RUNNING:
+                self.stage = ThreadStage.ENDED
+            elif self.stage is ThreadStage.ABANDONED:
+                with _abandoned_lock:
+                    _abandoned_runs.discard(self)
+
+    def stop_thread(self) -> ThreadStage:
+        """End of a shutdown: skip the job if no thread began it, abandon it if one runs it.
+
+        The runner's scope is cancelled in both cases (the runner stops waiting for the
+        thread); a job whose thread already ended is left to deliver its result. Returns
+        the stage it is in now.
+        """
+        with self._lock:
+            if self.stage is ThreadStage.WAITING:
+                self.stage = ThreadStage.SKIPPED
+            elif self.stage is ThreadStage.RUNNING:
+                self.stage = ThreadStage.ABANDONED
+                with _abandoned_lock:
+                    _abandoned_runs.add(self)
+            else:
+                return self.stage
+        self.scope.cancel()
+        return self.stage
 
 
 class WorkerState:
     """The jobs this worker owns and the signals between its parts.
 
     A job this worker claimed is in `running` until it ends, then in `unwritten` until its
-    outcome is in the database: in exactly one of the two, never in none before then.
+    outcome is in the database: in exactly one of the two, never in none before then. The
+    one exception is a sync job abandoned at shutdown while its thread ran: it goes from
+    `running` to `abandoned` and stays 'doing' for this worker, which then keeps its row.
     """
 
     def __init__(self, settings: WorkerSettings, stats: WorkerStats) -> None:
@@ -99,6 +185,7 @@ class WorkerState:
         self.worker_id: int | None = None
         self.stopping = False
         self.running: dict[int, Running] = {}
+        self.abandoned: dict[int, Running] = {}
         self.unwritten: list[Verdict] = []
         self.wake_claimer = Wakeup()
         self.slot_freed = Wakeup()
@@ -112,16 +199,26 @@ class WorkerState:
 
     def own_job_ids(self) -> list[int]:
         """Jobs this worker runs, or ended without having written their outcome yet."""
-        return [*self.running, *(verdict.job_id for verdict in self.unwritten)]
+        return [
+            *self.running,
+            *self.abandoned,
+            *(verdict.job_id for verdict in self.unwritten),
+        ]
 
     def end(self, job_id: int) -> None:
         """The job left its slot; its verdict goes to `unwritten` next, with no await between."""
         del self.running[job_id]
         self.slot_freed.set()
 
+    def abandon(self, job_id: int) -> None:
+        """The job left its slot but its thread still runs it: no verdict, it stays 'doing'."""
+        self.abandoned[job_id] = self.running.pop(job_id)
+        self.stats.abandoned += 1
+        self.slot_freed.set()
+
     def abort_reason(self, job_id: int) -> job_context.AbortReason | None:
-        """Why the job is being cancelled, if it is (Procrastinate's `should_abort()` reads it)."""
-        running = self.running.get(job_id)
+        """Why the job is being cancelled, if it is (a `Running`'s context reads its own)."""
+        running = self.running.get(job_id) or self.abandoned.get(job_id)
         return running.abort_reason if running else None
 
     def request_abort(self, job_ids: Iterable[int]) -> list[Running]:
@@ -137,18 +234,38 @@ class WorkerState:
             asked.append(running)
         return asked
 
-    def cancel_running(self, *, include_sync: bool) -> None:
-        """Cancel the running jobs for the shutdown (sync ones only if `include_sync`)."""
+    def abort_for_shutdown(self) -> None:
+        """Cancel the running async jobs; ask the sync ones to stop (`should_abort()` is True).
+
+        A thread cannot be cancelled: a sync job keeps its slot until it returns, or until
+        the end of the shutdown abandons it (`Running.stop_thread`). A reason already set
+        (a user's abort) is kept.
+        """
         for running in self.running.values():
-            running.abort_reason = job_context.AbortReason.SHUTDOWN
-            if running.is_async or include_sync:
+            if running.abort_reason is None:
+                running.abort_reason = job_context.AbortReason.SHUTDOWN
+            if running.is_async:
                 running.scope.cancel()
+
+    def worker_log_fields(self, job_id: int | None = None) -> dict[str, Any]:
+        """The `worker` of Procrastinate's log records (with dawdle's `id` beside it)."""
+        settings = self.settings
+        return {
+            "name": settings.name,
+            "worker_id": self.worker_id,
+            "id": self.worker_id,
+            "job_id": job_id,
+            "queues": list(settings.queues or []),
+        }
 
     def request_stop(self) -> None:
         """Stop claiming; the worker then ends its running jobs and stops."""
         if self.stopping:
             return
-        logger.info("stop requested", extra={"action": "stopping_worker"})
+        logger.info(
+            "stop requested",
+            extra={"action": "stopping_worker", "worker": self.worker_log_fields()},
+        )
         self.stopping = True
         self.wake_claimer.set()
         self.slot_freed.set()

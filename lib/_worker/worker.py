@@ -43,7 +43,9 @@ class Worker:
     worker inside a larger program leaves its signals alone), or with
     `wait=False` until no job is ready and none is running. On stop, claiming stops,
     running jobs get `shutdown_graceful_timeout` seconds (None: as long as they need),
-    then are cancelled and put back in the queue.
+    then async ones are cancelled and put back in the queue; sync ones see
+    `should_abort()` True and get a few more seconds to return (then a thread still running
+    is abandoned: its job stays 'doing' until recovered as stalled, never run twice at once).
     """
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
@@ -138,10 +140,12 @@ class Worker:
             self._state.request_stop()
 
     async def run(self) -> None:
-        """Work until stopped; return after a clean shutdown (no job left 'doing' here).
+        """Work until stopped; return after a clean shutdown.
 
         The app's `import_paths` are imported first, as Procrastinate's worker does, so that
-        the tasks they register are known before the first claim.
+        the tasks they register are known before the first claim. No job is left 'doing'
+        here, but sync jobs abandoned at shutdown (their thread ran on): those stay 'doing'
+        with this worker's row, until recovered as stalled.
         """
         _import_tasks(self.app)
         self._state = WorkerState(self.settings, self.stats)
@@ -183,7 +187,12 @@ class Worker:
             "starting worker %s on %s",
             state.worker_id,
             utils.queues_display(queues),
-            extra={"action": "start_worker", "worker_id": state.worker_id, "queues": queues},
+            extra={
+                "action": "start_worker",
+                "worker": state.worker_log_fields(),
+                "worker_id": state.worker_id,
+                "queues": queues,
+            },
         )
         try:
             housekeeping = Housekeeping(state, store, self.app)
@@ -207,8 +216,30 @@ class Worker:
                 await writer.final_flush()
                 group.cancel_scope.cancel()
         finally:
-            await registration.unregister()
-            logger.info("stopped worker %s", state.worker_id, extra={"action": "stop_worker"})
+            if state.abandoned:
+                # Its row stays, its heartbeat stops: another worker recovers the jobs as
+                # stalled once it is stalled_worker_timeout old, not while they still run.
+                logger.error(
+                    "worker %s keeps its row: jobs %s still run in abandoned threads",
+                    state.worker_id,
+                    sorted(state.abandoned),
+                    extra={
+                        "action": "worker_left_registered",
+                        "worker_id": state.worker_id,
+                        "job_ids": sorted(state.abandoned),
+                    },
+                )
+            else:
+                await registration.unregister()
+            logger.info(
+                "stopped worker %s",
+                state.worker_id,
+                extra={
+                    "action": "stop_worker",
+                    "worker": state.worker_log_fields(),
+                    "queues": queues,
+                },
+            )
 
     async def _work(self, state: WorkerState, claimer: Claimer, writer: OutcomeWriter) -> None:
         """Claim and run jobs until stopped, then end the running ones."""
@@ -228,7 +259,7 @@ class Worker:
             async for signum in signals:
                 if state.stopping:
                     logger.warning("second signal %s: cancelling the running jobs", signum)
-                    state.cancel_running(include_sync=False)
+                    state.abort_for_shutdown()
                 else:
                     logger.info("received signal %s", signum)
                     state.request_stop()

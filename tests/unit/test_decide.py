@@ -214,3 +214,38 @@ def test_every_outcome_has_a_log_action_and_a_phrase(outcome: Outcome) -> None:
     """Each outcome names its log action (Procrastinate's names) and reads well in a message."""
     assert outcome.log_action.startswith("job_")
     assert outcome.phrase
+
+
+def test_a_sync_job_that_aborts_for_the_shutdown_is_put_back() -> None:
+    """JobAborted after the shutdown asked (its thread has ended): put back, not aborted."""
+    verdict = verdict_of(
+        exceptions.JobAborted(),
+        retry=RetryPolicy(max_attempts=5),
+        abort_reason=AbortReason.SHUTDOWN,
+    )
+    assert (verdict.outcome, verdict.status, verdict.retry_at) == (Outcome.PUT_BACK, "todo", NOW)
+
+
+def test_a_sync_job_that_returns_despite_the_shutdown_succeeds() -> None:
+    """Asked to stop by the shutdown but returned normally: its real outcome, succeeded."""
+    verdict = verdict_of(None, abort_reason=AbortReason.SHUTDOWN)
+    assert (verdict.outcome, verdict.status) == (Outcome.SUCCEEDED, "succeeded")
+
+
+def test_a_sync_job_failing_during_the_shutdown_goes_to_its_retry_strategy() -> None:
+    """A failure other than JobAborted while the shutdown asked: retried as any failure."""
+    verdict = verdict_of(
+        ValueError(), retry=RetryPolicy(max_attempts=2), abort_reason=AbortReason.SHUTDOWN
+    )
+    assert (verdict.outcome, verdict.status) == (Outcome.RETRY, "todo")
+
+
+def test_outcomes_log_procrastinates_actions() -> None:
+    """The outcomes Procrastinate also has are logged under its `action` names."""
+    assert {outcome: outcome.log_action for outcome in Outcome} == {
+        Outcome.SUCCEEDED: "job_success",
+        Outcome.FAILED: "job_error",
+        Outcome.ABORTED: "job_aborted",
+        Outcome.RETRY: "job_error_retry",
+        Outcome.PUT_BACK: "job_put_back",  # dawdle's own: Procrastinate has no put-back
+    }

@@ -1,5 +1,8 @@
 """Stopping a worker: stop(), the graceful timeout, cancellation, signals, stop() from a thread.
 
+Sync jobs at shutdown: asked to abort after the graceful timeout, waited for
+SYNC_ABORT_TIMEOUT more, never put back while their thread runs, abandoned if it runs on.
+
 On connector x runtime. A worker restart that finishes a put-back job is the original
 guide's "tasks persist across worker restarts": it lives in test_durability.py
 (TestTaskDurability).
@@ -8,6 +11,8 @@ guide's "tasks persist across worker restarts": it lives in test_durability.py
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import signal
 import sys
 import threading
@@ -15,10 +20,15 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
+import procrastinate
 import pytest
+from procrastinate import exceptions
 
 from dawdle import App
+from dawdle._worker import runners
+from dawdle._worker.state import abandoned_threads
 from tests.durability.worker.helpers import (
     insert_raw_job,
     job_row,
@@ -32,6 +42,7 @@ from tests.durability.worker.helpers import (
 pytestmark = pytest.mark.anyio
 
 WORKER_APP = Path(__file__).with_name("worker_app.py")
+REPO_ROOT = Path(__file__).parents[3]
 
 
 async def test_cancelled_worker_puts_a_slow_job_back(app: App) -> None:
@@ -157,3 +168,156 @@ async def test_sigterm_stops_a_subprocess_worker_cleanly(
     assert returncode == 0, errors.decode(errors="replace")
     assert (await job_row(app, job_id)).status == expected
     assert await worker_ids(app) == []
+
+
+async def test_sync_job_sees_should_abort_at_shutdown_and_stays_doing_until_it_returns(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the graceful timeout should_abort() turns True and stays; the job stays doing."""
+    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 10.0)
+    started, asked, release = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    @app.task(name="polite", pass_context=True)
+    def polite(context: procrastinate.JobContext) -> None:
+        started.set()
+        while not context.should_abort():
+            time.sleep(0.01)  # the behaviour: a sync job checking now and then
+        seen.append(True)
+        asked.set()
+        release.wait(10)  # the test looks at the job's row meanwhile
+        seen.append(context.should_abort())
+        raise exceptions.JobAborted
+
+    job_id = await polite.defer_async()
+    worker = make_worker(app, shutdown_graceful_timeout=0.1)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            assert await anyio.to_thread.run_sync(started.wait, 5)
+            worker.stop()
+            assert await anyio.to_thread.run_sync(asked.wait, 5)
+            # The thread is inside the task: the job must not be back in the queue.
+            assert (await job_row(app, job_id)).status == "doing"
+            assert await worker_ids(app) == [worker.worker_id]
+            release.set()
+    finally:
+        release.set()
+    assert seen == [True, True]
+    assert (await job_row(app, job_id)).status == "todo"  # put back once its thread ended
+    assert await worker_ids(app) == []
+
+
+async def test_sync_job_ignoring_the_abort_is_abandoned_and_stays_doing(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread still running after SYNC_ABORT_TIMEOUT: run() returns, job and row stay."""
+    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 0.3)
+    caplog.set_level(logging.ERROR, logger="dawdle.worker")
+    started, release, left = threading.Event(), threading.Event(), threading.Event()
+
+    @app.task(name="stubborn")
+    def stubborn() -> None:
+        started.set()
+        release.wait(10)  # ignores should_abort(): runs on until the test releases it
+        left.set()
+
+    job_id = await stubborn.defer_async()
+    worker = make_worker(app, shutdown_graceful_timeout=0.1)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            assert await anyio.to_thread.run_sync(started.wait, 5)
+            stopping = time.monotonic()
+            worker.stop()
+        took = time.monotonic() - stopping
+        assert 0.4 <= took < 2
+        assert not left.is_set()
+        assert (await job_row(app, job_id)).status == "doing"
+        assert await worker_ids(app) == [worker.worker_id]
+        assert worker.stats.abandoned == 1
+        assert len(abandoned_threads()) == 1
+        assert [record.job_id for record in caplog.records if record.action == "job_abandoned"] == [
+            job_id
+        ]
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(left.wait, 5)
+
+
+async def test_sync_job_no_thread_began_goes_back_at_the_end_of_the_shutdown(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync job still waiting for a thread when the shutdown ends is put back, never run."""
+    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 0.2)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
+    limiter.total_tokens = 1  # the first job holds the only thread; the second waits for it
+    started = anyio.Event()
+    release, left = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @app.task(name="holder")
+    def holder() -> None:
+        ran.append("holder")
+        anyio.from_thread.run_sync(started.set)
+        release.wait(10)
+        left.set()
+
+    @app.task(name="waiter")
+    def waiter() -> None:
+        ran.append("waiter")
+
+    holder_id = await holder.configure(priority=1).defer_async()
+    waiter_id = await waiter.defer_async()
+    worker = make_worker(app, concurrency=2, shutdown_graceful_timeout=0.1)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await started.wait()
+            worker.stop()
+        assert await job_states(app) == {holder_id: ("doing", 0), waiter_id: ("todo", 1)}
+        assert ran == ["holder"]
+    finally:
+        release.set()
+        limiter.total_tokens = tokens
+    assert await anyio.to_thread.run_sync(left.wait, 5)
+
+
+@postgres_only("SIGTERM goes to a worker in another process, which needs a shared database")
+async def test_sigterm_ends_a_dawdle_worker_process_despite_a_never_ending_sync_job(
+    app: App, schema_dsn: str, anyio_backend: str
+) -> None:
+    """`dawdle worker` with a sync job that never returns exits 1 soon after SIGTERM."""
+    job_id = await insert_raw_job(app, "worker_app.spin")
+    env = {
+        **os.environ,
+        "DAWDLE_WORKER_APP_DSN": schema_dsn,
+        "DAWDLE_SYNC_ABORT_TIMEOUT": "1",
+    }
+    command = [
+        *(sys.executable, "-m", "dawdle", "worker"),
+        *("--app", "tests.durability.worker.worker_app:app", "--backend", anyio_backend),
+        *("--shutdown-graceful-timeout", "0.5"),
+    ]
+    async with await anyio.open_process(command, env=env, cwd=REPO_ROOT) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        with anyio.fail_after(20):
+            output = b""
+            async for chunk in process.stdout:
+                output += chunk
+                if b"started" in output:
+                    process.send_signal(signal.SIGTERM)
+                    break
+            stopping = time.monotonic()
+            errors = b"".join([chunk async for chunk in process.stderr])
+            returncode = await process.wait()
+        took = time.monotonic() - stopping
+    assert b"started" in output, errors.decode(errors="replace")
+    assert returncode == 1, errors.decode(errors="replace")
+    assert took < 0.5 + 1 + 5, errors.decode(errors="replace")  # grace + sync wait + slack
+    assert f"worker_app.spin[{job_id}]".encode() in errors
+    assert (await job_row(app, job_id)).status == "doing"
+    assert len(await worker_ids(app)) == 1  # its row stays until it is stalled

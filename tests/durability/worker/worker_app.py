@@ -1,18 +1,26 @@
 """A dawdle app for worker subprocesses: `python worker_app.py DSN BACKEND [GRACEFUL_TIMEOUT]`.
 
 It runs a worker with its own signal handlers on BACKEND (asyncio or trio) until a signal
-stops it. Its one task, `worker_app.sleep`, prints "started <job id>" (flushed) so the
-parent knows a job is in progress, then sleeps for its `seconds` argument.
+stops it. Its tasks print "started <job id>" (flushed) so the parent knows a job is in
+progress: `worker_app.sleep` then sleeps for its `seconds` argument, `worker_app.spin` (sync)
+never returns and never checks `should_abort()`.
+
+`dawdle worker --app tests.durability.worker.worker_app:app` runs the same tasks, on the
+database in $DAWDLE_WORKER_APP_DSN; $DAWDLE_SYNC_ABORT_TIMEOUT shortens the worker's wait
+for sync jobs at shutdown.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import anyio
 import procrastinate
 
 import dawdle
+from dawdle._worker import runners
 
 
 def make_app(dsn: str) -> dawdle.App:
@@ -24,7 +32,18 @@ def make_app(dsn: str) -> dawdle.App:
         print(f"started {context.job.id}", flush=True)
         await anyio.sleep(seconds)
 
+    @app.task(name="worker_app.spin", pass_context=True)
+    def spin(context: procrastinate.JobContext) -> None:
+        print(f"started {context.job.id}", flush=True)
+        while True:  # the behaviour: a sync job that never ends and never checks should_abort()
+            time.sleep(0.05)
+
     return app
+
+
+if "DAWDLE_SYNC_ABORT_TIMEOUT" in os.environ:
+    runners.SYNC_ABORT_TIMEOUT = float(os.environ["DAWDLE_SYNC_ABORT_TIMEOUT"])  # type: ignore[misc]
+app = make_app(os.environ.get("DAWDLE_WORKER_APP_DSN", ""))
 
 
 def main(argv: list[str]) -> None:
