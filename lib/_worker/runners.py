@@ -4,20 +4,16 @@ A job runs inside the middlewares, async ones on the event loop (cancelled at th
 timeout), sync ones in a worker thread (watched for overrunning it). Whatever a job
 raises ends as a `Verdict` for the writer; nothing a job does reaches the worker.
 
-At shutdown, after the graceful timeout, async jobs are cancelled and put back; sync jobs
-are asked to stop (`should_abort()`) and get SYNC_ABORT_TIMEOUT more seconds, since their
-thread cannot be cancelled. A sync job is never put back while its thread runs it: one
-still running after that is abandoned, 'doing' for this worker, until recovered as stalled.
+How running jobs end at shutdown, abandoned sync jobs included, is in `shutdown`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -29,6 +25,7 @@ from dawdle._errors import JobTimeout
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.joblog import describe, log_job, log_task_not_found
 from dawdle._worker.outcomes import Outcome, Verdict, decide
+from dawdle._worker.shutdown import abandon
 from dawdle._worker.state import Running, ThreadStage, WorkerState
 from dawdle._worker.writer import OutcomeWriter
 
@@ -36,15 +33,6 @@ if TYPE_CHECKING:
     from dawdle._worker.worker import Worker
 
 logger = logging.getLogger("dawdle.worker")
-
-# How long sync jobs get to return once the shutdown asked them to (after the graceful
-# timeout), before their threads are abandoned. An async job ends as soon as it is
-# cancelled; a thread only ends by itself, so this is the one wait a job that checks
-# `should_abort()` needs. 5 s suits a job that checks it between units of work of a few
-# seconds, and keeps the whole stop after the graceful timeout (this, the final flush of a
-# few ms on a healthy database, unregistering) well inside common stop limits (Kubernetes'
-# default grace of 30 s, systemd's 90 s). The same bound as UNREGISTER_TIMEOUT.
-SYNC_ABORT_TIMEOUT: Final = 5.0
 
 
 def task_timeout(task: tasks.Task[Any, Any, Any]) -> float | None:
@@ -54,7 +42,7 @@ def task_timeout(task: tasks.Task[Any, Any, Any]) -> float | None:
 
 
 class Runners:
-    """What each slot's runner does with a job, and how running jobs end at shutdown."""
+    """What each slot's runner does with a job, from claim to verdict."""
 
     def __init__(
         self,
@@ -77,55 +65,6 @@ class Runners:
         with handed:
             async for running in handed:
                 await self._run_job(running)
-
-    async def end_running_jobs(self) -> None:
-        """End running jobs at shutdown: the graceful timeout, then abort (see the module)."""
-        state = self._state
-        if state.running:
-            now = time.time()
-            for running in state.running.values():
-                log_job(
-                    state,
-                    logging.INFO,
-                    "ending_job",
-                    functools.partial(_waiting_message, running.context, now),
-                    running.context,
-                )
-            grace = state.settings.shutdown_graceful_timeout
-            with anyio.move_on_after(math.inf if grace is None else grace):
-                while state.running:
-                    state.slot_freed.clear()
-                    await state.slot_freed.wait()
-        if state.running:
-            logger.info(
-                "%d jobs still running after the graceful timeout: cancelling async ones, "
-                "asking sync ones to abort",
-                len(state.running),
-                extra={
-                    "action": "stop_worker",  # Procrastinate's, for this very record
-                    "worker": state.worker_log_fields(),
-                    "queues": state.settings.queues,
-                },
-            )
-            state.abort_for_shutdown()
-            await self._end_sync_jobs()
-
-    async def _end_sync_jobs(self) -> None:
-        """Wait SYNC_ABORT_TIMEOUT for sync jobs to return, then abandon the ones that run on."""
-        state = self._state
-
-        def sync_jobs() -> list[Running]:
-            return [running for running in state.running.values() if not running.is_async]
-
-        with anyio.move_on_after(SYNC_ABORT_TIMEOUT):
-            while sync_jobs():
-                state.slot_freed.clear()
-                await state.slot_freed.wait()
-        # What each thread is doing is read and changed under the run's lock: a thread that
-        # has left its job is let deliver its result, one not begun never begins (the job
-        # goes back), one inside the job is abandoned (its runner stops waiting).
-        for running in sync_jobs():
-            running.stop_thread()
 
     async def _run_job(self, running: Running) -> None:
         context = running.context
@@ -165,7 +104,7 @@ class Runners:
         if overrun_watch is not None:
             overrun_watch.cancel()
         if running.stage is ThreadStage.ABANDONED:
-            self._abandon(running, duration)
+            abandon(self._state, running, duration)
             return
         verdict = decide(
             running.task,
@@ -180,31 +119,6 @@ class Runners:
         if isinstance(failure, exceptions.TaskNotFound):
             log_task_not_found(self._state, context, failure)
         self._record(running, verdict, failure, duration, result)
-
-    def _abandon(self, running: Running, duration: float) -> None:
-        """The shutdown gave up on a sync job whose thread runs on: nothing is written.
-
-        Putting it back would let another worker start it while this thread still runs it.
-        It stays 'doing' for this worker, which keeps its row: it is recovered as stalled
-        once this worker's last heartbeat is `stalled_worker_timeout` old.
-        """
-        state = self._state
-        job = running.context.job
-        assert job.id is not None  # noqa: S101 (claimed jobs have ids)
-        state.abandon(job.id)
-        log_job(
-            state,
-            logging.ERROR,
-            "job_abandoned",
-            lambda: (
-                f"job {describe(job)} abandoned after {duration:.3f} s: its thread still runs "
-                f"{SYNC_ABORT_TIMEOUT:g} s after it was asked to abort; it stays 'doing' until "
-                f"recovered as stalled, {state.settings.stalled_worker_timeout:g} s after this "
-                "worker's last heartbeat"
-            ),
-            running.context,
-            duration=duration,
-        )
 
     async def _execute(self, running: Running) -> Any:
         """Run the job's task, return its result; async ones are cancelled at their timeout."""
@@ -259,7 +173,7 @@ class Runners:
 
                 # The thread cannot be cancelled: it keeps its slot until it returns (past
                 # its timeout too: the overrun watch says so). Only the end of a shutdown
-                # stops waiting for it (`Running.stop_thread`), and never puts it back then.
+                # stops waiting for it (`shutdown.end_running_jobs`), and never puts it back then.
                 result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 result = await result
@@ -344,11 +258,6 @@ class Runners:
             result=result,
             exc_info=failure if failed else None,
         )
-
-
-def _waiting_message(context: job_context.JobContext, now: float) -> str:
-    started = now - context.start_timestamp
-    return f"waiting for job {describe(context.job)} to finish (started {started:.3f} s ago)"
 
 
 def _job_started(context: job_context.JobContext) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from dawdle._validate import integer, number
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.housekeeping import Housekeeping, Registration
 from dawdle._worker.runners import Runners
+from dawdle._worker.shutdown import end_running_jobs
 from dawdle._worker.state import Running, WorkerSettings, WorkerState, WorkerStats
 from dawdle._worker.store import JobStore
 from dawdle._worker.supervision import supervise
@@ -252,7 +253,7 @@ class Worker:
                     jobs_group.start_soon(runners.run_jobs, handed.clone())
             with dispatch:
                 await claimer.claim_until_stopped(dispatch)
-                await runners.end_running_jobs()
+                await end_running_jobs(state)
 
     async def _handle_signals(self, state: WorkerState) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

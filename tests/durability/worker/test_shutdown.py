@@ -27,7 +27,7 @@ import pytest
 from procrastinate import exceptions
 
 from dawdle import App
-from dawdle._worker import runners
+from dawdle._worker import shutdown
 from dawdle._worker.state import abandoned_threads
 from tests.durability.worker.helpers import (
     insert_raw_job,
@@ -174,7 +174,7 @@ async def test_sync_job_sees_should_abort_at_shutdown_and_stays_doing_until_it_r
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the graceful timeout should_abort() turns True and stays; the job stays doing."""
-    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 10.0)
+    monkeypatch.setattr(shutdown, "SYNC_ABORT_TIMEOUT", 10.0)
     started, asked, release = threading.Event(), threading.Event(), threading.Event()
     seen: list[bool] = []
 
@@ -212,7 +212,7 @@ async def test_sync_job_ignoring_the_abort_is_abandoned_and_stays_doing(
     app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A thread still running after SYNC_ABORT_TIMEOUT: run() returns, job and row stay."""
-    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 0.3)
+    monkeypatch.setattr(shutdown, "SYNC_ABORT_TIMEOUT", 0.3)
     caplog.set_level(logging.ERROR, logger="dawdle.worker")
     started, release, left = threading.Event(), threading.Event(), threading.Event()
 
@@ -249,7 +249,7 @@ async def test_sync_job_no_thread_began_goes_back_at_the_end_of_the_shutdown(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sync job still waiting for a thread when the shutdown ends is put back, never run."""
-    monkeypatch.setattr(runners, "SYNC_ABORT_TIMEOUT", 0.2)
+    monkeypatch.setattr(shutdown, "SYNC_ABORT_TIMEOUT", 0.2)
     limiter = anyio.to_thread.current_default_thread_limiter()
     tokens = limiter.total_tokens
     limiter.total_tokens = 1  # the first job holds the only thread; the second waits for it

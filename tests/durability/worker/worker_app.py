@@ -20,7 +20,7 @@ import anyio
 import procrastinate
 
 import dawdle
-from dawdle._worker import runners
+from dawdle._worker import shutdown
 
 
 def make_app(dsn: str) -> dawdle.App:
@@ -42,7 +42,7 @@ def make_app(dsn: str) -> dawdle.App:
 
 
 if "DAWDLE_SYNC_ABORT_TIMEOUT" in os.environ:
-    runners.SYNC_ABORT_TIMEOUT = float(os.environ["DAWDLE_SYNC_ABORT_TIMEOUT"])  # type: ignore[misc]
+    shutdown.SYNC_ABORT_TIMEOUT = float(os.environ["DAWDLE_SYNC_ABORT_TIMEOUT"])  # type: ignore[misc]
 app = make_app(os.environ.get("DAWDLE_WORKER_APP_DSN", ""))
 
 
