@@ -1,24 +1,23 @@
-"""dawdle's own tables, beside Procrastinate's: their DDL and the query that finds them.
+"""dawdle's own tables, beside Procrastinate's: their DDL, and which of them are missing.
 
 Procrastinate's tables are never changed, so a Procrastinate worker sharing the database
 works as before. dawdle's tables only refer to Procrastinate's (a worker's published tasks
 go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
 
-Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), its comment
-naming the schema version that brought it; `DAWDLE_TABLES` lists the tables and
-`DAWDLE_SCHEMA` joins their DDL, in order. A later version adds a table as a new constant
-appended to both, or changes one with statements appended to its constant (`ALTER TABLE
-... ADD COLUMN IF NOT EXISTS ...`) and bumps `DAWDLE_SCHEMA_VERSION`; statements already
-released are never edited, so applying is always safe, on any earlier state.
+Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
+comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
+`DAWDLE_TABLES` lists the tables and `DAWDLE_SCHEMA` joins their DDL, in order; applying
+runs all of it, every time. A later version adds a table as a new constant appended to
+both (`SchemaStatus.dawdle_missing` names it until applied), or changes one with
+statements appended to its constant (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...`, a
+comment with the new version, and a check of its own); statements already released are
+never edited, so applying is safe on any earlier state.
 """
 
 from __future__ import annotations
 
 from typing import Final
-
-# Bumped with each change to dawdle's tables; written in the comment of what it brings.
-DAWDLE_SCHEMA_VERSION: Final = 1
 
 WORKER_TASKS_TABLE: Final = "dawdle_worker_tasks"
 

@@ -114,7 +114,7 @@ class SchemaManager(schema.SchemaManager):
     """Procrastinate's schema manager, made idempotent, plus dawdle's tables and a check."""
 
     async def apply_schema_async(self) -> None:
-        """Create Procrastinate's schema unless it is there, then dawdle's missing tables.
+        """Create Procrastinate's schema unless it is there, then dawdle's (idempotent) DDL.
 
         An outdated Procrastinate schema is refused before anything is created.
         """
@@ -122,8 +122,7 @@ class SchemaManager(schema.SchemaManager):
         refuse_outdated(status)
         if not status.present:
             await super().apply_schema_async()
-        if status.dawdle_missing:
-            await self.connector.execute_query_async(DAWDLE_SCHEMA)
+        await self.connector.execute_query_async(DAWDLE_SCHEMA)
 
     def apply_schema(self) -> None:
         """Synchronous `apply_schema_async`."""
@@ -132,8 +131,7 @@ class SchemaManager(schema.SchemaManager):
         refuse_outdated(status)
         if not status.present:
             super().apply_schema()
-        if status.dawdle_missing:
-            connector.execute_query(DAWDLE_SCHEMA)
+        connector.execute_query(DAWDLE_SCHEMA)
 
     async def check_schema_async(self) -> SchemaStatus:
         """Tell whether the schema is present, which version it matches and what it lacks.
