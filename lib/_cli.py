@@ -159,15 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser(
         "schema",
         parents=[common],
-        help="apply or check Procrastinate's schema",
-        description="Apply Procrastinate's schema (idempotent) or check that it is current.",
+        help="apply or check Procrastinate's schema and dawdle's tables",
+        description="Apply Procrastinate's schema and dawdle's own tables (idempotent), or "
+        "check that both are there and current.",
     )
     action = schema.add_mutually_exclusive_group(required=True)
     action.add_argument(
-        "--apply", action="store_true", help="create the schema unless it is already there"
+        "--apply",
+        action="store_true",
+        help="create Procrastinate's schema unless it is there, and dawdle's missing tables",
     )
     action.add_argument(
-        "--check", action="store_true", help="report the schema; exit 1 unless it is current"
+        "--check",
+        action="store_true",
+        help="report the schema; exit 1 unless it is current and dawdle's tables are there",
     )
     schema.set_defaults(run=cmd_schema, parser=schema)
 
@@ -209,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     healthcheck = commands.add_parser(
         "healthcheck",
         parents=[common],
-        help="check the database and schema; show jobs per status and live workers",
-        description="Exit 0 if the database answers and the schema is current, else 1.",
+        help="check the database and schema; show jobs, live workers and unknown tasks",
+        description="Exit 0 if the database answers and the schema is current, else 1. "
+        "Ready jobs of tasks that no live worker knows are a warning on stderr, not a "
+        "failure, unless --strict.",
     )
     healthcheck.add_argument(
         "--timeout",
@@ -218,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="S",
         help="give up after S seconds (default: 10)",
+    )
+    healthcheck.add_argument(
+        "--strict",
+        action="store_true",
+        help="also exit 1 if ready jobs wait for a task that no live worker knows (and no "
+        "live worker left its tasks unpublished), or if that cannot be checked",
     )
     healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
     return parser

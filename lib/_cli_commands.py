@@ -12,16 +12,20 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import app_from_args, find_task
 from dawdle._cli_errors import EXIT_FAILURE, CommandError, UsageError, one_line
+from dawdle._dawdle_schema import WORKER_TASKS_TABLE
 from dawdle._errors import DawdleError
 from dawdle._schema import SchemaStatus, refuse_outdated
 from dawdle._worker.state import abandoned_threads
+
+if TYPE_CHECKING:
+    import procrastinate
 
 # A worker whose heartbeat is older than this is not counted as alive by `healthcheck`.
 HEARTBEAT_FRESH_SECONDS: Final = 30
@@ -42,12 +46,117 @@ SELECT count(*) AS count
  WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s)
 """
 
+# Ready jobs whose task no live worker published, by task name: how many, and how long ago
+# the oldest was deferred (its 'deferred' event; NULL when events were deleted or disabled).
+UNKNOWN_TASKS_QUERY: Final = """
+WITH known AS (
+    SELECT DISTINCT unnest(published.task_names) AS task_name
+      FROM dawdle_worker_tasks AS published
+      JOIN procrastinate_workers AS worker ON worker.id = published.worker_id
+     WHERE worker.last_heartbeat > now() - make_interval(secs => %(seconds)s)
+)
+SELECT job.task_name,
+       count(*) AS jobs,
+       extract(epoch FROM now() - min(deferred.at))::float AS oldest_seconds
+  FROM procrastinate_jobs AS job
+  LEFT JOIN LATERAL (
+       SELECT min(event.at) AS at
+         FROM procrastinate_events AS event
+        WHERE event.job_id = job.id AND event.type = 'deferred'
+  ) AS deferred ON true
+ WHERE job.status = 'todo'
+   AND (job.scheduled_at IS NULL OR job.scheduled_at <= now())
+   AND NOT EXISTS (SELECT 1 FROM known WHERE known.task_name = job.task_name)
+ GROUP BY job.task_name
+ ORDER BY job.task_name
+"""
+
+# Live workers without published tasks: Procrastinate's, or dawdle's that could not publish.
+UNPUBLISHED_WORKERS_QUERY: Final = """
+SELECT count(*) AS count
+  FROM procrastinate_workers AS worker
+ WHERE worker.last_heartbeat > now() - make_interval(secs => %(seconds)s)
+   AND NOT EXISTS (SELECT 1 FROM dawdle_worker_tasks AS published
+                    WHERE published.worker_id = worker.id)
+"""
+
+
+def describe_age(seconds: float | None) -> str:
+    """A job's age for people: '45 s', '12 min', '3 h 5 min', '2 d 4 h'; None is unknown."""
+    if seconds is None:
+        return "age unknown (no deferred event)"
+    whole = max(0, int(seconds))
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if days:
+        text = f"{days} d {hours % 24} h"
+    elif hours:
+        text = f"{hours} h {minutes % 60} min"
+    elif minutes:
+        text = f"{minutes} min"
+    else:
+        text = f"{whole} s"
+    return f"oldest deferred {text} ago"
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 job', '2 jobs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
 
 def require_current(status: SchemaStatus) -> None:
     """Raise CommandError if the schema is absent, SchemaOutdated if it is outdated."""
     if not status.present:
         raise CommandError("the database has no Procrastinate schema: run `dawdle schema --apply`")
     refuse_outdated(status)
+
+
+async def report_unknown_tasks(
+    app: procrastinate.App, status: SchemaStatus, *, strict: bool
+) -> None:
+    """Report ready jobs no live worker knows: warn on stderr, or raise if strict and certain.
+
+    Certain means every live worker published its tasks; without dawdle's table the check
+    cannot run, which `strict` refuses too.
+    """
+    if WORKER_TASKS_TABLE in status.dawdle_missing:
+        missing = f"the database has no {WORKER_TASKS_TABLE} table: run `dawdle schema --apply`"
+        print(f"unknown tasks: not checked: {missing}")
+        if strict:
+            raise CommandError(f"unknown tasks not checked: {missing}")
+        return
+    rows = await app.connector.execute_query_all_async(
+        UNKNOWN_TASKS_QUERY, seconds=HEARTBEAT_FRESH_SECONDS
+    )
+    if not rows:
+        print("unknown tasks: none (every ready job's task is known to a live worker)")
+        return
+    row = await app.connector.execute_query_one_async(
+        UNPUBLISHED_WORKERS_QUERY, seconds=HEARTBEAT_FRESH_SECONDS
+    )
+    unpublished = int(row["count"])
+    jobs = sum(int(row["jobs"]) for row in rows)
+    print(f"unknown tasks: {plural(jobs, 'ready job')} of tasks no live worker published")
+    for row in rows:
+        age = describe_age(row["oldest_seconds"])
+        print(f"  {row['task_name']}: {plural(int(row['jobs']), 'job')}, {age}")
+    names = ", ".join(row["task_name"] for row in rows)
+    if unpublished:
+        # They may run these jobs: a warning, never a certainty, so `strict` lets it pass.
+        if unpublished == 1:
+            silent, may = "1 live worker did not publish its tasks (a Procrastinate worker?)", "it"
+        else:
+            silent = (
+                f"{unpublished} live workers did not publish their tasks (Procrastinate workers?)"
+            )
+            may = "they"
+        print(f"  {silent}: {may} may know them")
+        warning = f"{plural(jobs, 'ready job')} of tasks no live worker published: {names}; "
+        warning += silent
+    else:
+        warning = f"{plural(jobs, 'ready job')} of tasks no live worker knows: {names}"
+        if strict:
+            raise CommandError(warning)
+    print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
@@ -105,20 +214,23 @@ def cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     app = app_from_args(args, required=False)
 
     async def run() -> int:
-        """Apply or check the schema; 0 if it is current at the end."""
+        """Apply or check the schema and dawdle's tables; 0 if all is there at the end."""
         async with app.open_async():
             before = await app.schema_manager.check_schema_async()
             if args.apply:
                 await app.schema_manager.apply_schema_async()  # refuses an outdated schema
                 after = await app.schema_manager.check_schema_async()
                 state = "already current" if before.present else "applied"
-                print(f"schema {state} (version {after.version})")
+                tables = ", ".join(before.dawdle_missing)
+                created = f"created {tables}" if tables else "already there"
+                print(f"schema {state} (version {after.version}); dawdle tables: {created}")
                 return 0
         print(f"present: {'yes' if before.present else 'no'}")
         print(f"version: {before.version or '-'}")
         missing = ", ".join(before.missing) if before.present else "all of it"
         print(f"missing: {missing or 'none'}")
-        return 0 if before.current else EXIT_FAILURE
+        print(f"dawdle tables missing: {', '.join(before.dawdle_missing) or 'none'}")
+        return 0 if before.complete else EXIT_FAILURE
 
     return run
 
@@ -174,7 +286,13 @@ def cmd_defer(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
-    """`dawdle healthcheck`: a report on stdout, a one-line reason on stderr if unhealthy."""
+    """`dawdle healthcheck`: a report on stdout, a one-line reason on stderr if unhealthy.
+
+    Ready jobs of tasks that no live worker knows are a warning on stderr, and healthy: an
+    orchestrator would restart workers that work, and no restart teaches them a task. With
+    `--strict` they are unhealthy, when certain (every live worker published its tasks),
+    and so is a database where they cannot be checked (no dawdle_worker_tasks).
+    """
     app = app_from_args(args, required=False)
 
     async def check() -> int:
@@ -195,6 +313,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
             print(
                 f"workers: {row['count']} with a heartbeat in the last {HEARTBEAT_FRESH_SECONDS} s"
             )
+            await report_unknown_tasks(app, status, strict=args.strict)
         print("healthy")
         return 0
 

@@ -1,4 +1,4 @@
-"""dawdle's own queries on Procrastinate's unchanged schema: batched claims and outcomes."""
+"""dawdle's own queries: claims and outcomes on Procrastinate's tables, a worker's tasks on ours."""
 
 from __future__ import annotations
 
@@ -118,4 +118,12 @@ UPDATE procrastinate_jobs
    SET worker_id = %(worker_id)s
  WHERE id = ANY(%(ids)s::bigint[]) AND status = 'doing' AND worker_id IS NULL
 RETURNING id
+"""
+
+# The task names this worker knows, for `dawdle healthcheck` (dawdle's own table, beside
+# Procrastinate's). Written again on the same id (a retried registration) it is replaced.
+PUBLISH_TASKS: Final = """
+INSERT INTO dawdle_worker_tasks (worker_id, task_names)
+VALUES (%(worker_id)s, %(task_names)s::text[])
+ON CONFLICT (worker_id) DO UPDATE SET task_names = EXCLUDED.task_names, published_at = now()
 """

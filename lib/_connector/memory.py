@@ -16,10 +16,12 @@ import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
+from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
     FETCH_JOBS,
     HEARTBEAT,
+    PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
     RECOVER_STALLED_JOBS,
@@ -41,6 +43,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         escaped = schema.SchemaManager.get_schema().replace("%", "%%")
         self.reverse_queries[escaped] = "apply_schema"
         self.reverse_queries[CHECK_SCHEMA_QUERY] = "check_schema"
+        self.reverse_queries[DAWDLE_SCHEMA] = "apply_dawdle_schema"
+        self.reverse_queries[PUBLISH_TASKS] = "publish_tasks"
         self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
@@ -97,8 +101,36 @@ class InMemoryConnector(testing.InMemoryConnector):
         return rows
 
     async def check_schema_one(self) -> dict[str, Any]:
-        """The in-memory database always has the current schema."""
-        return {"present": True, "functions": sorted(expected_functions())}
+        """The in-memory database always has the current schema and dawdle's tables."""
+        return {
+            "present": True,
+            "functions": sorted(expected_functions()),
+            "tables": list(DAWDLE_TABLES),
+        }
+
+    async def apply_dawdle_schema_run(self) -> None:
+        """Nothing to create: the in-memory database always has dawdle's tables."""
+
+    async def publish_tasks_run(self, *, worker_id: int, task_names: list[str]) -> None:
+        """Record the worker's task names, as its SQL does (refused for an unknown worker)."""
+        if worker_id not in self.workers:
+            raise exceptions.ConnectorException(
+                f"worker {worker_id} is not registered"
+            ) from psycopg.errors.ForeignKeyViolation(
+                'insert or update on table "dawdle_worker_tasks" violates foreign key constraint'
+            )
+        self.worker_tasks[worker_id] = list(task_names)
+
+    def published_tasks(self) -> dict[int, list[str]]:
+        """The task names each registered worker published, by worker id.
+
+        A row goes with its worker, as the foreign key's cascade does in PostgreSQL.
+        """
+        return {
+            worker_id: names
+            for worker_id, names in self.worker_tasks.items()
+            if worker_id in self.workers
+        }
 
     async def fetch_jobs_all(
         self, *, queues: list[str] | None, limit: int, worker_id: int
@@ -209,6 +241,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         """Empty the in-memory database (worker ids start again from 1, as after TRUNCATE)."""
         super().reset()
         self._worker_ids = itertools.count(1)
+        # dawdle_worker_tasks; read it through published_tasks(), which applies the cascade.
+        self.worker_tasks: dict[int, list[str]] = {}
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

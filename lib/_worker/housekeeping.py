@@ -54,11 +54,27 @@ class Registration:
         self._lock = anyio.Lock()
 
     async def register(self) -> None:
-        """Prune stalled workers and register this one, retrying while the database is away."""
+        """Prune stalled workers, register this one and publish its tasks.
+
+        Retries while the database is away. Without dawdle's table the tasks are not
+        published: one warning, once per run (re-registering does not warn again).
+        """
         async for attempt in retrying(BOOKKEEPING_RETRIES):
             with attempt:
                 await self._store.prune_stalled_workers(self._state.settings.stalled_worker_timeout)
-                self._state.worker_id = await self._store.register()
+                worker_id = await self._store.register()
+        self._state.worker_id = worker_id
+        async for attempt in retrying(BOOKKEEPING_RETRIES):
+            with attempt:
+                published = await self._store.publish_tasks(worker_id)
+        if not published:
+            logger.warning(
+                "worker %s did not publish its tasks: the database has no dawdle_worker_tasks "
+                "table, so `dawdle healthcheck` cannot name jobs no worker knows; run "
+                "`dawdle schema --apply`",
+                worker_id,
+                extra={"action": "tasks_not_published", "worker_id": worker_id},
+            )
 
     async def unregister(self) -> None:
         """Remove the worker's row, for a few seconds at most."""
@@ -77,7 +93,10 @@ class Registration:
             await self.confirm()
 
     async def confirm(self) -> None:
-        """Beat the heart; if this worker was pruned, register again and take its jobs back."""
+        """Beat the heart; if this worker was pruned, register again and take its jobs back.
+
+        Its tasks are published again too: their row went with the pruned one.
+        """
         async with self._lock:
             state = self._state
             if await self._store.heartbeat(state.worker_id):
@@ -93,6 +112,9 @@ class Registration:
                 f"; jobs {sorted(lost)} were recovered by others meanwhile" if lost else "",
                 extra={"action": "worker_registered_again", "worker_id": state.worker_id},
             )
+            # Last, so that a failure here cannot keep the jobs above from being taken back.
+            # Without dawdle's table, register() has warned already: once per run is enough.
+            await self._store.publish_tasks(state.worker_id)
 
 
 class Housekeeping:

@@ -14,7 +14,14 @@ import psycopg
 from procrastinate import exceptions, jobs
 
 from dawdle._errors import DawdleError
-from dawdle._sql import FETCH_JOBS, HEARTBEAT, RECLAIM_JOBS, RECORD_OUTCOMES, RECOVER_STALLED_JOBS
+from dawdle._sql import (
+    FETCH_JOBS,
+    HEARTBEAT,
+    PUBLISH_TASKS,
+    RECLAIM_JOBS,
+    RECORD_OUTCOMES,
+    RECOVER_STALLED_JOBS,
+)
 from dawdle._worker.outcomes import Verdict
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ class JobStore:
     def __init__(self, app: procrastinate.App) -> None:
         self._connector = app.connector
         self._manager = app.job_manager
+        self._tasks = app.tasks
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -43,6 +51,24 @@ class JobStore:
     async def unregister(self, worker_id: int) -> None:
         """Remove the worker's row; its jobs must have been written or put back first."""
         await self._manager.unregister_worker(worker_id)
+
+    async def publish_tasks(self, worker_id: int) -> bool:
+        """Publish the task names and aliases this worker knows, for `dawdle healthcheck`.
+
+        False if the database lacks dawdle's table (`dawdle schema --apply` was not run).
+        A row pruned meanwhile publishes nothing: the next heartbeat registers the worker
+        again, which publishes then.
+        """
+        try:
+            await self._connector.execute_query_async(
+                PUBLISH_TASKS, worker_id=worker_id, task_names=sorted(self._tasks)
+            )
+        except exceptions.ConnectorException as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                return False
+            if not isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                raise
+        return True
 
     async def heartbeat(self, worker_id: int | None) -> bool:
         """Beat the worker's heart; False if its row is gone (pruned as stalled)."""

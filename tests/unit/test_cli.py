@@ -1,7 +1,8 @@
-"""The `dawdle` command line: parsing, loading --app, and error paths that need no database.
+"""The `dawdle` command line: parsing, loading --app, error paths, and health reports.
 
 Commands that run go through `anyio.run`, so each of those tests runs on both backends
-(the `--backend` option) against an app on the in-memory connector.
+(the `--backend` option) against an app on the in-memory connector; the healthcheck's and
+schema's reports need real PostgreSQL (`health_dsn`: the module's database, emptied).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import psycopg
 import pytest
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import schema
 
 from dawdle import App, DatabaseUnavailable, InMemoryConnector
 from dawdle._cli import build_parser, load_app, main
+from dawdle._cli_commands import describe_age
+from dawdle._dawdle_schema import DAWDLE_SCHEMA
 
 MODULE = "dawdle_cli_test_app"
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -442,3 +446,196 @@ def test_healthcheck_reports_an_unreachable_database_as_unhealthy(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "unhealthy: cannot connect to PostgreSQL at host=db dbname=jobs\n"
+
+
+# -- health and schema reports on real PostgreSQL ---------------------------------------------
+
+HEALTH_TRUNCATE = (
+    "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers, "
+    "procrastinate_events RESTART IDENTITY CASCADE"
+)
+DEFER = (
+    "SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW('default', %(task)s, 0, NULL, NULL, "
+    "'{}'::jsonb, now() + make_interval(secs => %(in_seconds)s))"
+    "::procrastinate_job_to_defer_v1]))[1] AS id"
+)
+HEALTH_REPORT = """\
+database: reachable
+schema: current (version 3.4.0)
+jobs: todo 5
+workers: {live} with a heartbeat in the last 30 s
+unknown tasks: 3 ready jobs of tasks no live worker published
+  legacy.task: 2 jobs, oldest deferred 2 h 5 min ago
+  reports.build: 1 job, age unknown (no deferred event)
+"""
+UNKNOWN = "3 ready jobs of tasks no live worker knows: legacy.task, reports.build"
+
+
+@pytest.fixture
+def health_dsn(database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's database with both schemas, no jobs and no workers; dawdle's default DSN."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        if row is not None and not row[0]:
+            conn.execute(schema.SchemaManager.get_schema())
+        conn.execute(DAWDLE_SCHEMA)
+        conn.execute(HEALTH_TRUNCATE)
+    monkeypatch.setenv("DAWDLE_DSN", database_dsn)
+    return database_dsn
+
+
+def execute(dsn: str, query: str, **params: Any) -> Any:
+    """Run one statement; its first row's first column, if it returns one."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cursor = conn.execute(query, params)  # type: ignore[arg-type]
+        row = cursor.fetchone() if cursor.description else None
+        return None if row is None else row[0]
+
+
+def add_worker(dsn: str, *, tasks: list[str] | None, stale: bool = False) -> None:
+    """A worker row, alive unless `stale`, with published `tasks` (None: a Procrastinate one)."""
+    worker_id = execute(dsn, "INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
+    if stale:
+        execute(
+            dsn,
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' "
+            "WHERE id = %(id)s",
+            id=worker_id,
+        )
+    if tasks is not None:
+        execute(
+            dsn,
+            "INSERT INTO dawdle_worker_tasks (worker_id, task_names) VALUES (%(id)s, %(names)s)",
+            id=worker_id,
+            names=tasks,
+        )
+
+
+def add_jobs(dsn: str) -> None:
+    """Ready jobs of a known task and two unknown ones (one eventless); one not ready yet."""
+    execute(dsn, DEFER, task="mail.send", in_seconds=-1)
+    oldest = execute(dsn, DEFER, task="legacy.task", in_seconds=-1)
+    execute(
+        dsn,
+        "UPDATE procrastinate_events SET at = now() - interval '2 hours 5 minutes' "
+        "WHERE job_id = %(id)s",
+        id=oldest,
+    )
+    execute(dsn, DEFER, task="legacy.task", in_seconds=-1)
+    eventless = execute(dsn, DEFER, task="reports.build", in_seconds=-1)
+    execute(dsn, "DELETE FROM procrastinate_events WHERE job_id = %(id)s", id=eventless)
+    execute(dsn, DEFER, task="later.task", in_seconds=3600)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "age unknown (no deferred event)"),
+        (-3.0, "oldest deferred 0 s ago"),
+        (45.9, "oldest deferred 45 s ago"),
+        (12 * 60 + 5, "oldest deferred 12 min ago"),
+        (3 * 3600 + 5 * 60, "oldest deferred 3 h 5 min ago"),
+        (2 * 86400 + 4 * 3600 + 59, "oldest deferred 2 d 4 h ago"),
+    ],
+)
+def test_ages_read_in_the_largest_units(seconds: float | None, text: str) -> None:
+    """An age is whole seconds, minutes, hours and minutes, or days and hours; None is unknown."""
+    assert describe_age(seconds) == text
+
+
+@BACKENDS
+def test_healthcheck_warns_about_ready_jobs_no_live_worker_knows(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """Unknown ready jobs are listed with their age, warned on stderr, and still healthy."""
+    add_worker(health_dsn, tasks=["mail.send", "later.task"])
+    add_worker(health_dsn, tasks=["legacy.task"], stale=True)  # dead: knows nothing now
+    add_jobs(health_dsn)
+    assert main(["healthcheck", "--backend", backend]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == HEALTH_REPORT.format(live=1) + "healthy\n"
+    assert captured.err == f"warning: {UNKNOWN}\n"
+
+
+@BACKENDS
+def test_strict_healthcheck_fails_on_ready_jobs_no_live_worker_knows(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """With --strict, the same jobs are unhealthy: exit 1 and the reason on stderr."""
+    add_worker(health_dsn, tasks=["mail.send"])
+    add_jobs(health_dsn)
+    assert main(["healthcheck", "--strict", "--backend", backend]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == HEALTH_REPORT.format(live=1)
+    assert captured.err == f"unhealthy: {UNKNOWN}\n"
+
+
+@BACKENDS
+@pytest.mark.parametrize("strict", [[], ["--strict"]])
+def test_live_workers_without_published_tasks_may_know_them(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str, strict: list[str]
+) -> None:
+    """A live worker that published nothing (Procrastinate's) may know them: a warning only."""
+    add_worker(health_dsn, tasks=["mail.send"])
+    add_worker(health_dsn, tasks=None)
+    add_jobs(health_dsn)
+    assert main(["healthcheck", *strict, "--backend", backend]) == 0
+    captured = capsys.readouterr()
+    silent = "1 live worker did not publish its tasks (a Procrastinate worker?)"
+    assert captured.out == (
+        HEALTH_REPORT.format(live=2) + f"  {silent}: it may know them\nhealthy\n"
+    )
+    assert captured.err == (
+        "warning: 3 ready jobs of tasks no live worker published: legacy.task, reports.build; "
+        f"{silent}\n"
+    )
+
+
+@BACKENDS
+def test_healthcheck_without_unknown_tasks_says_none(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """Every ready job's task published by a live worker: no warning, even with --strict."""
+    add_worker(health_dsn, tasks=["mail.send"])
+    execute(health_dsn, DEFER, task="mail.send", in_seconds=-1)
+    assert main(["healthcheck", "--strict", "--backend", backend]) == 0
+    captured = capsys.readouterr()
+    assert "unknown tasks: none (every ready job's task is known to a live worker)\n" in (
+        captured.out
+    )
+    assert captured.err == ""
+
+
+@BACKENDS
+def test_healthcheck_without_dawdle_table_says_what_to_run(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """No dawdle_worker_tasks: not checked, naming the fix; healthy unless --strict."""
+    execute(health_dsn, "DROP TABLE dawdle_worker_tasks")
+    add_worker(health_dsn, tasks=None)
+    add_jobs(health_dsn)
+    fix = "the database has no dawdle_worker_tasks table: run `dawdle schema --apply`"
+    assert main(["healthcheck", "--backend", backend]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.endswith(f"unknown tasks: not checked: {fix}\nhealthy\n")
+    assert captured.err == ""
+    assert main(["healthcheck", "--strict", "--backend", backend]) == 1
+    assert capsys.readouterr().err == f"unhealthy: unknown tasks not checked: {fix}\n"
+
+
+@BACKENDS
+def test_schema_check_and_apply_report_dawdle_tables(
+    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """--check exits 1 naming a missing dawdle table; --apply creates it; --check then passes."""
+    execute(health_dsn, "DROP TABLE dawdle_worker_tasks")
+    assert main(["schema", "--check", "--backend", backend]) == 1
+    assert capsys.readouterr().out == (
+        "present: yes\nversion: 3.4.0\nmissing: none\ndawdle tables missing: dawdle_worker_tasks\n"
+    )
+    assert main(["schema", "--apply", "--backend", backend]) == 0
+    assert capsys.readouterr().out == (
+        "schema already current (version 3.4.0); dawdle tables: created dawdle_worker_tasks\n"
+    )
+    assert main(["schema", "--check", "--backend", backend]) == 0
+    assert capsys.readouterr().out.endswith("dawdle tables missing: none\n")

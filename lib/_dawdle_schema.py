@@ -1,0 +1,45 @@
+"""dawdle's own tables, beside Procrastinate's: their DDL, and which of them are missing.
+
+Procrastinate's tables are never changed, so a Procrastinate worker sharing the database
+works as before. dawdle's tables only refer to Procrastinate's (a worker's published tasks
+go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
+working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
+
+Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
+comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
+`DAWDLE_TABLES` lists the tables and `DAWDLE_SCHEMA` joins their DDL, in order; applying
+runs all of it, every time. A later version adds a table as a new constant appended to
+both (`SchemaStatus.dawdle_missing` names it until applied), or changes one with
+statements appended to its constant (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...`, a
+comment with the new version, and a check of its own); statements already released are
+never edited, so applying is safe on any earlier state.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+WORKER_TASKS_TABLE: Final = "dawdle_worker_tasks"
+
+# The task names (and aliases) each running worker knows, so that `dawdle healthcheck` can
+# name ready jobs that no live worker would run. The row goes with its worker's row
+# (unregistered, or pruned as stalled by any worker, Procrastinate's included).
+WORKER_TASKS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_worker_tasks (
+    worker_id bigint PRIMARY KEY REFERENCES procrastinate_workers(id) ON DELETE CASCADE,
+    task_names text[] NOT NULL,
+    published_at timestamp with time zone NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE dawdle_worker_tasks IS
+    'dawdle schema 1: the task names each worker knows, published when it registers';
+"""
+
+DAWDLE_TABLES: Final = (WORKER_TASKS_TABLE,)
+
+# All of dawdle's DDL in one script, applied as Procrastinate applies its own schema.
+DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL
+
+
+def missing_tables(present: list[str]) -> tuple[str, ...]:
+    """The tables of dawdle's that are not among `present`, in the order they are created."""
+    return tuple(name for name in DAWDLE_TABLES if name not in present)

@@ -1,0 +1,141 @@
+"""dawdle's own tables on real PostgreSQL: applied, checked, harmless to Procrastinate.
+
+Each test gets a scratch PostgreSQL schema of its own (via search_path) in the module's
+database, so "fresh" and "Procrastinate's schema only" are both real starting points.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import procrastinate
+import pytest
+from procrastinate import schema
+from psycopg import conninfo
+
+from dawdle import App, PsycopgConnector
+from dawdle._sql import PUBLISH_TASKS
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def scratch_dsn(database_dsn: str) -> str:
+    """A DSN whose search_path is a new, empty PostgreSQL schema."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    admin = App(connector=PsycopgConnector(conninfo=database_dsn, max_size=1))
+    async with admin.open_async():
+        await admin.connector.execute_query_async(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
+    return conninfo.make_conninfo(database_dsn, options=f"-c search_path={name}")
+
+
+@pytest.fixture
+async def app(scratch_dsn: str) -> AsyncIterator[App]:
+    """A dawdle App, open, on the scratch schema."""
+    app = App(connector=PsycopgConnector(conninfo=scratch_dsn, max_size=2))
+    async with app.open_async():
+        yield app
+
+
+async def procrastinate_schema_only(app: App) -> None:
+    """Apply Procrastinate's own schema, as `procrastinate schema --apply` would."""
+    await schema.SchemaManager(app.connector).apply_schema_async()
+
+
+async def published_worker_ids(app: App) -> list[int]:
+    rows = await app.connector.execute_query_all_async(
+        "SELECT worker_id FROM dawdle_worker_tasks ORDER BY worker_id"
+    )
+    return [row["worker_id"] for row in rows]
+
+
+async def test_apply_on_a_fresh_database_creates_both_and_is_idempotent(app: App) -> None:
+    """On an empty schema, apply creates Procrastinate's schema and dawdle's table; twice too."""
+    before = await app.schema_manager.check_schema_async()
+    await app.schema_manager.apply_schema_async()
+    await app.schema_manager.apply_schema_async()
+    after = await app.schema_manager.check_schema_async()
+    assert (before.present, before.dawdle_missing) == (False, ("dawdle_worker_tasks",))
+    assert after.complete
+    assert after.dawdle_missing == ()
+
+
+async def test_apply_adds_dawdle_tables_beside_an_existing_procrastinate_schema(app: App) -> None:
+    """Procrastinate's schema already there: check says current but incomplete; apply adds ours."""
+    await procrastinate_schema_only(app)
+    before = await app.schema_manager.check_schema_async()
+    await app.schema_manager.apply_schema_async()
+    after = await app.schema_manager.check_schema_async()
+    assert before.current
+    assert before.dawdle_missing == ("dawdle_worker_tasks",)
+    assert after.complete
+    assert after.version == before.version
+
+
+async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
+    """The synchronous apply_schema (run in a thread) adds dawdle's table as the async one does."""
+    await procrastinate_schema_only(app)
+    await anyio.to_thread.run_sync(app.schema_manager.apply_schema)
+    await anyio.to_thread.run_sync(app.schema_manager.apply_schema)
+    assert (await app.schema_manager.check_schema_async()).complete
+
+
+async def test_table_comment_names_the_dawdle_schema_version(app: App) -> None:
+    """The table says which dawdle schema version brought it."""
+    await app.schema_manager.apply_schema_async()
+    row = await app.connector.execute_query_one_async(
+        "SELECT obj_description('dawdle_worker_tasks'::regclass, 'pg_class') AS comment"
+    )
+    assert row["comment"].startswith("dawdle schema 1:")
+
+
+async def test_procrastinate_prune_and_unregister_take_the_published_row(app: App) -> None:
+    """Procrastinate's own prune_stalled_workers and unregister_worker cascade to our rows."""
+    await app.schema_manager.apply_schema_async()
+    manager = app.job_manager
+    stale, live, leaving = [await manager.register_worker() for _ in range(3)]
+    for worker_id in (stale, live, leaving):
+        await app.connector.execute_query_async(
+            PUBLISH_TASKS, worker_id=worker_id, task_names=["mail.send"]
+        )
+    await app.connector.execute_query_async(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' "
+        "WHERE id = %(id)s",
+        id=stale,
+    )
+    assert await manager.prune_stalled_workers(60) == [stale]
+    await manager.unregister_worker(leaving)
+    assert await published_worker_ids(app) == [live]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_procrastinate_worker_is_unaffected_by_dawdle_tables(
+    app: App, scratch_dsn: str
+) -> None:
+    """Asyncio only (Procrastinate's worker needs it): it registers, runs, prunes, unregisters."""
+    await app.schema_manager.apply_schema_async()
+    stalled = await app.job_manager.register_worker()
+    await app.connector.execute_query_async(PUBLISH_TASKS, worker_id=stalled, task_names=["gone"])
+    await app.connector.execute_query_async(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'"
+    )
+    upstream = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=scratch_dsn))
+    received: list[int] = []
+
+    @upstream.task(name="plain")
+    async def plain(value: int) -> None:
+        received.append(value)
+
+    async with upstream.open_async():
+        await plain.defer_async(value=5)
+        with anyio.fail_after(10):
+            await upstream.run_worker_async(wait=False, install_signal_handlers=False)
+    assert received == [5]
+    # It pruned the stalled dawdle worker (and so its row) and removed its own row.
+    assert await published_worker_ids(app) == []
+    row = await app.connector.execute_query_one_async(
+        "SELECT count(*) AS n FROM procrastinate_workers"
+    )
+    assert row["n"] == 0
