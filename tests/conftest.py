@@ -20,6 +20,7 @@ from procrastinate import schema
 from psycopg import conninfo, sql
 
 from dawdle import App, InMemoryConnector
+from dawdle._dawdle_schema import DAWDLE_SCHEMA
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +58,10 @@ def database_dsn(postgres_dsn: str, request: pytest.FixtureRequest) -> Iterator[
 
 @pytest.fixture(scope="module")
 def schema_dsn(database_dsn: str) -> str:
-    """The module's database with Procrastinate's schema applied once."""
+    """The module's database as `dawdle schema --apply` leaves it: Procrastinate's and dawdle's."""
     with psycopg.connect(database_dsn, autocommit=True) as conn:
         conn.execute(schema.SchemaManager.get_schema())
+        conn.execute(DAWDLE_SCHEMA)
     return database_dsn
 
 

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.anyio
 NO_TABLE_WARNING = "run `dawdle schema --apply`"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _dawdle_tables(schema_dsn: str) -> None:
-    """Create the table in the module's database, as `dawdle schema --apply` does."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute(DAWDLE_SCHEMA)
-
-
 @pytest.fixture
 async def publications(
     monkeypatch: pytest.MonkeyPatch,
