@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on stop, cancel jobs still running after S seconds and put them back "
         "(default: wait for them)",
     )
+    worker.add_argument(
+        "--unknown-tasks",
+        choices=("leave", "fail"),
+        help="jobs of tasks the app does not register: leave them for a worker that knows "
+        "them (the default), or claim and fail them as Procrastinate's worker does",
+    )
     worker.set_defaults(run=cmd_worker, parser=worker)
 
     schema = commands.add_parser(

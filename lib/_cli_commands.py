@@ -169,6 +169,7 @@ def cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
         "wait": args.wait,
         "delete_jobs": args.delete_jobs,
         "shutdown_graceful_timeout": args.shutdown_graceful_timeout,
+        "unknown_tasks": args.unknown_tasks,
     }
     # Only what was given: the rest comes from the app's worker_defaults.
     options = {key: value for key, value in given.items() if value is not None}

@@ -7,12 +7,16 @@ from typing import Any, TypedDict
 
 from procrastinate import jobs, middleware
 
+from dawdle._worker.state import UnknownTasks
+
 
 class WorkerOptions(TypedDict, total=False):
     """The options of `dawdle.Worker` (and `App.run_worker_async`), with their types.
 
     Procrastinate's `WorkerOptions` has the same keys, but dawdle's worker also takes None
     where it has a default meaning (all queues, no name, no graceful timeout, ...).
+    `unknown_tasks` is dawdle's own: "leave" (the default) never claims a job of a task
+    the app does not register; "fail" claims and fails it, as Procrastinate's worker does.
     """
 
     queues: Iterable[str] | None
@@ -30,3 +34,4 @@ class WorkerOptions(TypedDict, total=False):
     stalled_worker_timeout: float
     task_middleware: list[middleware.TaskMiddleware] | None
     worker_middleware: list[middleware.WorkerMiddleware] | None
+    unknown_tasks: UnknownTasks

@@ -10,11 +10,16 @@ WITH candidate AS (
       FROM procrastinate_jobs AS job
      WHERE job.status = 'todo'
        AND (%(queues)s::varchar[] IS NULL OR job.queue_name = ANY(%(queues)s::varchar[]))
+       -- Jobs of tasks this worker does not know stay for a worker that knows them
+       -- (NULL: take any, and fail the unknown ones as Procrastinate does).
+       AND (%(task_names)s::text[] IS NULL OR job.task_name = ANY(%(task_names)s::text[]))
        AND (job.scheduled_at IS NULL OR job.scheduled_at <= now())
        -- Only jobs with a lock pay for this check: none of its jobs may be running, and
        -- none that is ready may come before this one. A job scheduled in the future does
-       -- not hold its lock back (Procrastinate issue #1599). Within one statement the
-       -- snapshot is shared, so a batch never takes two jobs of one lock.
+       -- not hold its lock back (Procrastinate issue #1599); a ready job of a task this
+       -- worker does not know does (whoever knows it runs it first: the lock's order
+       -- holds across workers), so `other` is not filtered by task. Within one statement
+       -- the snapshot is shared, so a batch never takes two jobs of one lock.
        AND (job.lock IS NULL OR NOT EXISTS (
             SELECT 1
               FROM procrastinate_jobs AS other

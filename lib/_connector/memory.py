@@ -133,9 +133,13 @@ class InMemoryConnector(testing.InMemoryConnector):
         }
 
     async def fetch_jobs_all(
-        self, *, queues: list[str] | None, limit: int, worker_id: int
+        self, *, queues: list[str] | None, task_names: list[str] | None, limit: int, worker_id: int
     ) -> list[dict[str, Any]]:
-        """The worker's batched claim, with the same order and lock rules as its SQL."""
+        """The worker's batched claim, with the same order, filters and lock rules as its SQL.
+
+        A ready job of a task outside `task_names` is not taken, but still comes first in
+        its lock's order, as in the SQL.
+        """
         now = utils.utcnow()
         ready = sorted(
             (
@@ -156,6 +160,8 @@ class InMemoryConnector(testing.InMemoryConnector):
             if len(claimed) == limit:
                 break
             if queues is not None and job["queue_name"] not in queues:
+                continue
+            if task_names is not None and job["task_name"] not in task_names:
                 continue
             lock = job["lock"]
             if lock is not None and (lock in held or first_of_lock[lock] != job["id"]):

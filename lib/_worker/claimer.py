@@ -120,9 +120,23 @@ class Claimer:
 
     async def _claim(self, limit: int) -> list[jobs.Job]:
         self._claim_started = time.time()
+        settings = self._state.settings
         return await self._store.claim(
-            queues=self._state.settings.queues, limit=limit, worker_id=self._state.worker_id
+            queues=settings.queues,
+            task_names=self._known_task_names(),
+            limit=limit,
+            worker_id=self._state.worker_id,
         )
+
+    def _known_task_names(self) -> list[str] | None:
+        """The task names to claim: the app's, or None (any) with unknown_tasks="fail".
+
+        Read at every claim, since tasks may be registered (an import path, a blueprint)
+        after the worker was made. `app.tasks` holds every name and alias, blueprints' too.
+        """
+        if self._state.settings.unknown_tasks == "fail":
+            return None
+        return list(self._app.tasks)
 
     def _prepare(self, job: jobs.Job) -> Running:
         """The job's place in `state.running`, taken before it is handed to a runner."""

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import anyio
 from procrastinate import job_context, jobs, middleware, tasks
@@ -21,10 +21,13 @@ from dawdle._worker.outcomes import Outcome, Verdict
 
 logger = logging.getLogger("dawdle.worker")
 
+# What a worker does with jobs of tasks its app does not register.
+UnknownTasks: TypeAlias = Literal["leave", "fail"]
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """The worker's options, validated once by `Worker`; Procrastinate's `WorkerOptions`."""
+    """The worker's options, validated by `Worker`: Procrastinate's `WorkerOptions`, and more."""
 
     queues: list[str] | None
     name: str | None
@@ -41,6 +44,9 @@ class WorkerSettings:
     stalled_worker_timeout: float
     task_middleware: tuple[middleware.TaskMiddleware, ...]
     worker_middleware: tuple[middleware.WorkerMiddleware, ...]
+    # dawdle's own: "leave" claims only jobs of the app's tasks; "fail" claims any job and
+    # fails those of unknown tasks (TaskNotFound), as Procrastinate's worker does.
+    unknown_tasks: UnknownTasks
 
 
 @dataclass

@@ -76,13 +76,25 @@ class JobStore:
         return bool(rows)
 
     async def claim(
-        self, *, queues: list[str] | None, limit: int, worker_id: int | None
+        self,
+        *,
+        queues: list[str] | None,
+        task_names: list[str] | None,
+        limit: int,
+        worker_id: int | None,
     ) -> list[jobs.Job]:
-        """Take up to `limit` ready jobs for the worker, highest priority first."""
+        """Take up to `limit` ready jobs for the worker, highest priority first.
+
+        Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue).
+        """
         try:
             with anyio.fail_after(QUERY_TIMEOUT):
                 rows = await self._connector.execute_query_all_async(
-                    FETCH_JOBS, queues=queues, limit=limit, worker_id=worker_id
+                    FETCH_JOBS,
+                    queues=queues,
+                    task_names=task_names,
+                    limit=limit,
+                    worker_id=worker_id,
                 )
         except exceptions.ConnectorException as exc:
             if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):

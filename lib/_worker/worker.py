@@ -12,7 +12,7 @@ import logging
 import math
 import signal
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
 import anyio.from_thread
@@ -25,7 +25,13 @@ from dawdle._worker.claimer import Claimer
 from dawdle._worker.housekeeping import Housekeeping, Registration
 from dawdle._worker.runners import Runners
 from dawdle._worker.shutdown import end_running_jobs
-from dawdle._worker.state import Running, WorkerSettings, WorkerState, WorkerStats
+from dawdle._worker.state import (
+    Running,
+    UnknownTasks,
+    WorkerSettings,
+    WorkerState,
+    WorkerStats,
+)
 from dawdle._worker.store import JobStore
 from dawdle._worker.supervision import supervise
 from dawdle._worker.writer import OutcomeWriter
@@ -47,6 +53,11 @@ class Worker:
     then async ones are cancelled and put back in the queue; sync ones see
     `should_abort()` True and get a few more seconds to return (then a thread still running
     is abandoned: its job stays 'doing' until recovered as stalled, never run twice at once).
+
+    A job of a task the app does not register (by name or alias, blueprints included) is
+    left for a worker that knows it (`unknown_tasks="leave"`, for databases shared between
+    projects or with Procrastinate workers); `unknown_tasks="fail"` claims it and fails it
+    (TaskNotFound), as Procrastinate's worker does.
     """
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
@@ -67,6 +78,7 @@ class Worker:
         stalled_worker_timeout: float = 30.0,
         task_middleware: list[middleware.TaskMiddleware] | None = None,
         worker_middleware: list[middleware.WorkerMiddleware] | None = None,
+        unknown_tasks: UnknownTasks = "leave",
     ) -> None:
         def interval(option: str, value: float) -> float:
             return number(f"Worker: {option}", value, above=0, finite=False)
@@ -81,6 +93,10 @@ class Worker:
         if isinstance(queues, str | bytes):
             raise ConfigurationError(
                 f"Worker: queues must be a list of queue names, got the string {queues!r}"
+            )
+        if unknown_tasks not in get_args(UnknownTasks):
+            raise ConfigurationError(
+                f"Worker: unknown_tasks must be 'leave' or 'fail', got {unknown_tasks!r}"
             )
         for mw in worker_middleware or []:
             if not middleware.is_async_middleware(mw):
@@ -115,6 +131,7 @@ class Worker:
             stalled_worker_timeout=interval("stalled_worker_timeout", stalled_worker_timeout),
             task_middleware=tuple(task_middleware or ()),
             worker_middleware=tuple(worker_middleware or ()),
+            unknown_tasks=unknown_tasks,
         )
         self.stats = WorkerStats()
         self._state: WorkerState | None = None

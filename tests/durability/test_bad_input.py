@@ -141,10 +141,12 @@ def failure_logged(log: pytest.LogCaptureFixture, job_id: int) -> str:
 async def test_unknown_task_fails_with_its_name_and_the_worker_goes_on(
     app: App, worker_log: pytest.LogCaptureFixture
 ) -> None:
-    """A row for a task this app lacks ends failed, logged as TaskNotFound; the next job runs."""
+    """unknown_tasks="fail": an unknown task's row fails, logged as TaskNotFound; the next runs."""
     unknown = await app.configure_task("bad.no_such_task", priority=1).defer_async(x=1)
     good = await app.configure_task("bad.ok").defer_async()
-    await work(app)
+    worker = Worker(app, wait=False, install_signal_handlers=False, unknown_tasks="fail")
+    with anyio.fail_after(20):
+        await worker.run()
     assert await outcomes(app) == {unknown: ("failed", 1), good: ("succeeded", 1)}
     reason = failure_logged(worker_log, unknown)
     assert "TaskNotFound" in reason

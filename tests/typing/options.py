@@ -47,7 +47,7 @@ async def main() -> None:
         assert_type(job_id, int)
         await bare.defer_async(n=1)
         await report.defer_async(day="monday")
-        await app.run_worker_async(concurrency=4, wait=False)
+        await app.run_worker_async(concurrency=4, wait=False, unknown_tasks="fail")
         options: WorkerOptions = {"queues": ["mail"], "name": None, "delete_jobs": "successful"}
         await app.run_worker_async(**options)
 

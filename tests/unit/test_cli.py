@@ -117,11 +117,14 @@ def test_worker_options_parse_to_worker_options() -> None:
             "2.5",
             "--backend",
             "trio",
+            "--unknown-tasks",
+            "fail",
             "-vv",
         ]
     )
     assert args.queues == ["mail", "reports"]
     assert (args.concurrency, args.wait, args.delete_jobs) == (8, False, "successful")
+    assert args.unknown_tasks == "fail"
     assert (args.shutdown_graceful_timeout, args.backend, args.verbose) == (2.5, "trio", 2)
 
 
@@ -129,6 +132,7 @@ def test_worker_options_left_out_stay_unset() -> None:
     """Options not given are None, so the app's worker_defaults apply; asyncio by default."""
     args = build_parser().parse_args(["worker", "--app", "m:app"])
     assert args.queues is args.concurrency is args.wait is args.delete_jobs is None
+    assert args.unknown_tasks is None
     assert args.backend == "asyncio"
     assert build_parser().parse_args(["worker", "--wait"]).wait is True
 
@@ -141,6 +145,7 @@ def test_worker_options_left_out_stay_unset() -> None:
         ("--shutdown-graceful-timeout", "-1"),
         ("--shutdown-graceful-timeout", "inf"),
         ("--delete-jobs", "sometimes"),
+        ("--unknown-tasks", "skip"),
         ("--backend", "curio"),
     ],
 )

@@ -13,6 +13,7 @@ from dawdle import App, ConfigurationError, InMemoryConnector, Worker
         ({"concurrency": 0}, "concurrency"),
         ({"fetch_job_polling_interval": -1}, "fetch_job_polling_interval"),
         ({"delete_jobs": "sometimes"}, "delete_jobs"),
+        ({"unknown_tasks": "skip"}, "unknown_tasks.*'skip'"),
     ],
 )
 def test_bad_worker_options_are_named(

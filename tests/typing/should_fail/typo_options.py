@@ -20,3 +20,4 @@ async def needs_context(to: str) -> None: ...
 async def main() -> None:
     await app.run_worker_async(concurency=2)  # type: ignore[call-arg]
     app.run_worker(backend="trio", wiat=False)  # type: ignore[call-arg]
+    await app.run_worker_async(unknown_tasks="skip")  # type: ignore[arg-type]
