@@ -67,7 +67,7 @@ async def test_job_outcomes_are_logged_with_procrastinates_actions(
     boom_id = await boom.defer_async()
     flaky_id = await flaky.defer_async()
     unknown_id = await app.configure_task("no_such_task").defer_async()
-    await work(app)
+    await work(app, unknown_tasks="fail")  # Procrastinate claims and fails unknown tasks
     started = ["loaded_job_info", "start_job"]
     assert actions_by_job(worker_log) == {
         ok_id: [*started, "job_success"],
