@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -268,14 +270,29 @@ async def test_sync_job_no_thread_began_goes_back_at_the_end_of_the_shutdown(
     def waiter() -> None:
         ran.append("waiter")
 
+    async def holder_first(
+        call_next: Callable[[], Awaitable[Any]], context: procrastinate.JobContext, worker: Any
+    ) -> Any:
+        # Both jobs are claimed together, and which runner reaches the thread limiter first
+        # is not the claim's order (Trio runs tasks woken together in a random order): the
+        # waiter asks for its thread only once the holder's thread holds the only token.
+        # No query meanwhile: opening a connection takes a thread too (the resolver).
+        if context.job.task_name == "waiter":
+            await started.wait()
+            queued.set()
+        return await call_next()
+
     holder_id = await holder.configure(priority=1).defer_async()
     waiter_id = await waiter.defer_async()
-    worker = make_worker(app, concurrency=2, shutdown_graceful_timeout=0.1)
+    queued = anyio.Event()
+    worker = make_worker(
+        app, concurrency=2, shutdown_graceful_timeout=0.1, worker_middleware=[holder_first]
+    )
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
             with anyio.fail_after(5):
-                await started.wait()
+                await queued.wait()
             worker.stop()
         assert await job_states(app) == {holder_id: ("doing", 0), waiter_id: ("todo", 1)}
         assert ran == ["holder"]
