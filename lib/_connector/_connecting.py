@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from psycopg import errors as e
 from psycopg import pq
 from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
 
-from dawdle._connector._waiting import poll_libpq
+from dawdle._connector._waiting import in_thread_of_its_own, poll_libpq
 
 
 async def open_pgconn(params: dict[str, Any]) -> pq.abc.PGconn:
@@ -22,7 +21,7 @@ async def open_pgconn(params: dict[str, Any]) -> pq.abc.PGconn:
     timeout = timeout_from_conninfo(params)
     # psycopg's sync resolver (socket.getaddrinfo) in a worker thread; the async one is
     # bound to asyncio's loop.getaddrinfo.
-    attempts = await anyio.to_thread.run_sync(conninfo_attempts, params, abandon_on_cancel=True)
+    attempts = await in_thread_of_its_own(conninfo_attempts, params)
     errors: list[tuple[e.Error, str]] = []
     for attempt in attempts:
         tried = (

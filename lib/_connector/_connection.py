@@ -42,7 +42,7 @@ from psycopg.rows import tuple_row
 from psycopg.transaction import AsyncTransaction
 
 from dawdle._connector._connecting import open_pgconn
-from dawdle._connector._waiting import drain_results, drive, poll_libpq
+from dawdle._connector._waiting import drain_results, drive, in_thread_of_its_own, poll_libpq
 
 __all__ = ["AnyioConnection"]
 
@@ -231,7 +231,7 @@ class AnyioConnection(psycopg.AsyncConnection[Any]):
                 cancel_conn.finish()
         else:
             # libpq < 17: blocking PQcancel, in a worker thread.
-            await anyio.to_thread.run_sync(self.cancel, abandon_on_cancel=True)
+            await in_thread_of_its_own(self.cancel)
 
     async def cancel_safe(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (psycopg's)
         """Ask the server to cancel the current command (anyio version)."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from psycopg import errors as e
 from psycopg import pq
 from psycopg.abc import PQGen
@@ -168,3 +169,14 @@ def drain_results(pgconn: pq.abc.PGconn) -> PQGen[None]:
         res = pgconn.get_result()
         if res is None or res.status in _COPY_STATES:
             return
+
+
+async def in_thread_of_its_own(blocking: Callable[..., RV], *args: Any) -> RV:
+    """Run a blocking libpq step (name resolution, PQcancel) in a worker thread.
+
+    Not under anyio's default thread limiter, which sync jobs fill: with every token held
+    by running (or, on trio, abandoned) sync jobs, the worker could not reconnect or cancel.
+    """
+    return await anyio.to_thread.run_sync(
+        blocking, *args, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+    )

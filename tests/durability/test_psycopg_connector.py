@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import psycopg
 import pytest
 from procrastinate import exceptions
@@ -342,3 +345,29 @@ async def test_sync_defer_from_a_worker_thread(app: App) -> None:
         "SELECT args FROM procrastinate_jobs WHERE id = ANY(%(ids)s) ORDER BY id", ids=ids
     )
     assert [row["args"] for row in rows] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_connects_while_sync_jobs_hold_every_thread_token(schema_dsn: str) -> None:
+    """Resolving a host runs outside anyio's default thread limiter, which sync jobs fill."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
+    limiter.total_tokens = 1
+    holding, release = anyio.Event(), threading.Event()
+
+    def hold_the_only_token() -> None:
+        anyio.from_thread.run_sync(holding.set)
+        release.wait(10)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, hold_the_only_token)
+            await holding.wait()
+            with anyio.fail_after(5):
+                app = App(connector=PsycopgConnector(conninfo=schema_dsn, min_size=1))
+                async with app.open_async():
+                    row = await app.connector.execute_query_one_async("SELECT 1 AS one")
+            release.set()
+    finally:
+        release.set()
+        limiter.total_tokens = tokens
+    assert row == {"one": 1}
