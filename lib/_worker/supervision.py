@@ -56,7 +56,8 @@ async def supervise(stats: WorkerStats, name: str, loop: Callable[[], Awaitable[
                 "worker loop %r failed; restarting in %.2f s",
                 name,
                 delay,
-                extra={"action": "loop_failed", "loop": name, "restart_in": delay},
+                # Procrastinate's name for a failed side task, which its users alert on.
+                extra={"action": "side_task_failed", "loop": name, "restart_in": delay},
             )
             await anyio.sleep(delay)
         else:
