@@ -1,8 +1,9 @@
 """dawdle's own tables and indexes, beside Procrastinate's: their DDL, and which are missing.
 
 Procrastinate's tables are never changed, only given an index of dawdle's (which a
-Procrastinate worker sharing the database neither sees nor needs), so it works as before. dawdle's tables only refer to Procrastinate's (a worker's published tasks
-go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
+Procrastinate worker sharing the database neither sees nor needs), so it works as before.
+dawdle's tables only refer to Procrastinate's (a worker's published tasks go with its
+`procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
 
 Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
@@ -61,5 +62,5 @@ DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL + TODO_TASK_INDEX_DDL
 
 
 def missing_objects(present: list[str]) -> tuple[str, ...]:
-    """dawdle's tables, then indexes, that are not among `present`, in creation order."""
+    """The tables, then indexes, of dawdle's that are not among `present`, in creation order."""
     return tuple(name for name in DAWDLE_TABLES + DAWDLE_INDEXES if name not in present)

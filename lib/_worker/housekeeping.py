@@ -90,9 +90,7 @@ class Registration:
         )
         for present, action, message in without_dawdle_schema:
             if not present:
-                logger.warning(
-                    message, worker_id, extra={"action": action, "worker_id": worker_id}
-                )
+                logger.warning(message, worker_id, extra={"action": action, "worker_id": worker_id})
 
     async def unregister(self) -> None:
         """Remove the worker's row, for a few seconds at most."""

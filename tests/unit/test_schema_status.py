@@ -68,7 +68,7 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
 
 
 def test_missing_claim_index_alone_is_reported() -> None:
-    """dawdle's table there but not its claim index: current, incomplete, naming the index."""
+    """The table of dawdle's there, not its claim index: current, incomplete, naming it."""
     status = schema_status(
         present=True, functions=sorted(expected_functions()), tables=list(DAWDLE_TABLES)
     )

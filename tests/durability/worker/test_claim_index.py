@@ -10,7 +10,7 @@ to FETCH_JOBS, with one warning. On connector x runtime; the SQL-only cases on P
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -35,7 +35,7 @@ KNOWN = ["a", "b"]
 
 
 @pytest.fixture
-async def store(app: App) -> AsyncIterator[tuple[JobStore, int]]:
+async def store(app: App) -> tuple[JobStore, int]:
     """A JobStore on `app` that has learnt about the index, and a registered worker id."""
 
     @app.task(name="a")
@@ -46,7 +46,7 @@ async def store(app: App) -> AsyncIterator[tuple[JobStore, int]]:
 
     store = JobStore(app)
     assert await store.learn_claim_index()  # the suite's databases have dawdle's schema
-    yield store, await store.register()
+    return store, await store.register()
 
 
 @pytest.fixture
@@ -76,9 +76,7 @@ def spy_queries(app: App, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 async def claim(store: tuple[JobStore, int], limit: int) -> list[int]:
     job_store, worker_id = store
-    claimed = await job_store.claim(
-        queues=None, task_names=KNOWN, limit=limit, worker_id=worker_id
-    )
+    claimed = await job_store.claim(queues=None, task_names=KNOWN, limit=limit, worker_id=worker_id)
     return [job.id for job in claimed if job.id is not None]
 
 
