@@ -11,15 +11,15 @@ import anyio
 import anyio.to_thread
 import psycopg
 from procrastinate import connector, exceptions, sync_psycopg_connector
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-from dawdle._connector._arguments import TARGET_OPTIONS, connection_options, describe_target
+from dawdle._connector._arguments import connection_options
 from dawdle._connector._connection import AnyioConnection
+from dawdle._connector._factory import Configure, ConnectionFactory
 from dawdle._connector._params import query_params
 from dawdle._connector._pool import Pool, connect_with_retries
-from dawdle._connector.embedded import default_conninfo
 from dawdle._errors import ConfigurationError, DatabaseUnavailable
 from dawdle._validate import integer
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy
@@ -38,8 +38,6 @@ SERVER_CLOSED_THE_SESSION = (
 
 # A listening connection that heard nothing for this long checks that it is still alive.
 LISTEN_TIMEOUT = connector.LISTEN_TIMEOUT
-
-Configure = Callable[[AnyioConnection], Awaitable[None]]
 
 
 async def _no_rows(cursor: psycopg.AsyncCursor[DictRow]) -> None:
@@ -93,14 +91,13 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             raise ConfigurationError(
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
             )
-        self._conninfo = conninfo
-        self._connect_kwargs = connection_options(kwargs, connect_kwargs)
-        if configure is not None and not callable(configure):
-            raise ConfigurationError(
-                f"PsycopgConnector: configure={configure!r} is not callable; expected an "
-                "async function taking the new connection"
-            )
-        self._configure = configure
+        self._connect = ConnectionFactory(
+            conninfo=conninfo,
+            options=connection_options(kwargs, connect_kwargs),
+            configure=configure,
+            json_dumps=json_dumps,
+            json_loads=json_loads,
+        )
         self._min_size = min_size
         self._max_size = max_size
         self._name = name
@@ -130,8 +127,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             raise ConfigurationError(
                 "PsycopgConnector makes its own pool: pass conninfo, min_size and max_size"
             )
-        if self._conninfo is None:
-            self._conninfo = await anyio.to_thread.run_sync(self._default_conninfo)
+        await self._connect.resolve()
         new_pool = Pool(
             self._connect,
             min_size=self._min_size,
@@ -149,55 +145,6 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         sync, self._sync_connector = self._sync_connector, None
         if sync is not None:
             await anyio.to_thread.run_sync(sync.close)
-
-    def _default_conninfo(self) -> str:
-        """The conninfo when none was given (blocking: it may start the embedded server)."""
-        if TARGET_OPTIONS & self._connect_kwargs.keys():
-            return ""
-        return default_conninfo()
-
-    async def _connect(self) -> AnyioConnection:
-        """A new autocommit connection, set up by json_dumps/json_loads and `configure`."""
-        assert self._conninfo is not None  # noqa: S101 (open_async resolves it first)
-        try:
-            conn = await AnyioConnection.connect(
-                self._conninfo, autocommit=True, **self._connect_kwargs
-            )
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        if self.json_dumps is not None:
-            set_json_dumps(self.json_dumps, conn)
-        if self.json_loads is not None:
-            set_json_loads(self.json_loads, conn)
-        if self._configure is not None:
-            try:
-                await self._run_configure(conn)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
-                raise
-        return conn
-
-    async def _run_configure(self, conn: AnyioConnection) -> None:
-        """Await `configure(conn)`; a lost connection is retried like a failed connect."""
-        assert self._configure is not None  # noqa: S101 (only called when there is one)
-        try:
-            await self._configure(conn)
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        status = conn.info.transaction_status
-        if status != pq.TransactionStatus.IDLE:
-            # As psycopg's pool does: a connection must start its first use outside a transaction.
-            raise ConfigurationError(
-                f"PsycopgConnector: configure={self._configure!r} left the connection "
-                f"{status.name} instead of idle: end its transaction (or use "
-                "`async with conn.transaction():`)"
-            )
-
-    def _unavailable(self, exc: psycopg.OperationalError) -> DatabaseUnavailable:
-        assert self._conninfo is not None  # noqa: S101 (open_async resolves it first)
-        target = describe_target(self._conninfo, self._connect_kwargs)
-        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {target}: {exc}")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AnyioConnection]:
@@ -315,20 +262,23 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         Its connections get the same connection options (`kwargs`); an async `configure`
         cannot set up synchronous connections, so with one this raises ConfigurationError.
         """
-        if self._configure is not None:
+        configure = self._connect.configure
+        if configure is not None:
             raise ConfigurationError(
-                f"PsycopgConnector: configure={self._configure!r} is async and cannot set up "
+                f"PsycopgConnector: configure={configure!r} is async and cannot set up "
                 "the synchronous connections that sync code (e.g. defer() in a sync task) "
                 "needs: defer from async code, or set connections up through kwargs= "
                 "(e.g. kwargs={'options': '-c search_path=jobs'})"
             )
         if self._sync_connector is None:
-            conninfo = self._default_conninfo() if self._conninfo is None else self._conninfo
+            conninfo = self._connect.conninfo
+            if conninfo is None:
+                conninfo = self._connect.default_conninfo()
             sync = sync_psycopg_connector.SyncPsycopgConnector(
                 conninfo=conninfo,
                 min_size=0,
                 max_size=self._max_size,
-                kwargs={"autocommit": True, **self._connect_kwargs},
+                kwargs={"autocommit": True, **self._connect.options},
                 json_dumps=self.json_dumps,
                 json_loads=self.json_loads,
             )
@@ -349,10 +299,10 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         return self.get_sync_connector().execute_query_all(query, **arguments)
 
     def __repr__(self) -> str:
-        target = (
-            "the default database"
-            if self._conninfo is None
-            else describe_target(self._conninfo, self._connect_kwargs)
-        )
         name = "" if self._name is None else f" {self._name!r}"
-        return f"<PsycopgConnector{name} {target} max_size={self._max_size}>"
+        return f"<PsycopgConnector{name} {self._connect.describe()} max_size={self._max_size}>"
+
+    @property
+    def conninfo(self) -> str | None:
+        """The connection string in use; None before `open_async` resolves the default."""
+        return self._connect.conninfo

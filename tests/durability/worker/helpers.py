@@ -148,7 +148,7 @@ async def same_database(app: App) -> AsyncIterator[App]:
         yield App(connector=connector)  # already open; opening it twice would close it twice
         return
     assert isinstance(connector, PsycopgConnector)
-    other = App(connector=PsycopgConnector(conninfo=connector._conninfo))
+    other = App(connector=PsycopgConnector(conninfo=connector.conninfo))
     async with other.open_async():
         yield other
 

@@ -1,0 +1,102 @@
+"""How PsycopgConnector makes each connection: to which database, with which options, set up how."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import psycopg
+from psycopg import pq
+from psycopg.types.json import set_json_dumps, set_json_loads
+
+from dawdle._connector._arguments import TARGET_OPTIONS, describe_target
+from dawdle._connector._connection import AnyioConnection
+from dawdle._connector.embedded import default_conninfo
+from dawdle._errors import ConfigurationError, DatabaseUnavailable
+
+Configure = Callable[[AnyioConnection], Awaitable[None]]
+
+
+class ConnectionFactory:
+    """Makes the connector's autocommit connections, pooled or LISTEN alike.
+
+    `conninfo` is None until `resolve()`: then it is the default database, unless the
+    options name one themselves (as Procrastinate's `conninfo=""` with Django's `kwargs`).
+    """
+
+    def __init__(
+        self,
+        *,
+        conninfo: str | None,
+        options: dict[str, Any],
+        configure: Configure | None,
+        json_dumps: Callable[[Any], str] | None,
+        json_loads: Callable[[str | bytes], Any] | None,
+    ) -> None:
+        if configure is not None and not callable(configure):
+            raise ConfigurationError(
+                f"PsycopgConnector: configure={configure!r} is not callable; expected an "
+                "async function taking the new connection"
+            )
+        self.conninfo = conninfo
+        self.options = options
+        self.configure = configure
+        self._json_dumps = json_dumps
+        self._json_loads = json_loads
+
+    def default_conninfo(self) -> str:
+        """The conninfo when none was given (blocking: it may start the embedded server)."""
+        if TARGET_OPTIONS & self.options.keys():
+            return ""
+        return default_conninfo()
+
+    async def resolve(self) -> None:
+        """Settle `conninfo`, in a worker thread since the default may start a server."""
+        if self.conninfo is None:
+            self.conninfo = await anyio.to_thread.run_sync(self.default_conninfo)
+
+    def describe(self) -> str:
+        """Host, port, database and user, never the password."""
+        if self.conninfo is None:
+            return "the default database"
+        return describe_target(self.conninfo, self.options)
+
+    async def __call__(self) -> AnyioConnection:
+        """A new autocommit connection, set up by the JSON functions and `configure`."""
+        assert self.conninfo is not None  # noqa: S101 (resolve() comes first)
+        try:
+            conn = await AnyioConnection.connect(self.conninfo, autocommit=True, **self.options)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        if self._json_dumps is not None:
+            set_json_dumps(self._json_dumps, conn)
+        if self._json_loads is not None:
+            set_json_loads(self._json_loads, conn)
+        if self.configure is not None:
+            try:
+                await self._run_configure(conn, self.configure)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+                raise
+        return conn
+
+    async def _run_configure(self, conn: AnyioConnection, configure: Configure) -> None:
+        """Await `configure(conn)`; a lost connection is retried like a failed connect."""
+        try:
+            await configure(conn)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        status = conn.info.transaction_status
+        if status != pq.TransactionStatus.IDLE:
+            # As psycopg's pool does: a connection must start its first use outside a transaction.
+            raise ConfigurationError(
+                f"PsycopgConnector: configure={configure!r} left the connection "
+                f"{status.name} instead of idle: end its transaction (or use "
+                "`async with conn.transaction():`)"
+            )
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.describe()}: {exc}")
