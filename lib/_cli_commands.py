@@ -19,7 +19,7 @@ from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import app_from_args, find_task
 from dawdle._cli_errors import EXIT_FAILURE, CommandError, UsageError, one_line
-from dawdle._dawdle_schema import DAWDLE_INDEXES, DAWDLE_TABLES, WORKER_TASKS_TABLE
+from dawdle._dawdle_schema import WORKER_TASKS_TABLE
 from dawdle._errors import DawdleError
 from dawdle._schema import SchemaStatus, refuse_outdated
 from dawdle._worker.state import abandoned_threads
@@ -215,27 +215,22 @@ def cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     app = app_from_args(args, required=False)
 
     async def run() -> int:
-        """Apply or check the schema and dawdle's tables and indexes; 0 if all is there after."""
+        """Apply or check the schema and dawdle's tables; 0 if all is there at the end."""
         async with app.open_async():
             before = await app.schema_manager.check_schema_async()
             if args.apply:
                 await app.schema_manager.apply_schema_async()  # refuses an outdated schema
                 after = await app.schema_manager.check_schema_async()
                 state = "already current" if before.present else "applied"
-                objects = ", ".join(before.dawdle_missing)
-                created = f"created {objects}" if objects else "already there"
-                print(
-                    f"schema {state} (version {after.version}); "
-                    f"dawdle tables and indexes: {created}"
-                )
+                tables = ", ".join(before.dawdle_missing)
+                created = f"created {tables}" if tables else "already there"
+                print(f"schema {state} (version {after.version}); dawdle tables: {created}")
                 return 0
         print(f"present: {'yes' if before.present else 'no'}")
         print(f"version: {before.version or '-'}")
         missing = ", ".join(before.missing) if before.present else "all of it"
         print(f"missing: {missing or 'none'}")
-        for kind, names in (("tables", DAWDLE_TABLES), ("indexes", DAWDLE_INDEXES)):
-            absent = [name for name in before.dawdle_missing if name in names]
-            print(f"dawdle {kind} missing: {', '.join(absent) or 'none'}")
+        print(f"dawdle tables missing: {', '.join(before.dawdle_missing) or 'none'}")
         return 0 if before.complete else EXIT_FAILURE
 
     return run

@@ -1,4 +1,4 @@
-"""Whether Procrastinate's schema and dawdle's tables and indexes are there; applying them."""
+"""Whether Procrastinate's schema and dawdle's tables are in the database; applying them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from procrastinate import schema
 
-from dawdle._dawdle_schema import DAWDLE_SCHEMA, missing_objects
+from dawdle._dawdle_schema import DAWDLE_SCHEMA, missing_tables
 from dawdle._errors import SchemaOutdated
 
 CHECK_SCHEMA_QUERY: Final = """
@@ -21,9 +21,8 @@ SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present,
                AND p.proname LIKE 'procrastinate\\_%%') AS functions,
        ARRAY(SELECT c.relname::text FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             LEFT JOIN pg_index i ON i.indexrelid = c.oid
              WHERE n.nspname = ANY(current_schemas(false))
-               AND (c.relkind = 'r' OR (c.relkind = 'i' AND i.indisvalid))
+               AND c.relkind = 'r'
                AND c.relname LIKE 'dawdle\\_%%') AS tables
 """
 
@@ -37,8 +36,8 @@ class SchemaStatus:
     """What `check_schema_async` found: is the schema there, how recent, what is missing.
 
     `present`, `version` and `missing` are about Procrastinate's schema, which the worker
-    needs; `dawdle_missing` names dawdle's own tables and indexes that are absent (or, for an
-    index, invalid), without which the worker runs degraded (see `dawdle._dawdle_schema`).
+    needs; `dawdle_missing` names dawdle's own tables that are absent, without which the
+    worker runs degraded (see `dawdle._dawdle_schema`).
     """
 
     present: bool
@@ -53,7 +52,7 @@ class SchemaStatus:
 
     @property
     def complete(self) -> bool:
-        """True when `current` and dawdle's tables and indexes are all there: nothing to apply."""
+        """True when `current` and dawdle's tables are all there: nothing left to apply."""
         return self.current and not self.dawdle_missing
 
 
@@ -76,7 +75,7 @@ def _introduced_in() -> dict[str, tuple[int, ...]]:
 
 def schema_status(*, present: bool, functions: list[str], tables: list[str]) -> SchemaStatus:
     """Interpret the result of CHECK_SCHEMA_QUERY."""
-    dawdle_missing = missing_objects(tables)
+    dawdle_missing = missing_tables(tables)
     if not present:
         return SchemaStatus(
             present=False,
@@ -138,6 +137,6 @@ class SchemaManager(schema.SchemaManager):
         """Tell whether the schema is present, which version it matches and what it lacks.
 
         Missing functions mean the database needs Procrastinate's migrations; missing
-        dawdle tables or indexes, `dawdle schema --apply`.
+        dawdle tables, `dawdle schema --apply`.
         """
         return _status_of(await self.connector.execute_query_one_async(CHECK_SCHEMA_QUERY))

@@ -42,60 +42,6 @@ RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queuein
           job.abort_requested
 """
 
-# FETCH_JOBS for a worker that claims only its known tasks, where dawdle's index
-# dawdle_jobs_todo_task_idx (task_name, priority DESC, id) WHERE status = 'todo' exists:
-# the same jobs in the same order, without walking past ready jobs of other tasks. Each
-# known task's ready jobs are read from the index in claim order, at most `limit` of them;
-# the global top `limit` is among their union. The per-task selection locks its rows with
-# SKIP LOCKED, so its LIMIT counts only rows no other claimer holds: a LIMIT taken before
-# skipping could stop at rows held by another claim, and claim fewer jobs than are ready.
-# The price: rows of one task beyond the batch stay locked until the statement commits
-# (at most `limit` per known task with ready jobs); another claimer skips them, as it skips
-# any row being claimed, and they stay 'todo' for the next claim. The lock rules are
-# FETCH_JOBS's, with the same shared snapshot (one batch never takes two jobs of one lock).
-FETCH_JOBS_BY_TASK: Final = """
-WITH candidate AS (
-    SELECT ready.id
-      FROM (SELECT DISTINCT unnest(%(task_names)s::text[])) AS known(task_name)
-     CROSS JOIN LATERAL (
-        SELECT job.id, job.priority
-          FROM procrastinate_jobs AS job
-         WHERE job.status = 'todo'
-           AND job.task_name = known.task_name
-           AND (%(queues)s::varchar[] IS NULL OR job.queue_name = ANY(%(queues)s::varchar[]))
-           AND (job.scheduled_at IS NULL OR job.scheduled_at <= now())
-           AND (job.lock IS NULL OR NOT EXISTS (
-                SELECT 1
-                  FROM procrastinate_jobs AS other
-                 WHERE other.lock = job.lock
-                   AND (other.status = 'doing'
-                        OR (other.status = 'todo'
-                            AND (other.scheduled_at IS NULL OR other.scheduled_at <= now())
-                            AND (other.priority > job.priority
-                                 OR (other.priority = job.priority AND other.id < job.id))))))
-         ORDER BY job.priority DESC, job.id ASC
-         LIMIT %(limit)s
-         FOR UPDATE OF job SKIP LOCKED
-     ) AS ready
-     ORDER BY ready.priority DESC, ready.id ASC
-     LIMIT %(limit)s
-)
-UPDATE procrastinate_jobs AS job
-   SET status = 'doing', worker_id = %(worker_id)s
-  FROM candidate
- WHERE job.id = candidate.id
-RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queueing_lock,
-          job.args, job.scheduled_at, job.queue_name, job.attempts, job.worker_id,
-          job.abort_requested
-"""
-
-# Whether the index FETCH_JOBS_BY_TASK relies on is there and usable (a failed
-# CREATE INDEX CONCURRENTLY leaves an invalid one, which the planner ignores).
-CLAIM_INDEX_PRESENT: Final = """
-SELECT COALESCE((SELECT indisvalid FROM pg_index
-                  WHERE indexrelid = to_regclass('dawdle_jobs_todo_task_idx')), false) AS present
-"""
-
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
 # 'succeeded', 'failed' or 'aborted' (finished), 'todo' (retry at retry_at, with optional

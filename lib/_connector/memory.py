@@ -16,12 +16,10 @@ import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
-from dawdle._dawdle_schema import DAWDLE_INDEXES, DAWDLE_SCHEMA, DAWDLE_TABLES
+from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
-    CLAIM_INDEX_PRESENT,
     FETCH_JOBS,
-    FETCH_JOBS_BY_TASK,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
@@ -48,9 +46,6 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[DAWDLE_SCHEMA] = "apply_dawdle_schema"
         self.reverse_queries[PUBLISH_TASKS] = "publish_tasks"
         self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
-        # The claim by task, which reads dawdle's index in SQL, takes the same jobs.
-        self.reverse_queries[FETCH_JOBS_BY_TASK] = "fetch_jobs"
-        self.reverse_queries[CLAIM_INDEX_PRESENT] = "claim_index_present"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
@@ -110,12 +105,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         return {
             "present": True,
             "functions": sorted(expected_functions()),
-            "tables": list(DAWDLE_TABLES + DAWDLE_INDEXES),
+            "tables": list(DAWDLE_TABLES),
         }
-
-    async def claim_index_present_one(self) -> dict[str, Any]:
-        """The in-memory database always has dawdle's indexes (it needs none)."""
-        return {"present": True}
 
     async def apply_dawdle_schema_run(self) -> None:
         """Nothing to create: the in-memory database always has dawdle's tables."""

@@ -54,11 +54,10 @@ class Registration:
         self._lock = anyio.Lock()
 
     async def register(self) -> None:
-        """Prune stalled workers, register this one, publish its tasks, pick its claim query.
+        """Prune stalled workers, register this one and publish its tasks.
 
         Retries while the database is away. Without dawdle's table the tasks are not
-        published; without its claim index, claims of known tasks take the query that needs
-        none: one warning each, once per run (re-registering does not warn again).
+        published: one warning, once per run (re-registering does not warn again).
         """
         async for attempt in retrying(BOOKKEEPING_RETRIES):
             with attempt:
@@ -68,29 +67,14 @@ class Registration:
         async for attempt in retrying(BOOKKEEPING_RETRIES):
             with attempt:
                 published = await self._store.publish_tasks(worker_id)
-                # With unknown_tasks="fail" every claim is of any task: the index is no use.
-                indexed = (
-                    self._state.settings.unknown_tasks == "fail"
-                    or await self._store.learn_claim_index()
-                )
-        without_dawdle_schema = (
-            (
-                published,
-                "tasks_not_published",
+        if not published:
+            logger.warning(
                 "worker %s did not publish its tasks: the database has no dawdle_worker_tasks "
                 "table, so `dawdle healthcheck` cannot name jobs no worker knows; run "
                 "`dawdle schema --apply`",
-            ),
-            (
-                indexed,
-                "claims_without_index",
-                "worker %s claims without the index dawdle_jobs_todo_task_idx: ready jobs of "
-                "tasks it does not know slow its claims down; run `dawdle schema --apply`",
-            ),
-        )
-        for present, action, message in without_dawdle_schema:
-            if not present:
-                logger.warning(message, worker_id, extra={"action": action, "worker_id": worker_id})
+                worker_id,
+                extra={"action": "tasks_not_published", "worker_id": worker_id},
+            )
 
     async def unregister(self) -> None:
         """Remove the worker's row, for a few seconds at most."""

@@ -15,9 +15,7 @@ from procrastinate import exceptions, jobs
 
 from dawdle._errors import DawdleError
 from dawdle._sql import (
-    CLAIM_INDEX_PRESENT,
     FETCH_JOBS,
-    FETCH_JOBS_BY_TASK,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
@@ -45,9 +43,6 @@ class JobStore:
         self._connector = app.connector
         self._manager = app.job_manager
         self._tasks = app.tasks
-        # Whether claims of known tasks may read dawdle's index (FETCH_JOBS_BY_TASK); until
-        # `learn_claim_index` says so, they take FETCH_JOBS, which needs no index.
-        self._claim_by_task = False
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -75,17 +70,6 @@ class JobStore:
                 raise
         return True
 
-    async def learn_claim_index(self) -> bool:
-        """Find out whether dawdle's claim index is there; claims follow the answer.
-
-        False if the database lacks it (`dawdle schema --apply` was not run): claims of
-        known tasks then walk Procrastinate's priority index, slower behind many ready jobs
-        of tasks this worker does not know, but with the same result.
-        """
-        row = await self._connector.execute_query_one_async(CLAIM_INDEX_PRESENT)
-        self._claim_by_task = bool(row["present"])
-        return self._claim_by_task
-
     async def heartbeat(self, worker_id: int | None) -> bool:
         """Beat the worker's heart; False if its row is gone (pruned as stalled)."""
         rows = await self._connector.execute_query_all_async(HEARTBEAT, worker_id=worker_id)
@@ -102,13 +86,11 @@ class JobStore:
         """Take up to `limit` ready jobs for the worker, highest priority first.
 
         Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue).
-        Both queries take the same jobs; the one by task needs dawdle's index.
         """
-        by_task = task_names is not None and self._claim_by_task
         try:
             with anyio.fail_after(QUERY_TIMEOUT):
                 rows = await self._connector.execute_query_all_async(
-                    FETCH_JOBS_BY_TASK if by_task else FETCH_JOBS,
+                    FETCH_JOBS,
                     queues=queues,
                     task_names=task_names,
                     limit=limit,

@@ -637,32 +637,10 @@ def test_schema_check_and_apply_report_dawdle_tables(
     assert main(["schema", "--check", "--backend", backend]) == 1
     assert capsys.readouterr().out == (
         "present: yes\nversion: 3.4.0\nmissing: none\ndawdle tables missing: dawdle_worker_tasks\n"
-        "dawdle indexes missing: none\n"
     )
     assert main(["schema", "--apply", "--backend", backend]) == 0
     assert capsys.readouterr().out == (
-        "schema already current (version 3.4.0); "
-        "dawdle tables and indexes: created dawdle_worker_tasks\n"
+        "schema already current (version 3.4.0); dawdle tables: created dawdle_worker_tasks\n"
     )
     assert main(["schema", "--check", "--backend", backend]) == 0
-    assert capsys.readouterr().out.endswith(
-        "dawdle tables missing: none\ndawdle indexes missing: none\n"
-    )
-
-
-@BACKENDS
-def test_schema_check_reports_a_missing_claim_index(
-    health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
-) -> None:
-    """--check exits 1 naming dawdle's missing claim index; --apply creates it; --check passes."""
-    execute(health_dsn, "DROP INDEX dawdle_jobs_todo_task_idx")
-    assert main(["schema", "--check", "--backend", backend]) == 1
-    assert capsys.readouterr().out.endswith(
-        "dawdle tables missing: none\ndawdle indexes missing: dawdle_jobs_todo_task_idx\n"
-    )
-    assert main(["schema", "--apply", "--backend", backend]) == 0
-    assert capsys.readouterr().out == (
-        "schema already current (version 3.4.0); "
-        "dawdle tables and indexes: created dawdle_jobs_todo_task_idx\n"
-    )
-    assert main(["schema", "--check", "--backend", backend]) == 0
+    assert capsys.readouterr().out.endswith("dawdle tables missing: none\n")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dawdle import SchemaOutdated
-from dawdle._dawdle_schema import DAWDLE_INDEXES, DAWDLE_TABLES
+from dawdle._dawdle_schema import DAWDLE_TABLES
 from dawdle._schema import expected_functions, refuse_outdated, schema_status
 
-ALL_TABLES = list(DAWDLE_TABLES + DAWDLE_INDEXES)
+ALL_TABLES = list(DAWDLE_TABLES)
 
 
 def test_absent_schema() -> None:
@@ -18,7 +18,7 @@ def test_absent_schema() -> None:
     assert status.version is None
     assert not status.current
     assert "procrastinate_fetch_job_v2" in status.missing
-    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_jobs_todo_task_idx")
+    assert status.dawdle_missing == ("dawdle_worker_tasks",)
 
 
 def test_current_schema() -> None:
@@ -63,15 +63,5 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_jobs_todo_task_idx")
+    assert status.dawdle_missing == ("dawdle_worker_tasks",)
     refuse_outdated(status)
-
-
-def test_missing_claim_index_alone_is_reported() -> None:
-    """The table of dawdle's there, not its claim index: current, incomplete, naming it."""
-    status = schema_status(
-        present=True, functions=sorted(expected_functions()), tables=list(DAWDLE_TABLES)
-    )
-    assert status.current
-    assert not status.complete
-    assert status.dawdle_missing == ("dawdle_jobs_todo_task_idx",)

@@ -18,7 +18,7 @@ import pytest
 from procrastinate import jobs
 
 from dawdle import App
-from dawdle._sql import FETCH_JOBS, FETCH_JOBS_BY_TASK, RECORD_OUTCOMES
+from dawdle._sql import FETCH_JOBS, RECORD_OUTCOMES
 from dawdle.backoff import Constant, RetryPolicy
 from tests.durability.worker.helpers import (
     job_row,
@@ -97,7 +97,7 @@ async def test_wait_false_does_not_return_while_a_retry_is_due(app: App) -> None
 
     async def execute_query_all_async(query: str, **arguments: Any) -> Any:
         rows = await fetch_all(query, **arguments)
-        if query in (FETCH_JOBS, FETCH_JOBS_BY_TASK) and armed and not fetched.is_set():
+        if query == FETCH_JOBS and armed and not fetched.is_set():
             fetched.set()
             with anyio.move_on_after(2):
                 await written.wait()
