@@ -144,13 +144,16 @@ class Claimer:
         job_id = job.id
         settings = self._state.settings
         task = self._app.tasks.get(job.task_name)
+        running: Running
         context = job_context.JobContext(
             app=self._app,
             worker_name=settings.name,
             worker_queues=settings.queues,
             additional_context=dict(settings.additional_context),
             job=job,
-            abort_reason=lambda: self._state.abort_reason(job_id),
+            # The run's own reason, not a lookup in `state.running`: once set it stays, so a
+            # sync job's `should_abort()` stays True while its thread runs, slot or not.
+            abort_reason=lambda: running.abort_reason,
             start_timestamp=time.time(),
         )
         is_async = task is not None and inspect.iscoroutinefunction(task.func)

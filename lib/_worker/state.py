@@ -129,15 +129,6 @@ class Running:
     stage: ThreadStage = ThreadStage.WAITING
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __post_init__(self) -> None:
-        # The context's `should_abort()` reads this run's reason, whatever the context was
-        # made with: a lookup in `WorkerState.running` turned False again once the job left
-        # its slot, while a sync job's thread still ran and polled it.
-        self.context = self.context.evolve(abort_reason=self._abort_reason)
-
-    def _abort_reason(self) -> job_context.AbortReason | None:
-        return self.abort_reason
-
     def enter_thread(self) -> bool:
         """In the job's thread, before the job: False if the shutdown skipped it (don't run)."""
         with self._lock:
@@ -221,11 +212,6 @@ class WorkerState:
         self.abandoned[job_id] = self.running.pop(job_id)
         self.stats.abandoned += 1
         self.slot_freed.set()
-
-    def abort_reason(self, job_id: int) -> job_context.AbortReason | None:
-        """Why the job is being cancelled, if it is (a `Running`'s context reads its own)."""
-        running = self.running.get(job_id) or self.abandoned.get(job_id)
-        return running.abort_reason if running else None
 
     def request_abort(self, job_ids: Iterable[int]) -> list[Running]:
         """Abort the given running jobs (async ones are cancelled); those newly asked to."""
