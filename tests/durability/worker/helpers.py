@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -182,6 +185,38 @@ def listening(app: App) -> Iterator[anyio.Event]:
         yield listened
     finally:
         del connector.listen_notify
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What a worker process printed and returned after SIGTERM, and how long it took then."""
+
+    output: bytes
+    errors: str
+    returncode: int
+    seconds_after_signal: float
+
+
+async def sigterm_once_started(
+    command: list[str], *, within: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Stopped:
+    """Run a worker process; when its job prints "started", send SIGTERM; wait for its end."""
+    async with await anyio.open_process(command, env=env, cwd=cwd) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        with anyio.fail_after(within):
+            output = b""
+            async for chunk in process.stdout:
+                output += chunk
+                if b"started" in output:
+                    process.send_signal(signal.SIGTERM)
+                    break
+            signalled = time.monotonic()
+            errors = b"".join([chunk async for chunk in process.stderr])
+            returncode = await process.wait()
+    return Stopped(
+        output, errors.decode(errors="replace"), returncode, time.monotonic() - signalled
+    )
 
 
 # -- what ran when ----------------------------------------------------------------------------

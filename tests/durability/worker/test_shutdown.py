@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ from tests.durability.worker.helpers import (
     make_worker,
     postgres_only,
     run_until,
+    sigterm_once_started,
     worker_ids,
 )
 
@@ -152,22 +152,11 @@ async def test_sigterm_stops_a_subprocess_worker_cleanly(
 ) -> None:
     """SIGTERM to a worker process on this runtime: exit 0, its job finished or put back."""
     job_id = await insert_raw_job(app, "worker_app.sleep", f'{{"seconds": {job_seconds}}}')
-    async with await anyio.open_process(
-        [sys.executable, str(WORKER_APP), schema_dsn, anyio_backend, "0.5"]
-    ) as process:
-        assert process.stdout is not None
-        assert process.stderr is not None
-        with anyio.fail_after(15):
-            output = b""
-            async for chunk in process.stdout:
-                output += chunk
-                if b"started" in output:
-                    process.send_signal(signal.SIGTERM)
-                    break
-            errors = b"".join([chunk async for chunk in process.stderr])
-            returncode = await process.wait()
-    assert b"started" in output, errors.decode(errors="replace")
-    assert returncode == 0, errors.decode(errors="replace")
+    stopped = await sigterm_once_started(
+        [sys.executable, str(WORKER_APP), schema_dsn, anyio_backend, "0.5"], within=15
+    )
+    assert b"started" in stopped.output, stopped.errors
+    assert stopped.returncode == 0, stopped.errors
     assert (await job_row(app, job_id)).status == expected
     assert await worker_ids(app) == []
 
@@ -318,23 +307,11 @@ async def test_sigterm_ends_a_dawdle_worker_process_despite_a_never_ending_sync_
         *("--app", "tests.durability.worker.worker_app:app", "--backend", anyio_backend),
         *("--shutdown-graceful-timeout", "0.5"),
     ]
-    async with await anyio.open_process(command, env=env, cwd=REPO_ROOT) as process:
-        assert process.stdout is not None
-        assert process.stderr is not None
-        with anyio.fail_after(20):
-            output = b""
-            async for chunk in process.stdout:
-                output += chunk
-                if b"started" in output:
-                    process.send_signal(signal.SIGTERM)
-                    break
-            stopping = time.monotonic()
-            errors = b"".join([chunk async for chunk in process.stderr])
-            returncode = await process.wait()
-        took = time.monotonic() - stopping
-    assert b"started" in output, errors.decode(errors="replace")
-    assert returncode == 1, errors.decode(errors="replace")
-    assert took < 0.5 + 1 + 5, errors.decode(errors="replace")  # grace + sync wait + slack
-    assert f"worker_app.spin[{job_id}]".encode() in errors
+    stopped = await sigterm_once_started(command, within=20, env=env, cwd=REPO_ROOT)
+    assert b"started" in stopped.output, stopped.errors
+    assert stopped.returncode == 1, stopped.errors
+    # The graceful timeout, the sync jobs' wait, and slack.
+    assert stopped.seconds_after_signal < 0.5 + 1 + 5, stopped.errors
+    assert f"worker_app.spin[{job_id}]" in stopped.errors
     assert (await job_row(app, job_id)).status == "doing"
     assert len(await worker_ids(app)) == 1  # its row stays until it is stalled
