@@ -54,6 +54,9 @@ def log_job(
         "job_id": job.id,
         "queue": job.queue,
         "attempt": job.attempts + 1,
+        # Procrastinate's JobResult fields, for a job still running unless `fields` say more.
+        "start_timestamp": context.start_timestamp,
+        "duration": time.time() - context.start_timestamp,
         **fields,
     }
     logger.log(level, message(), extra=extra, exc_info=exc_info)

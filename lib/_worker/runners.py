@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
-from procrastinate import exceptions, job_context, middleware, tasks
+from procrastinate import exceptions, middleware, tasks
 
 from dawdle._errors import JobTimeout
 from dawdle._worker.claimer import Claimer
@@ -78,7 +78,6 @@ class Runners:
                 "loaded_job_info",
                 lambda: f"loaded job info, about to start job {describe(job)}",
                 context,
-                **_job_started(context),
             )
             log_job(
                 self._state,
@@ -86,7 +85,6 @@ class Runners:
                 "start_job",
                 lambda: f"starting job {describe(job)}",
                 context,
-                **_job_started(context),
             )
         overrun_watch = self._watch_overrun(running)
         failure: BaseException | None = None
@@ -253,16 +251,7 @@ class Runners:
             context,
             duration=duration,
             outcome=verdict.outcome.value,
-            start_timestamp=context.start_timestamp,
             end_timestamp=time.time(),
             result=result,
             exc_info=failure if failed else None,
         )
-
-
-def _job_started(context: job_context.JobContext) -> dict[str, Any]:
-    """Procrastinate's `JobResult.as_dict()` for a job that has not ended."""
-    return {
-        "start_timestamp": context.start_timestamp,
-        "duration": time.time() - context.start_timestamp,
-    }
