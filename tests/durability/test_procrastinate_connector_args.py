@@ -7,8 +7,8 @@ reconnected); pool arguments dawdle cannot honour are refused by name.
 
 from __future__ import annotations
 
-import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -71,6 +71,14 @@ async def fill_pool(connector: PsycopgConnector, size: int) -> None:
             tg.start_soon(connector.execute_query_async, "SELECT pg_sleep(0.05)")
 
 
+async def listen(connector: PsycopgConnector, on_listening: Callable[[], Awaitable[None]]) -> None:
+    """LISTEN through `connector` until cancelled; the notifications do not matter here."""
+
+    async def ignore(channel: str, payload: str) -> None: ...
+
+    await connector.listen_notify(ignore, ["procrastinate_any_queue_v1"], on_listening=on_listening)
+
+
 @pytest.mark.anyio
 async def test_kwargs_reach_every_pooled_and_listen_connection(
     schema_dsn: str, app_name: str
@@ -90,18 +98,8 @@ async def test_kwargs_reach_every_pooled_and_listen_connection(
         async def on_listening() -> None:
             listening.set()
 
-        async def ignore(channel: str, payload: str) -> None:
-            """Notifications do not matter here."""
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                functools.partial(
-                    connector.listen_notify,
-                    ignore,
-                    ["procrastinate_any_queue_v1"],
-                    on_listening=on_listening,
-                )
-            )
+            tg.start_soon(listen, connector, on_listening)
             await listening.wait()
             assert len(pids_named(schema_dsn, app_name)) == 3  # 2 pooled + LISTEN
             tg.cancel_scope.cancel()
@@ -132,18 +130,8 @@ async def test_configure_runs_on_every_new_connection_after_terminations(
             listens += 1
             listening.set()
 
-        async def ignore(channel: str, payload: str) -> None:
-            """Notifications do not matter here."""
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                functools.partial(
-                    connector.listen_notify,
-                    ignore,
-                    ["procrastinate_any_queue_v1"],
-                    on_listening=on_listening,
-                )
-            )
+            tg.start_soon(listen, connector, on_listening)
             await listening.wait()
             first = pids_named(schema_dsn, app_name)
             assert sorted(first) == sorted(configured.pids)  # 2 pooled + LISTEN
