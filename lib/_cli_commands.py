@@ -217,15 +217,17 @@ def cmd_schema(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     async def run() -> int:
         """Apply or check the schema and dawdle's tables; 0 if all is there at the end."""
         async with app.open_async():
-            before = await app.schema_manager.check_schema_async()
             if args.apply:
-                await app.schema_manager.apply_schema_async()  # refuses an outdated schema
+                # Refuses an outdated schema; concurrent applies take turns, and each says
+                # only what it created itself.
+                applied = await app.schema_manager.apply_async()
                 after = await app.schema_manager.check_schema_async()
-                state = "already current" if before.present else "applied"
-                tables = ", ".join(before.dawdle_missing)
+                state = "applied" if applied.procrastinate else "already current"
+                tables = ", ".join(applied.dawdle_tables)
                 created = f"created {tables}" if tables else "already there"
                 print(f"schema {state} (version {after.version}); dawdle tables: {created}")
                 return 0
+            before = await app.schema_manager.check_schema_async()
         print(f"present: {'yes' if before.present else 'no'}")
         print(f"version: {before.version or '-'}")
         missing = ", ".join(before.missing) if before.present else "all of it"

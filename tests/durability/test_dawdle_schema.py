@@ -16,6 +16,7 @@ from procrastinate import schema
 from psycopg import conninfo
 
 from dawdle import App, PsycopgConnector
+from dawdle._schema import Applied, apply_script
 from dawdle._sql import PUBLISH_TASKS
 
 pytestmark = pytest.mark.anyio
@@ -72,6 +73,72 @@ async def test_apply_adds_dawdle_tables_beside_an_existing_procrastinate_schema(
     assert before.dawdle_missing == ("dawdle_worker_tasks",)
     assert after.complete
     assert after.version == before.version
+
+
+def test_apply_script_quotes_procrastinate_schema_whole() -> None:
+    """Procrastinate's schema never contains the dollar-quote tag that wraps it in the script."""
+    assert "$dawdle_schema$" not in schema.SchemaManager.get_schema()
+    assert apply_script().count("$dawdle_schema$") == 2
+
+
+async def apply_concurrently(dsn: str, runs: int) -> list[Applied]:
+    """`runs` applies at once, each through an App and connections of its own."""
+    apps = [App(connector=PsycopgConnector(conninfo=dsn, max_size=1)) for _ in range(runs)]
+    results: list[Applied] = []
+
+    async def apply(app: App) -> None:
+        async with app.open_async():
+            results.append(await app.schema_manager.apply_async())
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for app in apps:
+                group.start_soon(apply, app)
+    return results
+
+
+async def test_concurrent_applies_on_a_fresh_database_all_succeed(
+    app: App, scratch_dsn: str
+) -> None:
+    """Three applies at once on an empty schema: none fails, one creates it all, two see it."""
+    results = await apply_concurrently(scratch_dsn, 3)
+    assert sorted(result.procrastinate for result in results) == [False, False, True]
+    assert sorted(result.dawdle_tables for result in results) == [(), (), ("dawdle_worker_tasks",)]
+    assert (await app.schema_manager.check_schema_async()).complete
+
+
+async def test_concurrent_applies_beside_procrastinate_schema_create_our_table_once(
+    app: App, scratch_dsn: str
+) -> None:
+    """Procrastinate's schema there: three applies at once, one creates dawdle's table."""
+    await procrastinate_schema_only(app)
+    results = await apply_concurrently(scratch_dsn, 3)
+    assert [result.procrastinate for result in results] == [False] * 3
+    assert sorted(result.dawdle_tables for result in results) == [(), (), ("dawdle_worker_tasks",)]
+    assert (await app.schema_manager.check_schema_async()).complete
+
+
+async def test_concurrent_sync_applies_all_succeed(app: App) -> None:
+    """The synchronous apply, from three threads at once on an empty schema, never fails."""
+    results: list[Applied] = []
+
+    async def apply_in_thread() -> None:
+        results.append(await anyio.to_thread.run_sync(app.schema_manager.apply))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(apply_in_thread)
+    assert sorted(result.procrastinate for result in results) == [False, False, True]
+    assert (await app.schema_manager.check_schema_async()).complete
+
+
+async def test_apply_when_complete_creates_nothing(app: App) -> None:
+    """A second apply reports that it created nothing."""
+    first = await app.schema_manager.apply_async()
+    second = await app.schema_manager.apply_async()
+    assert first == Applied(procrastinate=True, dawdle_tables=("dawdle_worker_tasks",))
+    assert second == Applied(procrastinate=False, dawdle_tables=())
 
 
 async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
