@@ -1,10 +1,11 @@
 """The `dawdle` command: run a worker, manage the schema, defer a job, check health.
 
 Exit codes: 0 success, 1 a failure at run time (database unreachable, schema missing or
-outdated, unhealthy), 2 a usage error (bad option, unloadable --app, unknown task without
---unknown, bad JSON),
-130 interrupted before the worker could take over SIGINT. This module parses the command
-line and reports errors; `_cli_commands` runs the commands, `_cli_app` loads --app.
+outdated, unhealthy), 2 bad input (bad option, unloadable --app, unknown task without
+--unknown, bad JSON, a connection string that does not parse), 130 interrupted before the
+worker could take over SIGINT. Every error is one line on stderr (`-v` adds the traceback),
+passwords hidden. This module parses the command line; `_cli_errors` reports errors,
+`_cli_commands` runs the commands, `_cli_app` loads --app.
 """
 
 from __future__ import annotations
@@ -15,19 +16,28 @@ import json
 import logging
 import os
 import sys
-import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import anyio
-from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import load_app
 from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
-from dawdle._cli_errors import EXIT_FAILURE, EXIT_INTERRUPTED, UsageError, one_line
-from dawdle._errors import DawdleError, leaves
+from dawdle._cli_errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    RedactingFormatter,
+    UsageError,
+    first_line,
+    one_line,
+    print_traceback,
+    redact,
+    report_failure,
+    shown,
+)
+from dawdle._errors import leaves
 from dawdle._validate import integer, number
 
 # load_app lives in _cli_app; tests and scripts know it as dawdle._cli.load_app.
@@ -36,39 +46,141 @@ __all__ = ["build_parser", "load_app", "main"]
 # -- argument parsing --------------------------------------------------------------------------
 
 
+# Deeper --json is refused: Procrastinate and psycopg walk job arguments recursively, and
+# a few hundred levels already exhaust Python's recursion limit on the way to the database.
+MAX_JSON_DEPTH: Final = 100
+
+# PostgreSQL's integer, the type of a job's priority.
+PRIORITY_RANGE: Final = (-(2**31), 2**31 - 1)
+
+# A job scheduled further ahead than this is a typo; Python's dates end in year 9999.
+MAX_SCHEDULE_IN: Final = 100 * 365 * 86400
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each error on one line naming the value and where to find help."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `prog: error: message (see 'prog --help')` on stderr and exit 2."""
+        line = redact(first_line(message))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see '{self.prog} --help')\n")
+
+
 def _positive_int(text: str) -> int:
     """An int >= 1 for argparse, or its error naming the value."""
     try:
         return integer("a count", int(text), at_least=1)
     except ValueError:  # not an int (int()), or below 1 (integer()'s ConfigurationError)
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {shown(text)}") from None
 
 
-def _seconds(text: str) -> float:
-    """A finite number of seconds >= 0 for argparse, or its error naming the value."""
+def _priority(text: str) -> int:
+    """An int that fits PostgreSQL's integer, or argparse's error naming the value."""
+    low, high = PRIORITY_RANGE
     try:
-        return number("seconds", float(text), at_least=0)
-    except ValueError:  # not a number (float()), or negative, NaN, infinite (number())
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
         raise argparse.ArgumentTypeError(
-            f"expected seconds (a number >= 0), got {text!r}"
-        ) from None
+            f"expected an integer from {low} to {high}, got {shown(text)}"
+        )
+    return value
+
+
+def _seconds_parser(*, above: float | None, at_most: float | None) -> Callable[[str], float]:
+    """A parser of finite seconds (>= 0, or > `above`; <= `at_most`) for argparse."""
+
+    def seconds(text: str) -> float:
+        """Seconds for argparse, or its error naming the value."""
+        try:
+            return number(
+                "seconds",
+                float(text),
+                at_least=None if above is not None else 0,
+                above=above,
+                at_most=at_most,
+            )
+        except ValueError:  # not a number (float()), or out of bounds, NaN, infinite (number())
+            low = f"> {above:g}" if above is not None else ">= 0"
+            high = f" and <= {at_most:g}" if at_most is not None else ""
+            raise argparse.ArgumentTypeError(
+                f"expected seconds (a number {low}{high}), got {shown(text)}"
+            ) from None
+
+    return seconds
+
+
+_seconds = _seconds_parser(above=None, at_most=None)
+
+
+def _non_empty(what: str) -> Callable[[str], str]:
+    """A parser refusing an empty (or blank) value: e.g. an unset shell variable."""
+
+    def parse(text: str) -> str:
+        """`text`, unless blank."""
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected a non-empty {what}, got {shown(text)}")
+        return text
+
+    return parse
 
 
 def _queues(text: str) -> list[str]:
-    """A comma-separated list of queue names, blanks dropped."""
-    return [queue.strip() for queue in text.split(",") if queue.strip()]
+    """A comma-separated list of queue names; an empty name is refused, not dropped."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"an empty queue name is not a queue, got {shown(text)} "
+            "(expected names separated by commas, like 'mail,reports')"
+        )
+    return names
+
+
+class _JsonConstantError(Exception):
+    """NaN or Infinity in --json: Python reads them, JSON and PostgreSQL's jsonb do not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _JsonConstantError(name)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if `value` nests lists and objects more than `limit` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _json_object(text: str) -> dict[str, Any]:
     """A JSON object (the task's keyword arguments), or an argparse error naming the value."""
+    too_deep = f"nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from None
+        raise argparse.ArgumentTypeError(f"not valid JSON: {shown(text)} ({exc})") from None
+    except _JsonConstantError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc} is not valid JSON (nor storable in jsonb), in {shown(text)}"
+        ) from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{too_deep}: {shown(text)}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
-            f"expected a JSON object of keyword arguments like '{{\"a\": 1}}', got {text!r}"
+            f"expected a JSON object of keyword arguments like '{{\"a\": 1}}', got {shown(text)}"
         )
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise argparse.ArgumentTypeError(f"{too_deep}: {shown(text)}")
     return value
 
 
@@ -82,7 +194,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `dawdle` argument parser with its four subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--app",
         metavar="MODULE:ATTR",
@@ -103,13 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="more logging (-v: debug) and tracebacks with errors",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dawdle",
         description="A PostgreSQL task queue for asyncio and Trio, on Procrastinate's schema.",
         epilog="Without --app, schema and healthcheck use dawdle.App() on the default "
         "database: $DAWDLE_DSN, libpq's environment, or an embedded PostgreSQL server.",
     )
     parser.add_argument("--version", action="version", version=f"dawdle {_version()}")
+    # Subparsers are _Parser too (argparse makes them of the parent's class).
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = commands.add_parser(
@@ -126,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=_positive_int, metavar="N", help="jobs run at once (default: 1)"
     )
-    worker.add_argument("--name", help="the worker's name, in logs and job contexts")
+    worker.add_argument(
+        "--name", type=_non_empty("name"), help="the worker's name, in logs and job contexts"
+    )
     mode = worker.add_mutually_exclusive_group()
     mode.add_argument(
         "--wait",
@@ -191,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         "unless --queue), for producers that do not import the worker's code; --app is then "
         "optional.",
     )
-    defer.add_argument("task_name", metavar="TASK_NAME", help="the task's registered name")
+    defer.add_argument(
+        "task_name",
+        type=_non_empty("task name"),
+        metavar="TASK_NAME",
+        help="the task's registered name",
+    )
     defer.add_argument(
         "--unknown",
         action=argparse.BooleanOptionalAction,
@@ -206,14 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OBJECT",
         help="the task's keyword arguments as a JSON object, e.g. '{\"a\": 1}'",
     )
-    defer.add_argument("--queue", help="queue to use instead of the task's")
-    defer.add_argument("--lock", help="no two jobs with this lock run at once")
     defer.add_argument(
-        "--queueing-lock", help="refuse the job if one with this queueing lock is waiting"
+        "--queue", type=_non_empty("queue name"), help="queue to use instead of the task's"
     )
-    defer.add_argument("--priority", type=int, help="higher runs first (default: the task's)")
     defer.add_argument(
-        "--schedule-in", type=_seconds, metavar="S", help="run no earlier than S seconds from now"
+        "--lock", type=_non_empty("lock"), help="no two jobs with this lock run at once"
+    )
+    defer.add_argument(
+        "--queueing-lock",
+        type=_non_empty("queueing lock"),
+        help="refuse the job if one with this queueing lock is waiting",
+    )
+    defer.add_argument("--priority", type=_priority, help="higher runs first (default: the task's)")
+    defer.add_argument(
+        "--schedule-in",
+        type=_seconds_parser(above=None, at_most=MAX_SCHEDULE_IN),
+        metavar="S",
+        help="run no earlier than S seconds from now",
     )
     defer.set_defaults(run=cmd_defer, parser=defer)
 
@@ -227,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     healthcheck.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_seconds_parser(above=0, at_most=None),
         default=10.0,
         metavar="S",
         help="give up after S seconds (default: 10)",
@@ -246,10 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(parser: argparse.ArgumentParser, exc: UsageError, *, verbose: bool) -> NoReturn:
-    """Report a usage error the way argparse does (usage line, message, exit 2)."""
+    """Report a usage error as the parser does (one line, exit 2); the line says the fix."""
     if verbose:
-        traceback.print_exception(exc)
-    parser.error(one_line(exc))
+        print_traceback(exc)
+    parser.exit(EXIT_USAGE, f"{parser.prog}: error: {one_line(exc)}\n")
 
 
 def _configure_logging(command: str, verbose: int) -> None:
@@ -257,9 +386,9 @@ def _configure_logging(command: str, verbose: int) -> None:
     level = logging.INFO if command == "worker" else logging.WARNING
     if verbose:
         level = logging.DEBUG
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
         # The embedded server's one line says where the data is: worth seeing every time;
         # pgserver's own lines about its process handles are not.
@@ -279,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = args.run(args)
     except UsageError as exc:
         _fail(args.parser, exc, verbose=bool(args.verbose))
-    expected = (DawdleError, procrastinate_exceptions.ProcrastinateException)
+    except Exception as exc:  # noqa: BLE001 (any failure is one line; -v for the traceback)
+        return report_failure(f"dawdle {args.command}", exc, verbose=bool(args.verbose))
     try:
         code: int = anyio.run(functools.partial(run), backend=args.backend)
     except KeyboardInterrupt:
@@ -288,11 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures = leaves(exc)
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in failures):
             return EXIT_INTERRUPTED
-        if not all(isinstance(leaf, expected) for leaf in failures):
-            raise
-        if args.verbose:
-            traceback.print_exception(exc)
-        for leaf in failures:
-            print(f"dawdle {args.command}: error: {one_line(leaf)}", file=sys.stderr)
-        return EXIT_FAILURE
+        if not all(isinstance(leaf, Exception) for leaf in failures):
+            raise  # SystemExit and the like: not failures to report
+        return report_failure(f"dawdle {args.command}", exc, verbose=bool(args.verbose))
     return code

@@ -10,17 +10,22 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import app_from_args, find_task
-from dawdle._cli_errors import EXIT_FAILURE, CommandError, UsageError, one_line
+from dawdle._cli_errors import (
+    EXIT_FAILURE,
+    CommandError,
+    UsageError,
+    describe,
+    is_bad_input,
+    print_traceback,
+)
 from dawdle._dawdle_schema import WORKER_TASKS_TABLE
-from dawdle._errors import DawdleError
+from dawdle._errors import leaves
 from dawdle._schema import SchemaStatus, refuse_outdated
 from dawdle._worker.state import abandoned_threads
 
@@ -321,16 +326,20 @@ def cmd_healthcheck(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
         return 0
 
     async def run() -> int:
-        """`check()` within the timeout; any failure is one line and exit 1."""
+        """`check()` within the timeout; a failure is one line, exit 1 (bad input: 2)."""
         try:
             with anyio.fail_after(args.timeout):
                 return await check()
         except TimeoutError:
             reason = f"no answer within {args.timeout:g} s"
-        except (DawdleError, procrastinate_exceptions.ProcrastinateException) as exc:
+        except Exception as exc:  # any failure is one line; -v for the traceback
+            failures = leaves(exc)
+            if all(is_bad_input(failure) for failure in failures):
+                raise  # exit 2 as for every command: the configuration, not the database
             if args.verbose:
-                traceback.print_exception(exc)
-            reason = one_line(exc)
+                print_traceback(exc)
+            verbose = bool(args.verbose)
+            reason = "; ".join(describe(failure, verbose=verbose) for failure in failures)
         print(f"unhealthy: {reason}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -6,6 +6,9 @@ database, so "fresh" and "Procrastinate's schema only" are both real starting po
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -139,6 +142,28 @@ async def test_apply_when_complete_creates_nothing(app: App) -> None:
     second = await app.schema_manager.apply_async()
     assert first == Applied(procrastinate=True, dawdle_tables=("dawdle_worker_tasks",))
     assert second == Applied(procrastinate=False, dawdle_tables=())
+
+
+async def test_three_dawdle_schema_apply_processes_at_once_all_succeed(
+    app: App, scratch_dsn: str
+) -> None:
+    """Three `dawdle schema --apply` processes on an empty schema: all exit 0, one applies."""
+    environment = {**os.environ, "DAWDLE_DSN": scratch_dsn}
+    environment.pop("DAWDLE_APP", None)
+    results: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def apply(backend: str) -> None:
+        command = [sys.executable, "-m", "dawdle", "schema", "--apply", "--backend", backend]
+        results.append(await anyio.run_process(command, env=environment, check=False))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for backend in ("asyncio", "trio", "asyncio"):
+                group.start_soon(apply, backend)
+    assert [(result.returncode, result.stderr) for result in results] == [(0, b"")] * 3
+    reports = sorted(result.stdout.decode().split(" (")[0] for result in results)
+    assert reports == ["schema already current"] * 2 + ["schema applied"]
+    assert (await app.schema_manager.check_schema_async()).complete
 
 
 async def test_sync_apply_adds_dawdle_tables(app: App) -> None:

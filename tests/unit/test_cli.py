@@ -101,13 +101,13 @@ def test_a_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_worker_options_parse_to_worker_options() -> None:
-    """Queues split on commas (blanks dropped), --one-shot means wait=False, numbers parse."""
+    """Queues split on commas (names stripped), --one-shot means wait=False, numbers parse."""
     args = build_parser().parse_args(
         [
             "worker",
             "--app=m:app",
             "--queues",
-            "mail, reports,,",
+            " mail, reports",
             "--concurrency",
             "8",
             "--one-shot",
