@@ -65,7 +65,13 @@ def app_from_args(args: argparse.Namespace, *, required: bool) -> App:
 def find_task(app: App, name: str) -> tasks.Task[Any, Any, Any]:
     """The task registered on `app` as `name`, or a UsageError listing the known ones."""
     # Tasks in the app's import_paths register when imported (Procrastinate leaves this untyped).
-    app.perform_import_paths()  # type: ignore[no-untyped-call]
+    try:
+        app.perform_import_paths()  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        paths = ", ".join(map(repr, app.import_paths))
+        raise UsageError(
+            f"importing the app's import_paths ({paths}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
     task = app.tasks.get(name)
     if task is None:
         # Procrastinate's builtin task is left out: every App() renames that shared task

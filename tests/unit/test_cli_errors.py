@@ -291,6 +291,39 @@ def test_a_configuration_error_at_run_time_exits_2(
     )
 
 
+def test_an_app_whose_import_paths_fail_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import path that does not import: exit 2, one line naming it and the error."""
+    module = types.ModuleType(MODULE)
+    module.app = App(  # type: ignore[attr-defined]
+        connector=InMemoryConnector(), import_paths=["dawdle_no_such_module"]
+    )
+    monkeypatch.setitem(sys.modules, MODULE, module)
+    code, _, err = run_cli(capsys, ["defer", "--app", f"{MODULE}:app", "mail.send"])
+    assert code == 2
+    line = assert_one_line(err, starts="dawdle defer: error: ")
+    assert line.endswith(
+        "importing the app's import_paths ('dawdle_no_such_module') failed: "
+        "ModuleNotFoundError: No module named 'dawdle_no_such_module'"
+    )
+
+
+def test_a_failure_while_preparing_a_command_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error before the event loop starts (not a UsageError) is one line too, exit 1."""
+
+    def broken_command(args: object) -> None:
+        raise OSError("disk full\nmore detail")
+
+    monkeypatch.setattr("dawdle._cli.cmd_schema", broken_command)
+    code, _, err = run_cli(capsys, ["schema", "--check"])
+    assert code == 1
+    line = assert_one_line(err, starts="dawdle schema: error: ")
+    assert line.endswith("unexpected OSError: disk full (-v for the traceback)")
+
+
 # -- usage errors ------------------------------------------------------------------------------
 
 
