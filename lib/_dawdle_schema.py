@@ -9,8 +9,8 @@ Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with 
 comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
 `DAWDLE_TABLES` lists the tables and `DAWDLE_SCHEMA` joins their DDL, in order; applying
 runs all of it whenever the check finds something missing (under `_schema`'s advisory
-lock, so concurrent applies take turns). A later version adds a table as a new constant appended to
-both (`SchemaStatus.dawdle_missing` names it until applied), or changes one with
+lock, so concurrent applies take turns). A later version adds a table as a new constant
+appended to both (`SchemaStatus.dawdle_missing` names it until applied), or changes one with
 statements appended to its constant (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...`, a
 comment with the new version, and a check of its own); statements already released are
 never edited, so applying is safe on any earlier state.
