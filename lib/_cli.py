@@ -26,6 +26,7 @@ from procrastinate import exceptions as procrastinate_exceptions
 
 from dawdle._cli_app import load_app
 from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_embedded import add_embedded_parser
 from dawdle._cli_errors import EXIT_FAILURE, EXIT_INTERRUPTED, UsageError, one_line
 from dawdle._errors import DawdleError, leaves
 from dawdle._validate import integer, number
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         "live worker left its tasks unpublished), or if that cannot be checked",
     )
     healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
+
+    add_embedded_parser(commands)
     return parser
 
 
