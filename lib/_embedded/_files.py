@@ -104,15 +104,18 @@ def exposure(postmaster: Postmaster, account: Account) -> str | None:
     return None
 
 
-def _safe_base(base: Path) -> bool:
+def _safe_base(base: Path, account: Account) -> bool:
     """True if `base` may hold private directories: ours or root's, and sticky if shared.
 
-    Its name must need no quoting in PostgreSQL's list of socket directories.
+    `account` must reach it, and its name need no quoting in PostgreSQL's list of socket
+    directories.
     """
     if set(str(base)) & set(',"\\ '):
         return False
     try:
         info = base.stat()
+        if account.blocking_ancestor(base / SOCKET_NAME) is not None:
+            return False
     except OSError:
         return False
     if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, os.geteuid()):
@@ -130,7 +133,7 @@ def make_socket_dir(account: Account) -> Path:
     """
     for base in dict.fromkeys([Path(tempfile.gettempdir()), Path("/tmp")]):  # noqa: S108
         room = len(str(base)) + 1 + _SOCKET_DIR_NAME_LENGTH + 1 + len(SOCKET_NAME)
-        if room > MAX_SOCKET_PATH or not _safe_base(base):
+        if room > MAX_SOCKET_PATH or not _safe_base(base, account):
             continue
         path = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=base))
         if not account.is_current:

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import shlex
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -116,6 +117,15 @@ class EmbeddedServer:
         binaries = bundled_binaries()
         account = server_account(create=True)
         assert account is not None  # noqa: S101 (create=True makes it or raises)
+        blocker = account.blocking_ancestor(binaries.bin_dir / "postgres")
+        if blocker is not None:
+            raise ConfigurationError(
+                f"{account.name}, which runs the embedded PostgreSQL server, cannot reach "
+                f"pgserver's binaries in {binaries.bin_dir}: {blocker} is mode "
+                f"{stat.S_IMODE(blocker.stat().st_mode):04o}. Install dawdle[embedded] where "
+                "other users may read it (a virtualenv outside root's home), run dawdle as "
+                "an ordinary user, or set DAWDLE_DSN"
+            )
         ensure_data_dir(self.data_dir, account)
         with self._locked():
             running = self._live_postmaster(account)
@@ -305,16 +315,22 @@ class EmbeddedServer:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         # A file, not a pipe: the server started by pg_ctl could keep a pipe open for ever.
         with tempfile.TemporaryFile("w+") as output:
-            result = subprocess.run(  # noqa: S603 (our binaries, arguments as a list)
-                [str(binaries.bin_dir / program), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                env=environment,
-                cwd="/",
-                check=False,
-                **account.subprocess_options(),
-            )
+            try:
+                result = subprocess.run(  # noqa: S603 (our binaries, arguments as a list)
+                    [str(binaries.bin_dir / program), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    env=environment,
+                    cwd="/",
+                    check=False,
+                    **account.subprocess_options(),
+                )
+            except OSError as exc:  # could not even run it (as `account`)
+                raise DatabaseUnavailable(
+                    f"the embedded server in {self.data_dir}: {program} could not run as "
+                    f"{account.name}: {exc.strerror} ({exc.filename or program})"
+                ) from None
             if result.returncode == 0:
                 return
             output.seek(0)

@@ -220,3 +220,24 @@ def test_a_server_reachable_by_others_is_exposed() -> None:
         assert reason == f"its socket directory {private} is open to others (mode 0755)"
     finally:
         _files.remove_socket_dir(private, account)
+
+
+def test_binaries_out_of_the_server_users_reach_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As root: binaries under a directory dawdle-postgres cannot search give one line."""
+    if os.geteuid() != 0:
+        pytest.skip("without root the server runs as this user, who reaches what it imports")
+    closed = Path(tempfile.mkdtemp(prefix="dawdle-closed-"))  # 0700, root's
+    try:
+        bundled = _server.Binaries(closed / "bin", "16.2")
+        monkeypatch.setattr(_server, "bundled_binaries", lambda: bundled)
+        with pytest.raises(ConfigurationError) as caught:
+            EmbeddedServer(closed / "pgdata").ensure_running()
+        assert str(caught.value).startswith(
+            f"dawdle-postgres, which runs the embedded PostgreSQL server, cannot reach "
+            f"pgserver's binaries in {closed / 'bin'}: {closed} is mode 0700."
+        )
+        assert not (closed / "pgdata").exists()
+    finally:
+        shutil.rmtree(closed)
