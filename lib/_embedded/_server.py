@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -44,6 +45,8 @@ logger = logging.getLogger("dawdle.connector")
 SUPERUSER: Final = "postgres"
 LOG_FILE: Final = "server.log"
 START_TIMEOUT_SECONDS: Final = 60
+# The server log's "2026-01-31 12:00:00.123 UTC [4242] " before each message.
+_LOG_LINE_PREFIX: Final = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ \S+ \[\d+\] ")
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,11 @@ class EmbeddedServer:
     def stop(self) -> int | None:
         """Stop the server (fast shutdown: sessions are ended); its pid, or None if none ran."""
         account = server_account(create=False)
-        if account is None or not (self.data_dir / "PG_VERSION").exists():
-            return None
+        try:
+            if account is None or not self.data_dir.is_dir():
+                return None
+        except OSError as exc:
+            raise self._unreadable(exc) from None
         with self._locked():
             running = self._live_postmaster(account)
             if running is None:
@@ -335,9 +341,9 @@ class EmbeddedServer:
                 return
             output.seek(0)
             said = output.read()
+        command = f"pg_ctl {args[0]}" if program == "pg_ctl" else program
         raise DatabaseUnavailable(
-            f"the embedded server in {self.data_dir}: {program} {args[0] if args else ''} "
-            f"failed: {self._reason(said)}"
+            f"the embedded server in {self.data_dir}: {command} failed: {self._reason(said)}"
         )
 
     def _reason(self, said: str) -> str:
@@ -345,6 +351,10 @@ class EmbeddedServer:
         lines = [line.strip() for line in said.splitlines() if line.strip()]
         with contextlib.suppress(OSError), self.log_file.open("rb") as log:
             log.seek(self._log_start)
-            lines += [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+            lines += [
+                _LOG_LINE_PREFIX.sub("", line.strip())
+                for line in log.read().decode(errors="replace").splitlines()
+            ]
         fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
-        return (fatal or lines or ["no output"])[-1] + f" (log: {self.log_file})"
+        errors = [line for line in lines if "error:" in line]
+        return (fatal or errors or lines or ["no output"])[-1] + f" (log: {self.log_file})"

@@ -20,11 +20,12 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from dawdle import App, ConfigurationError, PsycopgConnector
+from dawdle import App, ConfigurationError, DatabaseUnavailable, PsycopgConnector
 from dawdle._cli import main
 from dawdle._embedded import EmbeddedServer, ServerStatus, bundled_binaries
 from dawdle._embedded._account import server_account
@@ -256,3 +257,40 @@ def test_a_server_open_to_others_is_restarted_owner_only(
         assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
     finally:
         shutil.rmtree(shared)
+
+
+def test_concurrent_starts_make_one_server() -> None:
+    """Four threads starting one new data directory at once get one server and one conninfo."""
+    parent = Path(tempfile.mkdtemp(prefix="dawdle-sec-race-"))
+    parent.chmod(PARENT_MODE)
+    data_dir = parent / "pgdata"
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            # Each start opens the data directory itself: their locks contend as processes' do.
+            dsns = set(pool.map(lambda _: EmbeddedServer(data_dir).ensure_running(), range(4)))
+        status = running(EmbeddedServer(data_dir))
+        assert dsns == {f"host={status.socket_dir} port=5432 user=postgres dbname=postgres"}
+    finally:
+        EmbeddedServer(data_dir).stop()
+        shutil.rmtree(parent)
+
+
+def test_a_server_that_fails_to_start_says_why_in_one_line(server: EmbeddedServer) -> None:
+    """A start that PostgreSQL refuses: one line with its FATAL reason and the log's path."""
+    server.stop()
+    config = server.data_dir / "postgresql.conf"
+    original = config.read_text()
+    config.write_text(original + "\nno_such_setting = 1\n")
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            server.ensure_running()
+        message = str(caught.value)
+        assert "\n" not in message
+        assert message.startswith(f"the embedded server in {server.data_dir}: pg_ctl start failed:")
+        assert message.endswith(
+            f'failed: FATAL:  configuration file "{config}" contains errors '
+            f"(log: {server.log_file})"
+        )
+    finally:
+        config.write_text(original)
+        server.ensure_running()
