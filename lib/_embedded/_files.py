@@ -171,6 +171,20 @@ def remove_socket_dir(path: Path | None, account: Account) -> None:
             path.rmdir()
 
 
+def _made(path: Path, mode: int) -> bool:
+    """Make the directory `path` (True), or find it there (False); one line if neither."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return False  # made meanwhile, by another dawdle process say
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the embedded server's directory {path}: {exc.strerror}; set "
+            "XDG_DATA_HOME to a writable place"
+        ) from None
+    return True
+
+
 def ensure_data_dir(data_dir: Path, account: Account) -> None:
     """Make `data_dir` (0700, `account`'s) if missing; refuse one the server could not use.
 
@@ -187,12 +201,9 @@ def ensure_data_dir(data_dir: Path, account: Account) -> None:
             "root the default is /var/lib/dawdle/pgdata)"
         )
     for above in reversed(data_dir.parents):
-        if not above.exists():
-            os.mkdir(above)
-            if not account.is_current:
-                above.chmod(0o755)  # ours, new: readable by the server's user
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(data_dir, 0o700)
+        if not above.exists() and _made(above, 0o777) and not account.is_current:
+            above.chmod(0o755)  # ours, new: searchable by the server's user whatever the umask
+    _made(data_dir, 0o700)
     info = data_dir.stat()
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigurationError(

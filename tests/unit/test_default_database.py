@@ -176,16 +176,15 @@ def test_someone_elses_data_directory_is_refused(reachable_dir: Path) -> None:
     assert data_dir.stat().st_uid == 65534
 
 
-def test_a_live_pid_of_another_program_is_not_the_server(reachable_dir: Path) -> None:
+def test_a_live_pid_of_another_program_is_not_the_server(
+    reachable_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pid file naming a live process that is not a server of this directory is stale."""
     account = current_account()
     assert not _files.process_serves(os.getpid(), reachable_dir, account)
-    os.chdir(reachable_dir)  # now this process looks like a server of it
-    try:
-        assert _files.process_serves(os.getpid(), reachable_dir, account)
-    finally:
-        os.chdir("/")
     assert not _files.process_serves(2**22 + 1, reachable_dir, account)  # above pid_max
+    monkeypatch.chdir(reachable_dir)  # now this process looks like a server of it
+    assert _files.process_serves(os.getpid(), reachable_dir, account)
 
 
 def test_socket_directories_are_new_and_private() -> None:
@@ -241,3 +240,15 @@ def test_binaries_out_of_the_server_users_reach_are_named(
         assert not (closed / "pgdata").exists()
     finally:
         shutil.rmtree(closed)
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line(reachable_dir: Path) -> None:
+    """A data directory dawdle cannot create (under a file here): one line naming it."""
+    (reachable_dir / "file").write_text("")
+    data_dir = reachable_dir / "file" / "dawdle" / "pgdata"
+    with pytest.raises(ConfigurationError) as caught:
+        EmbeddedServer(data_dir).ensure_running()
+    assert str(caught.value) == (
+        f"cannot create the embedded server's directory {reachable_dir / 'file' / 'dawdle'}: "
+        "Not a directory; set XDG_DATA_HOME to a writable place"
+    )
