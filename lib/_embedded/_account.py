@@ -62,7 +62,7 @@ class Account:
     def blocking_ancestor(self, path: Path) -> Path | None:
         """The highest existing directory above `path` this user may not search, or None."""
         return next(
-            (above for above in reversed(path.parents) if above.exists() and not self.may(above)),
+            (above for above in reversed(path.parents) if above.is_dir() and not self.may(above)),
             None,
         )
 
