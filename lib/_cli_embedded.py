@@ -8,7 +8,6 @@ runs (as `pg_ctl status` does), so that scripts can test it.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -66,7 +65,6 @@ def cmd_embedded(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
         print(f"data directory: {status.data_dir}")
         print(f"socket directory: {status.socket_dir or '-'}")
         print(f"version: {status.data_version or 'no cluster yet'} (bundled binaries: {bundled})")
-        sys.stdout.flush()
         return 0 if status.running else EXIT_NOT_RUNNING
 
     return run

@@ -71,7 +71,7 @@ async def test_a_query_waits_out_a_short_outage(app: App, server: PrivateServer)
             await trying.wait()
             await anyio.wait_all_tasks_blocked()
             assert result == []  # still waiting for the server
-            # restart, not start: it reuses the options pgserver started the server with.
+            # restart, not start: it reuses the options the server was started with.
             await anyio.to_thread.run_sync(pg_ctl, server, "restart")
     finally:
         server.ensure_postgres_running()
