@@ -8,7 +8,6 @@ file permissions; no other user can.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
@@ -90,9 +89,7 @@ def server_account(*, create: bool) -> Account | None:
         if not create:
             return None
         entry = _create_service_user()
-    groups = frozenset(
-        [entry.pw_gid, *(group.gr_gid for group in grp.getgrall() if SERVICE_USER in group.gr_mem)]
-    )
+    groups = frozenset(os.getgrouplist(SERVICE_USER, entry.pw_gid))
     return Account(entry.pw_uid, entry.pw_gid, SERVICE_USER, groups)
 
 
