@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from dawdle._embedded._account import SERVICE_USER as SERVICE_USER
 from dawdle._embedded._account import Account as Account
+from dawdle._embedded._binaries import bundled_binaries as bundled_binaries
 from dawdle._embedded._server import EmbeddedServer as EmbeddedServer
 from dawdle._embedded._server import ServerStatus as ServerStatus
-from dawdle._embedded._server import bundled_binaries as bundled_binaries

@@ -1,22 +1,19 @@
 """Starting, inspecting and stopping the embedded server with pgserver's bundled binaries.
 
-pgserver provides the binaries (initdb, pg_ctl, postgres); dawdle runs them itself, since
-pgserver puts the socket of a long data-directory path in a shared directory, and as
-root opens every directory above the data. Every start or stop of one data directory
-holds an exclusive lock on it (flock on the directory), so that concurrent dawdle
-processes start one server between them.
+pgserver provides the binaries (initdb, pg_ctl, postgres: `_binaries.py`); dawdle runs
+them itself, since pgserver puts the socket of a long data-directory path in a shared
+directory, and as root opens every directory above the data. Every start or stop of one
+data directory holds an exclusive lock on it (flock on the directory), so that concurrent
+dawdle processes start one server between them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import logging
 import os
 import re
 import shlex
-import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from typing import Final
 from psycopg import conninfo
 
 from dawdle._embedded._account import Account, server_account
+from dawdle._embedded._binaries import Binaries, bundled_binaries, reachable_binaries
 from dawdle._embedded._files import (
     PID_FILE,
     PORT,
@@ -47,48 +45,6 @@ LOG_FILE: Final = "server.log"
 START_TIMEOUT_SECONDS: Final = 60
 # The server log's "2026-01-31 12:00:00.123 UTC [4242] " before each message.
 _LOG_LINE_PREFIX: Final = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ \S+ \[\d+\] ")
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """pgserver's PostgreSQL programs and their version ("16.2")."""
-
-    bin_dir: Path
-    version: str
-
-    @property
-    def major(self) -> str:
-        """The major version, as a data directory's PG_VERSION file names it."""
-        return self.version.split(".")[0]
-
-
-def bundled_binaries() -> Binaries:
-    """The binaries pgserver ships, found without importing it (its import has side effects)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(
-            "no database configured: set DAWDLE_DSN (or PGHOST / DATABASE_URL), or install "
-            "dawdle[embedded] to let dawdle start its own PostgreSQL"
-        )
-    return _binaries_in(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
-
-
-@functools.cache
-def _binaries_in(bin_dir: Path) -> Binaries:
-    """The binaries in `bin_dir`, with the version `postgres --version` reports."""
-    try:
-        output = subprocess.run(  # noqa: S603 (a fixed program of ours, no shell)
-            [str(bin_dir / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise ConfigurationError(
-            f"pgserver's PostgreSQL binaries in {bin_dir} do not run ({exc}): reinstall "
-            "dawdle[embedded]"
-        ) from None
-    return Binaries(bin_dir, output.split()[-1])
 
 
 @dataclass(frozen=True)
@@ -117,18 +73,9 @@ class EmbeddedServer:
 
     def ensure_running(self) -> str:
         """Start the server unless it runs (owner-only); its conninfo. Blocking."""
-        binaries = bundled_binaries()
         account = server_account(create=True)
         assert account is not None  # noqa: S101 (create=True makes it or raises)
-        blocker = account.blocking_ancestor(binaries.bin_dir / "postgres")
-        if blocker is not None:
-            raise ConfigurationError(
-                f"{account.name}, which runs the embedded PostgreSQL server, cannot reach "
-                f"pgserver's binaries in {binaries.bin_dir}: {blocker} is mode "
-                f"{stat.S_IMODE(blocker.stat().st_mode):04o}. Install dawdle[embedded] where "
-                "other users may read it (a virtualenv outside root's home), run dawdle as "
-                "an ordinary user, or set DAWDLE_DSN"
-            )
+        binaries = reachable_binaries(bundled_binaries(), account)
         ensure_data_dir(self.data_dir, account)
         with self._locked():
             running = self._live_postmaster(account)
@@ -183,7 +130,9 @@ class EmbeddedServer:
             running = self._live_postmaster(account)
             if running is None:
                 return None
-            self._pg_ctl(bundled_binaries(), account, "stop", "-m", "fast")
+            self._pg_ctl(
+                reachable_binaries(bundled_binaries(), account), account, "stop", "-m", "fast"
+            )
             remove_socket_dir(running.socket_dir, account)
             return running.pid
 
@@ -191,7 +140,7 @@ class EmbeddedServer:
         """Run `pg_ctl -w ARGS` on the data directory as the server's user (tests restart it)."""
         account = server_account(create=False)
         assert account is not None  # noqa: S101 (only once the server has run)
-        self._pg_ctl(bundled_binaries(), account, *args)
+        self._pg_ctl(reachable_binaries(bundled_binaries(), account), account, *args)
 
     # -- starting ------------------------------------------------------------------------------
 

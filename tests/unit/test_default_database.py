@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from dawdle import ConfigurationError
 from dawdle._connector import embedded
-from dawdle._embedded import EmbeddedServer, _files, _server
+from dawdle._embedded import EmbeddedServer, _binaries, _files
 from dawdle._embedded._account import current_account, server_account
 
 LIBPQ = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "PGUSER")
@@ -107,7 +108,7 @@ def test_another_major_version_is_refused_in_one_line(reachable_dir: Path) -> No
     account = server_account(create=True)
     assert account is not None
     os.chown(data_dir, account.uid, account.gid)
-    bundled = _server.bundled_binaries().version
+    bundled = _binaries.bundled_binaries().version
     with pytest.raises(ConfigurationError) as caught:
         EmbeddedServer(data_dir).ensure_running()
     message = str(caught.value)
@@ -221,23 +222,61 @@ def test_a_server_reachable_by_others_is_exposed() -> None:
         _files.remove_socket_dir(private, account)
 
 
-def test_binaries_out_of_the_server_users_reach_are_named(
-    monkeypatch: pytest.MonkeyPatch,
+def test_binaries_out_of_the_server_users_reach_are_copied_once(
+    monkeypatch: pytest.MonkeyPatch, reachable_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """As root: binaries under a directory dawdle-postgres cannot search give one line."""
+    """As root: binaries under a 0700 directory are copied where dawdle-postgres runs them."""
+    if os.geteuid() != 0:
+        pytest.skip("without root the server runs as this user, who reaches what it imports")
+    bundled = _binaries.bundled_binaries()
+    closed = Path(tempfile.mkdtemp(prefix="dawdle-closed-"))  # 0700, root's
+    try:
+        shutil.copytree(bundled.bin_dir.parent, closed / "pginstall", symlinks=True)
+        hidden = _binaries.Binaries(closed / "pginstall" / "bin", bundled.version)
+        monkeypatch.setattr(_binaries, "COPY_ROOT", reachable_dir / "lib")
+        account = server_account(create=True)
+        assert account is not None
+        with caplog.at_level(logging.WARNING, logger="dawdle.connector"):
+            copy = _binaries.reachable_binaries(hidden, account)
+            assert _binaries.reachable_binaries(hidden, account) == copy
+        target = reachable_dir / "lib" / f"pginstall-{bundled.version}"
+        assert copy == _binaries.Binaries(target / "bin", bundled.version)
+        assert [record.getMessage() for record in caplog.records] == [
+            f"dawdle: copied PostgreSQL's binaries to {target}, since dawdle-postgres (which "
+            f"runs the embedded server) cannot reach them in {closed / 'pginstall'}"
+        ]
+        assert stat.S_IMODE(closed.stat().st_mode) == 0o700  # the original stays closed
+        version = subprocess.run(  # noqa: S603 (our arguments)
+            [str(copy.bin_dir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            **account.subprocess_options(),
+        )
+        assert version.stdout.split()[-1] == bundled.version
+    finally:
+        shutil.rmtree(closed)
+
+
+def test_binaries_that_cannot_be_copied_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, reachable_dir: Path
+) -> None:
+    """As root: no place for the copy (under a file here) gives one line naming both paths."""
     if os.geteuid() != 0:
         pytest.skip("without root the server runs as this user, who reaches what it imports")
     closed = Path(tempfile.mkdtemp(prefix="dawdle-closed-"))  # 0700, root's
     try:
-        bundled = _server.Binaries(closed / "bin", "16.2")
-        monkeypatch.setattr(_server, "bundled_binaries", lambda: bundled)
+        (reachable_dir / "file").write_text("")
+        monkeypatch.setattr(_binaries, "COPY_ROOT", reachable_dir / "file" / "lib")
+        hidden = _binaries.Binaries(closed / "pginstall" / "bin", "16.2")
+        account = server_account(create=True)
+        assert account is not None
         with pytest.raises(ConfigurationError) as caught:
-            EmbeddedServer(closed / "pgdata").ensure_running()
+            _binaries.reachable_binaries(hidden, account)
         assert str(caught.value).startswith(
-            f"dawdle-postgres, which runs the embedded PostgreSQL server, cannot reach "
-            f"pgserver's binaries in {closed / 'bin'}: {closed} is mode 0700."
+            f"cannot copy PostgreSQL's binaries from {closed / 'pginstall'} to "
+            f"{reachable_dir / 'file' / 'lib' / 'pginstall-16.2'} (Not a directory)"
         )
-        assert not (closed / "pgdata").exists()
     finally:
         shutil.rmtree(closed)
 
