@@ -7,7 +7,6 @@ As root the server runs as `dawdle-postgres`, which may not reach a virtualenv u
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import logging
@@ -112,8 +111,12 @@ def _copy(install: Path, target: Path) -> None:
                     executable = path.is_dir() or path.stat().st_mode & stat.S_IXUSR
                     path.chmod(0o755 if executable else 0o644)
             # A rename, so that a concurrent start sees all of the copy or none of it.
-            with contextlib.suppress(FileExistsError, OSError):
+            try:
                 copy.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                # Another process's copy got there first (ENOTEMPTY): use it.
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
