@@ -25,6 +25,7 @@ import anyio
 
 from dawdle._cli_app import load_app
 from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_embedded import add_embedded_parser
 from dawdle._cli_errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -193,7 +194,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `dawdle` argument parser with its four subcommands."""
+    """The `dawdle` argument parser with its subcommands."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--app",
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "live worker left its tasks unpublished), or if that cannot be checked",
     )
     healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
+
+    add_embedded_parser(commands)
     return parser
 
 

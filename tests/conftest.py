@@ -10,9 +10,11 @@ tests, real ones for durability and perf).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,21 +27,25 @@ from dawdle._dawdle_schema import DAWDLE_SCHEMA
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
-    """The server named by DAWDLE_TEST_DSN, else an embedded one started for this session."""
+    """The server named by DAWDLE_TEST_DSN, else an embedded one started for this session.
+
+    The embedded one is dawdle's own (`dawdle._embedded`, as the default database uses), so
+    the whole suite runs on it; stopped and deleted at the end. Not under pytest's basetemp:
+    pytest prunes old basetemps, which another session may still be using.
+    """
     configured = os.environ.get("DAWDLE_TEST_DSN")
     if configured:
         yield configured
         return
-    import pgserver  # noqa: PLC0415 (only needed, and only installed, for the embedded default)
+    from dawdle._embedded import EmbeddedServer  # noqa: PLC0415 (Unix only, as the server)
 
-    # Not under pytest's basetemp: pytest prunes old basetemps, which another session may
-    # still be using, and the server runs as its own system user. A short path, too: the
-    # server's Unix socket lives in its data directory (108-byte limit).
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-pg-"), cleanup_mode="delete")
+    data_dir = Path(tempfile.mkdtemp(prefix="dawdle-pg-"))
+    server = EmbeddedServer(data_dir)
     try:
-        yield server.get_uri()
+        yield server.ensure_running()
     finally:
-        server.cleanup()
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,32 @@ import logging
 import os
 from pathlib import Path
 
-from dawdle._errors import ConfigurationError
-
 logger = logging.getLogger("dawdle.connector")
 
 # libpq reads these itself when the connection string leaves them out.
 _LIBPQ_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "PGUSER")
 
+# Root's embedded server runs as a system user, which must reach the data without dawdle
+# opening root's home (0700): it lives where services keep theirs.
+_ROOT_DATA_DIR = Path("/var/lib/dawdle/pgdata")
+
 
 def embedded_data_dir() -> Path:
-    """The per-user data directory of the embedded server, kept across runs."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "dawdle" / "pgdata"
+    """The data directory of the embedded server, kept across runs.
+
+    $XDG_DATA_HOME/dawdle/pgdata, else ~/.local/share/dawdle/pgdata; as root (without
+    XDG_DATA_HOME) /var/lib/dawdle/pgdata.
+    """
+    base = os.environ.get("XDG_DATA_HOME")
+    if base:
+        return Path(base) / "dawdle" / "pgdata"
+    if os.geteuid() == 0:
+        return _ROOT_DATA_DIR
+    return Path.home() / ".local" / "share" / "dawdle" / "pgdata"
 
 
 def default_conninfo() -> str:
-    """DAWDLE_DSN, else libpq's environment, else an embedded server's URI (started if needed).
+    """DAWDLE_DSN, else libpq's environment, else an embedded server's conninfo (started if needed).
 
     Blocking: it may start a PostgreSQL server; call it in a worker thread from async code.
     """
@@ -37,16 +47,14 @@ def default_conninfo() -> str:
 
 
 def _start_embedded(data_dir: Path) -> str:
-    try:
-        import pgserver  # noqa: PLC0415 (optional dependency, imported only when needed)
-    except ImportError as exc:
-        raise ConfigurationError(
-            "no database configured: set DAWDLE_DSN (or PGHOST / DATABASE_URL), or install "
-            "dawdle[embedded] to let dawdle start its own PostgreSQL"
-        ) from exc
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None leaves the server running for the next process, like a local service.
-    # pgserver re-exports get_server without __all__, which strict mypy does not see.
-    server = pgserver.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
-    logger.info("dawdle: using the embedded PostgreSQL server in %s", data_dir)
-    return str(server.get_uri())
+    """The conninfo of the embedded server in `data_dir`, started unless it runs."""
+    # Imported here: Unix only (pwd, fcntl), and needed only without a configured database.
+    from dawdle._embedded import EmbeddedServer  # noqa: PLC0415
+
+    # It keeps running when this process exits, for the next one: a local service.
+    dsn = EmbeddedServer(data_dir).ensure_running()
+    logger.info(
+        "dawdle: using the embedded PostgreSQL server in %s (`dawdle embedded stop` stops it)",
+        data_dir,
+    )
+    return dsn

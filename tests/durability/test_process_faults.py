@@ -23,7 +23,6 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import anyio.to_thread
-import pgserver
 import psycopg
 import pytest
 from anyio.abc import SocketAttribute
@@ -34,7 +33,7 @@ from psycopg import conninfo
 from dawdle import App
 from tests.durability import fault_app
 from tests.durability.fault_app import WorkerProcesses
-from tests.durability.private_server import pg_ctl, private_server
+from tests.durability.private_server import PrivateServer, pg_ctl, private_server
 
 pytestmark = pytest.mark.anyio
 
@@ -68,14 +67,14 @@ def fault_dsn(schema_dsn: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[pgserver.PostgresServer]:
+def server() -> Iterator[PrivateServer]:
     """A private PostgreSQL server that tests may restart (never the shared one)."""
     with private_server("dawdle-pf-") as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def server_dsn(server: pgserver.PostgresServer) -> str:
+def server_dsn(server: PrivateServer) -> str:
     """A database of the private server, ready for fault_app."""
     with psycopg.connect(server.get_uri(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE process_faults")
@@ -309,7 +308,7 @@ async def test_frozen_workers_late_outcome_leaves_the_rerun_alone(
 
 @pytest.mark.parametrize("fault", ["restart", "terminate"])
 async def test_worker_rides_out_a_database_fault(
-    server: pgserver.PostgresServer,
+    server: PrivateServer,
     server_dsn: str,
     workers: WorkerProcesses,
     anyio_backend: str,
