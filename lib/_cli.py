@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, Final, NoReturn
@@ -393,17 +392,12 @@ def _configure_logging(command: str, verbose: int) -> None:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
-        # The embedded server's one line says where the data is: worth seeing every time;
-        # pgserver's own lines about its process handles are not.
+        # The embedded server's one line says where the data is: worth seeing every time.
         logging.getLogger("dawdle.connector").setLevel(logging.INFO)
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `dawdle` command line; return its exit code."""
-    # pgserver asks platformdirs for a runtime directory, which warns where there is no login
-    # session (containers, CI) before falling back to /tmp: noise for the embedded server.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.command, args.verbose)

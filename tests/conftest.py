@@ -10,11 +10,8 @@ tests, real ones for durability and perf).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,6 +20,7 @@ from psycopg import conninfo, sql
 
 from dawdle import App, InMemoryConnector
 from dawdle._dawdle_schema import DAWDLE_SCHEMA
+from tests.durability.private_server import private_server
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +35,8 @@ def postgres_dsn() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from dawdle._embedded import EmbeddedServer  # noqa: PLC0415 (Unix only, as the server)
-
-    data_dir = Path(tempfile.mkdtemp(prefix="dawdle-pg-"))
-    server = EmbeddedServer(data_dir)
-    try:
-        yield server.ensure_running()
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with private_server("dawdle-pg-") as server:
+        yield server.get_uri()
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +21,7 @@ from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
 import dawdle
+from tests.durability.private_server import private_server
 
 TRUNCATE = "TRUNCATE procrastinate_jobs RESTART IDENTITY CASCADE"
 FILL = """
@@ -43,8 +42,7 @@ SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
 def server(dsn: str | None) -> Iterator[tuple[str, str]]:
     """The server to use and where it came from: `dsn`, else DAWDLE_TEST_DSN, else embedded.
 
-    The embedded server (pgserver) lives in a new temporary directory (short, because its
-    Unix socket lives there) and is stopped and deleted at the end.
+    The embedded server lives in a new temporary directory, stopped and deleted at the end.
     """
     if dsn:
         yield dsn, "--dsn"
@@ -53,18 +51,8 @@ def server(dsn: str | None) -> Iterator[tuple[str, str]]:
     if configured:
         yield configured, "DAWDLE_TEST_DSN"
         return
-    with warnings.catch_warnings():
-        # Asked for a runtime directory as pgserver is imported, platformdirs warns on
-        # machines without a login session (CI, containers) before falling back to /tmp:
-        # harmless here. Only this warning is silenced.
-        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
-        import pgserver  # noqa: PLC0415 (only needed, and only installed, for this server)
-
-    embedded = pgserver.get_server(tempfile.mkdtemp(prefix="dawdle-pg-"), cleanup_mode="delete")
-    try:
-        yield embedded.get_uri(), "embedded pgserver"
-    finally:
-        embedded.cleanup()
+    with private_server("dawdle-pg-") as embedded:
+        yield embedded.get_uri(), "embedded (dawdle's launcher)"
 
 
 @contextlib.contextmanager
