@@ -28,8 +28,9 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 JSONB_MAX_BYTES: Final = 0x0FFFFFFF
 # Procrastinate's columns: queue_name and task_name are character varying(128).
 NAME_MAX_CHARS: Final = 128
-# lock and queueing_lock are text, but each is in a unique btree index, whose entries are at
-# most 2,704 bytes: a longer lock would be deferred, then refused at every claim.
+# lock and queueing_lock are text, but each is in btree indexes, whose entries hold at most
+# 2,704 bytes (less once compressed): a longer lock is refused by the server, after the whole
+# job was sent, with an error about an index. 1 KiB is far more than a key needs.
 LOCK_MAX_BYTES: Final = 1024
 
 _CONTAINERS = (dict, list, tuple)
@@ -62,7 +63,7 @@ class JobLimits:
                 if size > LOCK_MAX_BYTES:
                     raise UnsupportedValue(
                         f"{field} {lock[:40]!r}... is {size:,} bytes; at most "
-                        f"{LOCK_MAX_BYTES:,} fit in its unique index"
+                        f"{LOCK_MAX_BYTES:,} fit in Procrastinate's index"
                     )
 
     def encode_args(self, args: dict[str, Any], dumps: JsonDumps) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any, LiteralString, TypeVar
 import anyio
 import anyio.to_thread
 import psycopg
-from procrastinate import connector, exceptions, sync_psycopg_connector
+from procrastinate import connector, exceptions
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
@@ -21,6 +21,7 @@ from dawdle._connector._factory import Configure, ConnectionFactory
 from dawdle._connector._failures import database_errors
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits, query_params
 from dawdle._connector._pool import Pool, connect_with_retries
+from dawdle._connector._sync import SyncConnector
 from dawdle._errors import ConfigurationError, DatabaseUnavailable
 from dawdle._validate import integer, number
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy
@@ -123,7 +124,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         self.json_dumps = json_dumps
         self.json_loads = json_loads
         self._pool: Pool[AnyioConnection] | None = None
-        self._sync_connector: sync_psycopg_connector.SyncPsycopgConnector | None = None
+        self._sync_connector: SyncConnector | None = None
 
     @property
     def pool(self) -> Pool[AnyioConnection]:
@@ -273,8 +274,10 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     def get_sync_connector(self) -> connector.BaseConnector:
         """A thread-safe synchronous connector on the same database, for sync code.
 
-        Its connections get the same connection options (`kwargs`); an async `configure`
-        cannot set up synchronous connections, so with one this raises ConfigurationError.
+        Its connections get the same connection options (`kwargs`, the connect timeout); an
+        async `configure` cannot set up synchronous connections, so with one this raises
+        ConfigurationError. Its queries (a sync task's `defer()`) get the same job checks
+        and one-line errors as the async ones.
         """
         configure = self._connect.configure
         if configure is not None:
@@ -288,10 +291,12 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             conninfo = self._connect.conninfo
             if conninfo is None:
                 conninfo = self._connect.default_conninfo()
-            sync = sync_psycopg_connector.SyncPsycopgConnector(
+            sync = SyncConnector(
+                limits=self._limits,
                 conninfo=conninfo,
                 min_size=0,
                 max_size=self._max_size,
+                timeout=self._timeout,
                 kwargs={"autocommit": True, **self._connect.options},
                 json_dumps=self.json_dumps,
                 json_loads=self.json_loads,

@@ -9,7 +9,8 @@ import anyio.to_thread
 import pytest
 from procrastinate import exceptions, schema
 
-from dawdle import App, InMemoryConnector
+from dawdle import App, ConfigurationError, InMemoryConnector, UnsupportedValue
+from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +97,41 @@ async def test_reset_between_tests(in_memory_app: App) -> None:
     connector = in_memory_app.connector
     connector.reset()  # type: ignore[attr-defined]
     assert connector.jobs == {}  # type: ignore[attr-defined]
+
+
+async def test_max_payload_bytes_is_enforced_as_in_postgresql() -> None:
+    """Over `max_payload_bytes` of JSON: refused naming size and limit; a batch stores nothing."""
+    connector = InMemoryConnector(max_payload_bytes=100)
+    app = App(connector=connector)
+    async with app.open_async():
+
+        @app.task(name="payload")
+        async def payload(data: str) -> None: ...
+
+        # {"data": "xxx..."}: 12 bytes around the string.
+        await payload.defer_async(data="x" * 88)
+        with pytest.raises(UnsupportedValue) as single:
+            await payload.defer_async(data="x" * 89)
+        with pytest.raises(UnsupportedValue) as batch:
+            await payload.batch_defer_async({"data": "ok"}, {"data": "é" * 60})
+    assert str(single.value) == "job argument of 101 bytes of JSON exceeds max_payload_bytes=100"
+    # Not ASCII: 60 characters, each escaped as \u00e9 (6 bytes) by json.dumps.
+    assert str(batch.value) == "job argument of 372 bytes of JSON exceeds max_payload_bytes=100"
+    assert [job["args"] for job in connector.jobs.values()] == [{"data": "x" * 88}]
+
+
+async def test_default_payload_limit_and_name_lengths(in_memory_app: App) -> None:
+    """The default limit is PsycopgConnector's (1 MiB); a 129-character queue name is refused."""
+    deferrer = in_memory_app.configure_task("payload", allow_unknown=True)
+    with pytest.raises(UnsupportedValue, match="exceeds max_payload_bytes=1,048,576"):
+        await deferrer.defer_async(data="x" * DEFAULT_MAX_PAYLOAD_BYTES)
+    long_queue = in_memory_app.configure_task("payload", allow_unknown=True, queue="q" * 129)
+    with pytest.raises(UnsupportedValue, match="is 129 characters; Procrastinate's column"):
+        await long_queue.defer_async()
+    assert in_memory_app.connector.jobs == {}  # type: ignore[attr-defined]
+
+
+def test_bad_payload_limit_is_named() -> None:
+    """max_payload_bytes=0 is refused by name."""
+    with pytest.raises(ConfigurationError, match="InMemoryConnector: max_payload_bytes must be"):
+        InMemoryConnector(max_payload_bytes=0)
