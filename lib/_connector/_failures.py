@@ -15,7 +15,7 @@ from typing import Final
 import psycopg
 from procrastinate import exceptions, sync_psycopg_connector
 
-from dawdle._errors import DatabaseError, UniqueViolation
+from dawdle._errors import DatabaseError, DawdleError, UniqueViolation
 
 # A primary message can quote a value (an enum label, a too long input): kept this short.
 MAX_REASON_CHARS: Final = 300
@@ -70,8 +70,9 @@ def database_errors() -> Iterator[None]:
             yield
     except exceptions.ConnectorException as exc:
         cause = exc.__cause__
-        if not isinstance(cause, psycopg.Error):
-            raise  # Procrastinate's own, such as NoResult: no psycopg error to describe
+        if isinstance(exc, DawdleError) or not isinstance(cause, psycopg.Error):
+            # Said already (DatabaseUnavailable, PoolTimeout), or Procrastinate's own (NoResult).
+            raise
         if isinstance(exc, exceptions.UniqueViolation):
             raise UniqueViolation(
                 reason(cause), constraint_name=exc.constraint_name, queueing_lock=exc.queueing_lock

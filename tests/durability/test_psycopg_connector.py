@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.from_thread
@@ -29,6 +30,14 @@ async def app(schema_dsn: str) -> AsyncIterator[App]:
     async with app.open_async():
         await app.connector.execute_query_async("TRUNCATE procrastinate_jobs CASCADE")
         yield app
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A TCP port bound but not listening: connecting to it is refused at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
 
 
 def connector_of(app: App) -> PsycopgConnector:
@@ -366,6 +375,23 @@ async def test_bad_port_names_host_and_database_and_hides_the_password() -> None
     assert "hunter2" not in message
     assert isinstance(caught.value, exceptions.ConnectorException)
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+async def test_server_lost_during_a_query_is_database_unavailable(closed_port: int) -> None:
+    """A query that cannot get a connection raises DatabaseUnavailable naming the server."""
+    # min_size=0: the pool opens without connecting, so the first query makes the connection.
+    unreachable = f"host=127.0.0.1 port={closed_port} user=postgres password=hunter2"
+    connector = PsycopgConnector(conninfo=unreachable, min_size=0, reconnect_timeout=0.2)
+    await connector.open_async()
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            await connector.execute_query_async("SELECT 1")
+    finally:
+        await connector.close_async()
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to PostgreSQL at host=127.0.0.1 port={closed_port}")
+    assert "Connection refused" in message
+    assert "hunter2" not in message
 
 
 async def test_missing_database_is_named(schema_dsn: str) -> None:
