@@ -85,6 +85,17 @@ async def test_database_error_keeps_the_reason_and_drops_the_sql(app: App) -> No
     assert isinstance(caught.value, DawdleError)  # the CLI prints it as it is, on one line
 
 
+async def test_sync_queries_keep_the_reason_and_drop_the_sql(app: App) -> None:
+    """The connector of sync code (a sync task's defer()) describes errors the same way."""
+    statement = "DO $$ BEGIN PERFORM 1 / (SELECT count(*) FROM pg_class WHERE false); END $$"
+    with pytest.raises(exceptions.ConnectorException) as caught:
+        await anyio.to_thread.run_sync(
+            functools.partial(app.connector.get_sync_connector().execute_query, statement)
+        )
+    assert str(caught.value) == "division by zero (division_by_zero)"
+    assert isinstance(caught.value.__cause__, psycopg.errors.DivisionByZero)
+
+
 async def test_defer_without_the_schema_says_to_apply_it(database_dsn: str) -> None:
     """Deferring on a database without the schema names the missing type and `schema --apply`."""
     # A search_path without Procrastinate's schema, as a database where it was never applied.
