@@ -109,9 +109,23 @@ def _check_jsonb(value: Any, path: str) -> int:
     return size
 
 
-def _encoded(data: bytes) -> Callable[[Any], bytes]:
-    """A `dumps` for psycopg's Jsonb that returns JSON encoded already."""
-    return lambda _value: data
+class _Encoded:
+    """A `dumps` for psycopg's Jsonb that hands over JSON encoded already, once.
+
+    The encoded value is let go when psycopg takes it, so that the query holds no extra copy
+    of a big argument; a second dump (the query sent again on another connection after the
+    server closed the first) encodes it again.
+    """
+
+    __slots__ = ("_data", "_dumps")
+
+    def __init__(self, data: bytes, dumps: JsonDumps) -> None:
+        self._data: bytes | None = data
+        self._dumps = dumps
+
+    def __call__(self, value: Any) -> str | bytes:
+        data, self._data = self._data, None
+        return self._dumps(value) if data is None else data
 
 
 class _Params:
@@ -123,7 +137,8 @@ class _Params:
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return Jsonb(value, dumps=_encoded(self._limits.encode_args(value, self._dumps)))
+            encoded = self._limits.encode_args(value, self._dumps)
+            return Jsonb(value, dumps=_Encoded(encoded, self._dumps))
         if isinstance(value, list):
             # Arrays of plain values (the worker's batches of ids, statuses...) go as they are.
             if not any(isinstance(item, _CONTAINERS) for item in value):

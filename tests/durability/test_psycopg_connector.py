@@ -360,10 +360,13 @@ async def test_query_right_after_termination_is_not_lost(app: App, schema_dsn: s
             await admin.connector.execute_query_async(
                 "SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid", pids=pids
             )
+            # A jsonb argument too: sent again on a new connection, it is encoded again.
             row = await app.connector.execute_query_one_async(
-                "SELECT %(n)s::int AS n", n=round_number
+                "SELECT %(n)s::int AS n, %(doc)s::jsonb AS doc",
+                n=round_number,
+                doc={"round": round_number},
             )
-            assert row["n"] == round_number
+            assert row == {"n": round_number, "doc": {"round": round_number}}
 
 
 async def test_bad_port_names_host_and_database_and_hides_the_password() -> None:
