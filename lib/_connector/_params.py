@@ -98,15 +98,18 @@ def _check_jsonb(value: Any, path: str) -> int:
     if isinstance(value, str):
         if "\x00" in value:
             raise UnsupportedValue(f"{path} = {value!r:.60}: jsonb cannot hold \\u0000 (NUL)")
-        return len(value) + 2
-    size = 2
+        return len(value) + 2  # its quotes, and at least a byte per character
     if isinstance(value, dict):
+        size = 2  # the braces; separators are not counted (a custom dumps may leave them out)
         for key, item in value.items():
             size += _check_jsonb(key, f"{path} key") + _check_jsonb(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
+        return size
+    if isinstance(value, list | tuple):
+        size = 2
         for index, item in enumerate(value):
             size += _check_jsonb(item, f"{path}[{index}]")
-    return size
+        return size
+    return 1  # a number, true, false or null: at least a byte
 
 
 class _Encoded:

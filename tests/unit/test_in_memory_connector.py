@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -118,6 +119,27 @@ async def test_max_payload_bytes_is_enforced_as_in_postgresql() -> None:
     # Not ASCII: 60 characters, each escaped as \u00e9 (6 bytes) by json.dumps.
     assert str(batch.value) == "job argument of 372 bytes of JSON exceeds max_payload_bytes=100"
     assert [job["args"] for job in connector.jobs.values()] == [{"data": "x" * 88}]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"n": [0] * 50}, {"s": "é" * 10, "t": {"u": None, "v": [True, 1.5]}}, {}],
+    ids=["numbers", "mixed", "empty"],
+)
+async def test_argument_of_exactly_max_payload_bytes_is_accepted(args: dict[str, Any]) -> None:
+    """The limit is on the JSON's exact size: at the limit it is stored, a byte over refused."""
+    size = len(json.dumps(args).encode())
+    for limit, accepted in ((size, True), (size - 1, False)):
+        if limit < 1:
+            continue
+        app = App(connector=InMemoryConnector(max_payload_bytes=limit))
+        async with app.open_async():
+            deferrer = app.configure_task("exact", allow_unknown=True)
+            if accepted:
+                await deferrer.defer_async(**args)
+            else:
+                with pytest.raises(UnsupportedValue, match=f"exceeds max_payload_bytes={limit}$"):
+                    await deferrer.defer_async(**args)
 
 
 async def test_default_payload_limit_and_name_lengths(in_memory_app: App) -> None:
