@@ -12,6 +12,7 @@ from dawdle._errors import ConfigurationError as ConfigurationError
 from dawdle._errors import DatabaseUnavailable as DatabaseUnavailable
 from dawdle._errors import DawdleError as DawdleError
 from dawdle._errors import JobTimeout as JobTimeout
+from dawdle._errors import PoolTimeout as PoolTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._options import WorkerOptions as WorkerOptions
@@ -33,6 +34,7 @@ __all__ = [
     "JobContext",
     "JobTimeout",
     "Outcome",
+    "PoolTimeout",
     "PsycopgConnector",
     "RetryPolicy",
     "SchemaOutdated",

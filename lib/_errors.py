@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from procrastinate.exceptions import ConnectorException
+from procrastinate.exceptions import UniqueViolation as ProcrastinateUniqueViolation
 
 
 class DawdleError(Exception):
@@ -17,6 +18,25 @@ class DatabaseUnavailable(DawdleError, ConnectorException):  # noqa: N818 (reads
     """PostgreSQL cannot be reached: the message names host and database, never the password."""
 
 
+class PoolTimeout(DawdleError, ConnectorException):  # noqa: N818 (psycopg_pool's name)
+    """No pooled connection came free within the connector's `timeout`; the message says so.
+
+    It names the wait and the pool's size: retry later, raise `max_size`, or hold
+    connections for less time.
+    """
+
+
+class DatabaseError(DawdleError, ConnectorException):
+    """PostgreSQL failed a query: the server's reason and SQLSTATE name, never SQL text.
+
+    psycopg's error is the `__cause__`; callers catch Procrastinate's `ConnectorException`.
+    """
+
+
+class UniqueViolation(DatabaseError, ProcrastinateUniqueViolation):  # noqa: N818 (its name)
+    """Procrastinate's UniqueViolation (its `constraint_name`, `queueing_lock`), one line."""
+
+
 class SchemaOutdated(DawdleError):  # noqa: N818 (reads as a state)
     """The database has an older Procrastinate schema: apply Procrastinate's migrations."""
 
@@ -26,7 +46,11 @@ class JobTimeout(DawdleError, TimeoutError):  # noqa: N818 (reads as an event, l
 
 
 class UnsupportedValue(DawdleError, ValueError):  # noqa: N818 (reads as a state)
-    """A value cannot be stored in PostgreSQL's jsonb (NaN, Infinity, NUL); the message names it."""
+    """A value PostgreSQL cannot store or dawdle refuses to send; the message names it.
+
+    NaN, Infinity or NUL in jsonb; a job argument over `max_payload_bytes`; a queue name
+    too long for its column.
+    """
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

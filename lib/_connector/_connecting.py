@@ -15,33 +15,40 @@ from dawdle._connector._waiting import in_thread_of_its_own, poll_libpq
 async def open_pgconn(params: dict[str, Any]) -> pq.abc.PGconn:
     """A non-blocking libpq connection to the first host that answers.
 
-    The error of a failure names each host, port and address tried. `connect_timeout`
-    applies per attempt with psycopg's rules (unset or 0: 130 s, at least 2 s).
+    The error of a failure (one line) names each host, port and address tried.
+    `connect_timeout` applies per attempt with psycopg's rules (unset or 0: 130 s, at least
+    2 s); PsycopgConnector sets one by default.
     """
     timeout = timeout_from_conninfo(params)
     # psycopg's sync resolver (socket.getaddrinfo) in a worker thread; the async one is
     # bound to asyncio's loop.getaddrinfo.
     attempts = await in_thread_of_its_own(conninfo_attempts, params)
-    errors: list[tuple[e.Error, str]] = []
+    errors: list[e.Error] = []
     for attempt in attempts:
-        tried = (
-            f"host: {attempt.get('host')!r}, port: {attempt.get('port')!r}, "
-            f"hostaddr: {attempt.get('hostaddr')!r}"
-        )
         try:
             return await _open_one(make_conninfo("", **attempt), timeout)
         except TimeoutError:
+            address = f"{attempt.get('hostaddr') or attempt.get('host')}:{attempt.get('port')}"
             errors.append(
-                (e.ConnectionTimeout(f"connection timeout expired after {timeout}s"), tried)
+                e.ConnectionTimeout(
+                    f"no answer from {address} within {timeout} s (connect_timeout={timeout})"
+                )
             )
         except e.Error as exc:
-            errors.append((exc, tried))
-    last = errors[-1][0]
+            tried = (
+                f"host: {attempt.get('host')!r}, port: {attempt.get('port')!r}, "
+                f"hostaddr: {attempt.get('hostaddr')!r}"
+            )
+            errors.append(type(exc)(f"{_one_line(exc)} ({tried})"))
     if len(errors) == 1:
-        raise type(last)(f"{last} ({errors[0][1]})").with_traceback(None)
-    lines = [str(last), "Multiple connection attempts failed. All failures were:"]
-    lines += [f"- {tried}: {error}" for error, tried in errors]
-    raise type(last)("\n".join(lines)).with_traceback(None)
+        raise errors[0]
+    failures = "; ".join(_one_line(error) for error in errors)
+    raise type(errors[-1])(f"every address failed: {failures}")
+
+
+def _one_line(error: e.Error) -> str:
+    """The message of libpq (often two lines with a tab-indented hint) on one line."""
+    return " ".join(str(error).split())
 
 
 async def _open_one(conninfo: str, time_limit: float) -> pq.abc.PGconn:

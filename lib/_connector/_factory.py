@@ -11,7 +11,12 @@ import psycopg
 from psycopg import pq
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-from dawdle._connector._arguments import TARGET_OPTIONS, describe_target
+from dawdle._connector._arguments import (
+    TARGET_OPTIONS,
+    describe_target,
+    parse_conninfo,
+    with_default_connect_timeout,
+)
 from dawdle._connector._connection import AnyioConnection
 from dawdle._connector.embedded import default_conninfo
 from dawdle._errors import ConfigurationError, DatabaseUnavailable
@@ -24,6 +29,8 @@ class ConnectionFactory:
 
     `conninfo` is None until `resolve()`: then it is the default database, unless the
     options name one themselves (as Procrastinate's `conninfo=""` with Django's `kwargs`).
+    A connection string is checked where it is first known (here, or in `resolve()`), and
+    gets DEFAULT_CONNECT_TIMEOUT unless it sets a connect_timeout.
     """
 
     def __init__(
@@ -42,6 +49,8 @@ class ConnectionFactory:
             )
         self.conninfo = conninfo
         self.options = options
+        if conninfo is not None:
+            self._settle(conninfo)
         self.configure = configure
         self._json_dumps = json_dumps
         self._json_loads = json_loads
@@ -55,7 +64,13 @@ class ConnectionFactory:
     async def resolve(self) -> None:
         """Settle `conninfo`, in a worker thread since the default may start a server."""
         if self.conninfo is None:
-            self.conninfo = await anyio.to_thread.run_sync(self.default_conninfo)
+            conninfo = await anyio.to_thread.run_sync(self.default_conninfo)
+            self._settle(conninfo)
+            self.conninfo = conninfo
+
+    def _settle(self, conninfo: str) -> None:
+        """Refuse a malformed connection string (password masked); add the connect timeout."""
+        with_default_connect_timeout(parse_conninfo(conninfo, self.options), self.options)
 
     def describe(self) -> str:
         """Host, port, database and user, never the password."""
@@ -99,4 +114,5 @@ class ConnectionFactory:
             )
 
     def _unavailable(self, exc: psycopg.OperationalError) -> DatabaseUnavailable:
-        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.describe()}: {exc}")
+        reason = " ".join(str(exc).split())
+        return DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.describe()}: {reason}")

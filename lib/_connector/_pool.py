@@ -12,6 +12,7 @@ import anyio
 import psycopg
 from psycopg import pq
 
+from dawdle._errors import PoolTimeout
 from dawdle.backoff import RetryPolicy, retrying
 
 logger = logging.getLogger("dawdle.connector")
@@ -50,7 +51,8 @@ class Pool(Generic[C]):
 
     A connection goes back to the pool only if it is idle (no transaction, no query in
     flight); anything else is rolled back or closed, so the next user never inherits a
-    half-used connection. New connections are made with `reconnect`'s backoff.
+    half-used connection. New connections are made with `reconnect`'s backoff. A caller that
+    waits `timeout` seconds for a free connection gets PoolTimeout, as with psycopg_pool.
     """
 
     def __init__(
@@ -59,10 +61,13 @@ class Pool(Generic[C]):
         *,
         min_size: int,
         max_size: int,
+        timeout: float,
         reconnect: RetryPolicy,
     ) -> None:
         self._connect = connect
         self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
         self._reconnect = reconnect
         # fast_acquire: no scheduler turn when a slot is free; the query that follows yields.
         self._slots = anyio.Semaphore(max_size, max_value=max_size, fast_acquire=True)
@@ -91,7 +96,8 @@ class Pool(Generic[C]):
         """Borrow a connection for the block; waiting for one honours cancellation."""
         if self._closed:
             raise RuntimeError("the connection pool is closed")
-        async with self._slots:
+        await self._wait_for_a_slot()
+        try:
             conn = await self._take()
             try:
                 yield conn
@@ -99,6 +105,26 @@ class Pool(Generic[C]):
                 if not self._keep_if_idle(conn):
                     with anyio.CancelScope(shield=True):
                         await self._reset_or_close(conn)
+        finally:
+            self._slots.release()
+
+    async def _wait_for_a_slot(self) -> None:
+        """Take one of the `max_size` slots, or raise PoolTimeout after `timeout` seconds."""
+        try:
+            self._slots.acquire_nowait()  # the common case: no cancel scope to set up
+        except anyio.WouldBlock:
+            pass
+        else:
+            return
+        with anyio.move_on_after(self._timeout) as waiting:
+            await self._slots.acquire()
+        # Caught only if the acquire itself was cancelled by the deadline: no slot is held.
+        if waiting.cancelled_caught:
+            raise PoolTimeout(
+                f"no database connection free after {self._timeout:g} s: all {self._max_size} "
+                f"of the pool's connections are in use (max_size={self._max_size}, "
+                f"timeout={self._timeout:g})"
+            )
 
     async def _take(self) -> C:
         while self._idle:

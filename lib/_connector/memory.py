@@ -16,6 +16,7 @@ import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
+from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
@@ -33,10 +34,13 @@ class InMemoryConnector(testing.InMemoryConnector):
 
     Same query semantics and inspection API (`connector.jobs`, `reset()`); notifications
     reach the event loop that opened it, whichever runtime that is and whichever thread
-    defers. Never a substitute for a real database in durability tests.
+    defers. It refuses what PsycopgConnector refuses at defer: an argument over
+    `max_payload_bytes` of JSON, names too long for their columns. Never a substitute for a
+    real database in durability tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self._limits = JobLimits("InMemoryConnector", max_payload_bytes)
         super().__init__()
         # SchemaManager escapes % before sending the schema; without this key the lookup of
         # the escaped text fails with a KeyError in Procrastinate's own in-memory connector.
@@ -94,8 +98,12 @@ class InMemoryConnector(testing.InMemoryConnector):
         """Store a copy of each job's arguments, as PostgreSQL stores their JSON.
 
         Procrastinate's periodic deferrer updates one `task_kwargs` dict in place at every
-        tick: kept by reference, every periodic job would show the latest timestamp.
+        tick: kept by reference, every periodic job would show the latest timestamp. Every
+        job of a batch is checked before any is stored, as the database's one statement does.
         """
+        for job in jobs:
+            self._limits.check_job(job)
+            self._limits.encode_args(job.args, json.dumps)
         copied = [job._replace(args=copy.deepcopy(job.args)) for job in jobs]
         rows: list[dict[str, Any]] = await super().defer_jobs_all(copied)
         return rows

@@ -10,7 +10,7 @@ from typing import Any, LiteralString, TypeVar
 import anyio
 import anyio.to_thread
 import psycopg
-from procrastinate import connector, exceptions, sync_psycopg_connector
+from procrastinate import connector, exceptions
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
@@ -18,10 +18,12 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from dawdle._connector._arguments import connection_options
 from dawdle._connector._connection import AnyioConnection
 from dawdle._connector._factory import Configure, ConnectionFactory
-from dawdle._connector._params import query_params
+from dawdle._connector._failures import database_errors
+from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits, query_params
 from dawdle._connector._pool import Pool, connect_with_retries
+from dawdle._connector._sync import SyncConnector
 from dawdle._errors import ConfigurationError, DatabaseUnavailable
-from dawdle._validate import integer
+from dawdle._validate import integer, number
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy
 
 logger = logging.getLogger("dawdle.connector")
@@ -59,10 +61,17 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     """Procrastinate's `BaseAsyncConnector` on psycopg, for asyncio and Trio alike.
 
     Queries run on a pool of at most `max_size` autocommit connections (each of
-    Procrastinate's queries is one statement). Without `conninfo`, the database is
-    DAWDLE_DSN, else libpq's environment, else an embedded server. After a server restart
-    or a terminated backend, new connections are made with backoff for up to
-    `reconnect_timeout` seconds before `DatabaseUnavailable` is raised.
+    Procrastinate's queries is one statement); a query that finds none free for `timeout`
+    seconds raises `PoolTimeout` (psycopg_pool's argument and default). Without `conninfo`,
+    the database is DAWDLE_DSN, else libpq's environment, else an embedded server. A
+    connection attempt that gets no answer for `connect_timeout` seconds (libpq's option, in
+    the conninfo or `kwargs`; 5 s unless set) fails; after a server restart or a terminated
+    backend, new connections are made with backoff for up to `reconnect_timeout` seconds
+    before `DatabaseUnavailable` is raised.
+
+    A job's arguments are at most `max_payload_bytes` of JSON (1 MiB unless set; None: up to
+    jsonb's own 255 MB), refused at defer with `UnsupportedValue`, so that no single job can
+    exhaust a worker's memory.
 
     As with Procrastinate's connector, `kwargs` are connection options for every connection
     and `configure(conn)` is awaited on every new connection (pooled, LISTEN, reconnected)
@@ -79,7 +88,9 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         configure: Configure | None = None,
         min_size: int = 1,
         max_size: int = 10,
+        timeout: float = 30.0,
         reconnect_timeout: float = 60.0,
+        max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
         name: str | None = None,
         json_dumps: Callable[[Any], str] | None = None,
         json_loads: Callable[[str | bytes], Any] | None = None,
@@ -87,6 +98,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     ) -> None:
         integer("PsycopgConnector: min_size", min_size, at_least=0)
         integer("PsycopgConnector: max_size", max_size, at_least=1)
+        number("PsycopgConnector: timeout", timeout, at_least=0)
+        self._limits = JobLimits("PsycopgConnector", max_payload_bytes)
         if min_size > max_size:
             raise ConfigurationError(
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
@@ -100,6 +113,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         )
         self._min_size = min_size
         self._max_size = max_size
+        self._timeout = timeout
         self._name = name
         self._reconnect = RetryPolicy(
             backoff=DecorrelatedJitter(0.05, max_delay=2.0),
@@ -110,7 +124,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         self.json_dumps = json_dumps
         self.json_loads = json_loads
         self._pool: Pool[AnyioConnection] | None = None
-        self._sync_connector: sync_psycopg_connector.SyncPsycopgConnector | None = None
+        self._sync_connector: SyncConnector | None = None
 
     @property
     def pool(self) -> Pool[AnyioConnection]:
@@ -132,6 +146,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             self._connect,
             min_size=self._min_size,
             max_size=self._max_size,
+            timeout=self._timeout,
             reconnect=self._reconnect,
         )
         await new_pool.open()
@@ -163,8 +178,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         arguments: dict[str, Any],
         fetch: Callable[[psycopg.AsyncCursor[DictRow]], Awaitable[T]],
     ) -> T:
-        params = query_params(arguments)
-        with sync_psycopg_connector.wrap_exceptions():
+        params = query_params(arguments, self._limits, self.json_dumps)
+        with database_errors():
             if connection is not None:
                 async with connection.cursor(row_factory=dict_row) as cursor:
                     self._configure_json(cursor)
@@ -259,8 +274,10 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     def get_sync_connector(self) -> connector.BaseConnector:
         """A thread-safe synchronous connector on the same database, for sync code.
 
-        Its connections get the same connection options (`kwargs`); an async `configure`
-        cannot set up synchronous connections, so with one this raises ConfigurationError.
+        Its connections get the same connection options (`kwargs`, the connect timeout); an
+        async `configure` cannot set up synchronous connections, so with one this raises
+        ConfigurationError. Its queries (a sync task's `defer()`) get the same job checks
+        and one-line errors as the async ones.
         """
         configure = self._connect.configure
         if configure is not None:
@@ -274,10 +291,12 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             conninfo = self._connect.conninfo
             if conninfo is None:
                 conninfo = self._connect.default_conninfo()
-            sync = sync_psycopg_connector.SyncPsycopgConnector(
+            sync = SyncConnector(
+                limits=self._limits,
                 conninfo=conninfo,
                 min_size=0,
                 max_size=self._max_size,
+                timeout=self._timeout,
                 kwargs={"autocommit": True, **self._connect.options},
                 json_dumps=self.json_dumps,
                 json_loads=self.json_loads,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import logging
 import time
@@ -18,10 +19,12 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 import trio
 
-from dawdle import App, PsycopgConnector, Worker
+from dawdle import App, PsycopgConnector, UnsupportedValue, Worker
+from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -39,9 +42,12 @@ class Received:
         self.payloads: dict[int, tuple[int, str]] = {}
 
 
-def make_app(dsn: str, received: Received) -> App:
-    """An app with a good task, tasks that misbehave, and one that takes a payload."""
-    app = App(connector=PsycopgConnector(conninfo=dsn))
+def make_app(dsn: str, received: Received, *, max_payload_bytes: int = 2 * TEN_MB) -> App:
+    """An app with a good task, tasks that misbehave, and one that takes a payload.
+
+    Its payload limit lets the 10 MB payload through unless the test asks for another.
+    """
+    app = App(connector=PsycopgConnector(conninfo=dsn, max_payload_bytes=max_payload_bytes))
 
     @app.task(name="bad.ok")
     async def ok() -> None:
@@ -96,6 +102,15 @@ def received() -> Received:
 async def app(schema_dsn: str, received: Received) -> AsyncIterator[App]:
     """The bad-input app on the module's database, emptied for this test."""
     app = make_app(schema_dsn, received)
+    async with app.open_async():
+        await app.connector.execute_query_async(TRUNCATE)
+        yield app
+
+
+@pytest.fixture
+async def default_app(schema_dsn: str, received: Received) -> AsyncIterator[App]:
+    """The bad-input app with the connector's default limits, emptied for this test."""
+    app = make_app(schema_dsn, received, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES)
     async with app.open_async():
         await app.connector.execute_query_async(TRUNCATE)
         yield app
@@ -234,3 +249,57 @@ async def test_ten_megabyte_payload_is_deferred_and_arrives_whole(
     await work(app, within=60)
     assert await outcomes(app) == {big: ("succeeded", 1), good: ("succeeded", 1)}
     assert received.payloads == {big: (TEN_MB, hashlib.sha256(data.encode()).hexdigest())}
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        # Each '"' is two bytes of JSON (a backslash and the quote): measured once encoded.
+        ('"' * 600_000, "job argument of 1,200,012 bytes of JSON"),
+        # Refused before it is encoded: its characters alone are over the limit.
+        ("x" * 50 * 1024 * 1024, "job argument of at least 52,428,810 bytes of JSON"),
+    ],
+    ids=["measured", "refused-unencoded"],
+)
+async def test_argument_over_max_payload_bytes_is_refused_at_defer(
+    default_app: App, data: str, said: str
+) -> None:
+    """Over 1 MiB of JSON: one line naming its size and the limit, at defer and batch defer."""
+    deferrer = default_app.configure_task("bad.payload")
+    expected = f"{said} exceeds max_payload_bytes=1,048,576"
+    with pytest.raises(UnsupportedValue) as single:
+        await deferrer.defer_async(data=data)
+    with pytest.raises(UnsupportedValue) as batch:
+        await deferrer.batch_defer_async({"data": "small"}, {"data": data})
+    with pytest.raises(UnsupportedValue) as sync:
+        await anyio.to_thread.run_sync(functools.partial(deferrer.defer, data=data))
+    for caught in (single, batch, sync):
+        assert str(caught.value) == expected
+    assert await outcomes(default_app) == {}  # not even the batch's small job
+    assert await deferrer.defer_async(data="x" * 1000) > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"queue": "q" * 10_000}, "queue_name 'qqqq"),
+        ({"lock": "l" * 10_000}, "lock 'llll"),
+        ({"queueing_lock": "é" * 600}, "queueing_lock 'éééé"),
+        ({"name": "t" * 129}, "task_name 'tttt"),
+    ],
+    ids=["queue", "lock", "queueing-lock", "task-name"],
+)
+async def test_oversized_names_are_refused_in_one_line(
+    default_app: App, options: dict[str, Any], said: str
+) -> None:
+    """A 10,000-character queue name (or lock, ...) is one short line without SQL; no row."""
+    options = dict(options)  # the parameter is shared by both runtimes' runs
+    name = options.pop("name", "bad.ok")
+    deferrer = default_app.configure_task(name, allow_unknown=True, **options)
+    with pytest.raises(UnsupportedValue) as caught:
+        await deferrer.defer_async()
+    message = str(caught.value)
+    assert message.startswith(said)
+    assert len(message) < 200
+    assert "\n" not in message
+    assert await outcomes(default_app) == {}

@@ -19,7 +19,8 @@ from psycopg import conninfo
 
 from dawdle import App, ConfigurationError, PsycopgConnector
 from dawdle._cli import main
-from dawdle._connector._arguments import REFUSED_POOL_ARGUMENTS
+from dawdle._connector._arguments import DEFAULT_CONNECT_TIMEOUT, REFUSED_POOL_ARGUMENTS
+from dawdle._connector._params import JSONB_MAX_BYTES
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
@@ -218,6 +219,109 @@ def test_bad_kwargs_and_configure_are_named(options: dict[str, Any], message: st
     """autocommit=False, a duplicated option, a non-dict kwargs, a non-callable configure."""
     with pytest.raises(ConfigurationError, match=message):
         PsycopgConnector(conninfo="", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": -1}, "timeout must be a finite number >= 0, got -1"),
+        ({"max_payload_bytes": 0}, "max_payload_bytes must be an int >= 1, got 0"),
+        ({"max_payload_bytes": 1.5}, "max_payload_bytes must be an int >= 1, got 1.5"),
+        (
+            {"max_payload_bytes": JSONB_MAX_BYTES + 1},
+            "max_payload_bytes=268,435,456 exceeds jsonb's limit of 268,435,455 bytes",
+        ),
+        ({"kwargs": {"connect_timeout": "soon"}}, "connect_timeout='soon' is not a whole number"),
+    ],
+)
+def test_bad_timeouts_and_limits_are_named(options: dict[str, Any], message: str) -> None:
+    """A negative pool timeout, a payload limit out of range, a connect_timeout not a number."""
+    with pytest.raises(ConfigurationError, match=message):
+        PsycopgConnector(conninfo="", **options)
+
+
+SECRET = "S3cret"  # noqa: S105 (made up, to check that it never shows)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown", "reason"),
+    [
+        (
+            f"postgresql://postgres:{SECRET[:3]}%zz{SECRET[3:]}@127.0.0.1:5432/postgres",
+            "'postgresql://postgres:***@127.0.0.1:5432/postgres'",
+            "its password cannot be read",
+        ),
+        ("not a dsn at all", "'not a dsn at all'", 'missing "=" after "not"'),
+        (f"host=127.0.0.1 password={SECRET} PW", "'host=127.0.0.1 password=***'", "password"),
+        (f"password='{SECRET}' sslmode=maybe x", "'password=*** sslmode=maybe x'", '"x"'),
+    ],
+    ids=["uri-bad-percent", "not-a-dsn", "unquoted-space", "bad-after-password"],
+)
+def test_malformed_dsn_is_one_line_with_the_password_masked(
+    dsn: str, shown: str, reason: str
+) -> None:
+    """A conninfo libpq cannot parse: ConfigurationError at construction, password masked."""
+    with pytest.raises(ConfigurationError) as caught:
+        PsycopgConnector(conninfo=dsn)
+    message = str(caught.value)
+    assert f"conninfo {shown} is not a valid connection string" in message
+    assert reason in message
+    assert SECRET not in message
+    assert "PW" not in message.replace("password", "")
+    assert caught.value.__cause__ is None  # psycopg's error quotes the password
+    assert "\n" not in message
+
+
+@BACKENDS
+def test_malformed_dawdle_dsn_is_one_line_from_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """DAWDLE_DSN that does not parse: exit 1 and one line without the password or a traceback."""
+    monkeypatch.setenv("DAWDLE_DSN", f"postgresql://postgres:{SECRET}%zz@127.0.0.1/postgres")
+    assert main(["schema", "--check", "--backend", backend]) == 1
+    assert capsys.readouterr().err == (
+        "dawdle schema: error: PsycopgConnector: conninfo "
+        "'postgresql://postgres:***@127.0.0.1/postgres' is not a valid connection string: its "
+        "password cannot be read: in a URI, percent-encode it (% as %25, @ as %40, a space as "
+        "%20); in key=value form, quote it (password='my secret')\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),  # expected: connect_timeout as libpq reports it
+    [
+        ({}, str(DEFAULT_CONNECT_TIMEOUT)),
+        ({"dsn": "connect_timeout=3"}, "3"),
+        ({"kwargs": {"connect_timeout": 7}}, "7"),
+        ({"environment": "9"}, "9"),  # PGCONNECT_TIMEOUT, which libpq reads itself
+    ],
+    ids=["default", "in-conninfo", "in-kwargs", "in-environment"],
+)
+@pytest.mark.anyio
+async def test_default_connect_timeout_unless_one_is_set(
+    schema_dsn: str, monkeypatch: pytest.MonkeyPatch, given: dict[str, Any], expected: str
+) -> None:
+    """Pooled and sync connections get connect_timeout=5 unless the DSN, kwargs or env set it."""
+    if "environment" in given:
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", given["environment"])
+    dsn_option, kwargs = given.get("dsn", ""), given.get("kwargs", {})
+    connector = PsycopgConnector(conninfo=f"{schema_dsn} {dsn_option}", kwargs=kwargs)
+    await connector.open_async()
+    try:
+        async with connector.connection() as conn:
+            pooled = conn.info.get_parameters().get("connect_timeout")
+        sync = connector.get_sync_connector()
+        with sync.pool.connection() as sync_conn:  # type: ignore[attr-defined]
+            synchronous = sync_conn.info.get_parameters().get("connect_timeout")
+    finally:
+        await connector.close_async()
+    assert pooled == synchronous == expected
+
+
+def test_pool_timeout_is_accepted_as_in_psycopg_pool() -> None:
+    """timeout= (psycopg_pool's checkout wait) is honoured, not refused as a pool argument."""
+    assert "timeout" not in REFUSED_POOL_ARGUMENTS
+    PsycopgConnector(conninfo="", timeout=2.5)
 
 
 def test_autocommit_true_and_name_are_accepted() -> None:

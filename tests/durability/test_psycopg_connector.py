@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.from_thread
@@ -16,7 +18,7 @@ import pytest
 from procrastinate import exceptions
 from psycopg import conninfo
 
-from dawdle import App, DatabaseUnavailable, PsycopgConnector
+from dawdle import App, DatabaseUnavailable, DawdleError, PoolTimeout, PsycopgConnector
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +30,14 @@ async def app(schema_dsn: str) -> AsyncIterator[App]:
     async with app.open_async():
         await app.connector.execute_query_async("TRUNCATE procrastinate_jobs CASCADE")
         yield app
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A TCP port bound but not listening: connecting to it is refused at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
 
 
 def connector_of(app: App) -> PsycopgConnector:
@@ -61,6 +71,44 @@ async def test_sql_errors_become_connector_exceptions(app: App) -> None:
         await app.connector.execute_query_async("SELECT * FROM no_such_table")
     assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedTable)
     assert (await app.connector.execute_query_one_async("SELECT 2 AS n"))["n"] == 2
+
+
+async def test_database_error_keeps_the_reason_and_drops_the_sql(app: App) -> None:
+    """An error inside PL/pgSQL: the server's reason and condition, no CONTEXT with SQL text."""
+    statement = "DO $$ BEGIN PERFORM 1 / (SELECT count(*) FROM pg_class WHERE false); END $$"
+    with pytest.raises(exceptions.ConnectorException) as caught:
+        await app.connector.execute_query_async(statement)
+    cause = caught.value.__cause__
+    assert isinstance(cause, psycopg.errors.DivisionByZero)
+    assert "PERFORM" in str(cause)  # psycopg's own message has the SQL...
+    assert str(caught.value) == "division by zero (division_by_zero)"  # ...ours does not
+    assert isinstance(caught.value, DawdleError)  # the CLI prints it as it is, on one line
+
+
+async def test_sync_queries_keep_the_reason_and_drop_the_sql(app: App) -> None:
+    """The connector of sync code (a sync task's defer()) describes errors the same way."""
+    statement = "DO $$ BEGIN PERFORM 1 / (SELECT count(*) FROM pg_class WHERE false); END $$"
+    with pytest.raises(exceptions.ConnectorException) as caught:
+        await anyio.to_thread.run_sync(
+            functools.partial(app.connector.get_sync_connector().execute_query, statement)
+        )
+    assert str(caught.value) == "division by zero (division_by_zero)"
+    assert isinstance(caught.value.__cause__, psycopg.errors.DivisionByZero)
+
+
+async def test_defer_without_the_schema_says_to_apply_it(database_dsn: str) -> None:
+    """Deferring on a database without the schema names the missing type and `schema --apply`."""
+    # A search_path without Procrastinate's schema, as a database where it was never applied.
+    empty = conninfo.make_conninfo(database_dsn, options="-c search_path=pg_temp")
+    app = App(connector=PsycopgConnector(conninfo=empty, max_size=1))
+    async with app.open_async():
+        with pytest.raises(exceptions.ConnectorException) as caught:
+            await app.configure_task("any.task", allow_unknown=True).defer_async()
+    assert str(caught.value) == (
+        'type "procrastinate_job_to_defer_v1[]" does not exist (undefined_object): the '
+        "schema is missing or outdated: run `dawdle schema --apply`"
+    )
+    assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedObject)
 
 
 async def test_defer_and_batch_defer_through_procrastinate(app: App) -> None:
@@ -224,6 +272,39 @@ async def test_pool_exhaustion_waits_and_honours_cancellation(app: App) -> None:
     assert (await app.connector.execute_query_one_async("SELECT 3 AS n"))["n"] == 3
 
 
+async def test_pool_checkout_times_out_naming_the_pool_size(schema_dsn: str) -> None:
+    """With both connections held, a third caller gets PoolTimeout after `timeout`, named."""
+    connector = PsycopgConnector(conninfo=schema_dsn, max_size=2, timeout=0.5)
+    await connector.open_async()
+    release = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                held = anyio.Event()
+
+                async def hold(held: anyio.Event = held) -> None:
+                    async with connector.connection():
+                        held.set()
+                        await release.wait()
+
+                tg.start_soon(hold)
+                await held.wait()
+            started = time.monotonic()
+            with pytest.raises(PoolTimeout) as caught:
+                await connector.execute_query_async("SELECT 1")
+            took = time.monotonic() - started
+            release.set()
+        assert (await connector.execute_query_one_async("SELECT 4 AS n"))["n"] == 4
+    finally:
+        await connector.close_async()
+    assert 0.45 < took < 5
+    assert str(caught.value) == (
+        "no database connection free after 0.5 s: all 2 of the pool's connections are in "
+        "use (max_size=2, timeout=0.5)"
+    )
+    assert isinstance(caught.value, exceptions.ConnectorException)
+
+
 async def test_waiters_are_served_in_arrival_order(schema_dsn: str) -> None:
     """With one connection, queued waiters get it first come, first served."""
     connector = PsycopgConnector(conninfo=schema_dsn, max_size=1)
@@ -279,10 +360,13 @@ async def test_query_right_after_termination_is_not_lost(app: App, schema_dsn: s
             await admin.connector.execute_query_async(
                 "SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid", pids=pids
             )
+            # A jsonb argument too: sent again on a new connection, it is encoded again.
             row = await app.connector.execute_query_one_async(
-                "SELECT %(n)s::int AS n", n=round_number
+                "SELECT %(n)s::int AS n, %(doc)s::jsonb AS doc",
+                n=round_number,
+                doc={"round": round_number},
             )
-            assert row["n"] == round_number
+            assert row == {"n": round_number, "doc": {"round": round_number}}
 
 
 async def test_bad_port_names_host_and_database_and_hides_the_password() -> None:
@@ -305,6 +389,23 @@ async def test_bad_port_names_host_and_database_and_hides_the_password() -> None
     assert "hunter2" not in message
     assert isinstance(caught.value, exceptions.ConnectorException)
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+async def test_server_lost_during_a_query_is_database_unavailable(closed_port: int) -> None:
+    """A query that cannot get a connection raises DatabaseUnavailable naming the server."""
+    # min_size=0: the pool opens without connecting, so the first query makes the connection.
+    unreachable = f"host=127.0.0.1 port={closed_port} user=postgres password=hunter2"
+    connector = PsycopgConnector(conninfo=unreachable, min_size=0, reconnect_timeout=0.2)
+    await connector.open_async()
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            await connector.execute_query_async("SELECT 1")
+    finally:
+        await connector.close_async()
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to PostgreSQL at host=127.0.0.1 port={closed_port}")
+    assert "Connection refused" in message
+    assert "hunter2" not in message
 
 
 async def test_missing_database_is_named(schema_dsn: str) -> None:

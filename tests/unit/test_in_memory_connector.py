@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 from procrastinate import exceptions, schema
 
-from dawdle import App, InMemoryConnector
+from dawdle import App, ConfigurationError, InMemoryConnector, UnsupportedValue
+from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +98,62 @@ async def test_reset_between_tests(in_memory_app: App) -> None:
     connector = in_memory_app.connector
     connector.reset()  # type: ignore[attr-defined]
     assert connector.jobs == {}  # type: ignore[attr-defined]
+
+
+async def test_max_payload_bytes_is_enforced_as_in_postgresql() -> None:
+    """Over `max_payload_bytes` of JSON: refused naming size and limit; a batch stores nothing."""
+    connector = InMemoryConnector(max_payload_bytes=100)
+    app = App(connector=connector)
+    async with app.open_async():
+
+        @app.task(name="payload")
+        async def payload(data: str) -> None: ...
+
+        # {"data": "xxx..."}: 12 bytes around the string.
+        await payload.defer_async(data="x" * 88)
+        with pytest.raises(UnsupportedValue) as single:
+            await payload.defer_async(data="x" * 89)
+        with pytest.raises(UnsupportedValue) as batch:
+            await payload.batch_defer_async({"data": "ok"}, {"data": "é" * 60})
+    assert str(single.value) == "job argument of 101 bytes of JSON exceeds max_payload_bytes=100"
+    # Not ASCII: 60 characters, each escaped as \u00e9 (6 bytes) by json.dumps.
+    assert str(batch.value) == "job argument of 372 bytes of JSON exceeds max_payload_bytes=100"
+    assert [job["args"] for job in connector.jobs.values()] == [{"data": "x" * 88}]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"n": [0] * 50}, {"s": "é" * 10, "t": {"u": None, "v": [True, 1.5]}}, {}],
+    ids=["numbers", "mixed", "empty"],
+)
+async def test_argument_of_exactly_max_payload_bytes_is_accepted(args: dict[str, Any]) -> None:
+    """The limit is on the JSON's exact size: at the limit it is stored, a byte over refused."""
+    size = len(json.dumps(args).encode())
+    for limit, accepted in ((size, True), (size - 1, False)):
+        if limit < 1:
+            continue
+        app = App(connector=InMemoryConnector(max_payload_bytes=limit))
+        async with app.open_async():
+            deferrer = app.configure_task("exact", allow_unknown=True)
+            if accepted:
+                await deferrer.defer_async(**args)
+            else:
+                with pytest.raises(UnsupportedValue, match=f"exceeds max_payload_bytes={limit}$"):
+                    await deferrer.defer_async(**args)
+
+
+async def test_default_payload_limit_and_name_lengths(in_memory_app: App) -> None:
+    """The default limit is PsycopgConnector's (1 MiB); a 129-character queue name is refused."""
+    deferrer = in_memory_app.configure_task("payload", allow_unknown=True)
+    with pytest.raises(UnsupportedValue, match="exceeds max_payload_bytes=1,048,576"):
+        await deferrer.defer_async(data="x" * DEFAULT_MAX_PAYLOAD_BYTES)
+    long_queue = in_memory_app.configure_task("payload", allow_unknown=True, queue="q" * 129)
+    with pytest.raises(UnsupportedValue, match="is 129 characters; Procrastinate's column"):
+        await long_queue.defer_async()
+    assert in_memory_app.connector.jobs == {}  # type: ignore[attr-defined]
+
+
+def test_bad_payload_limit_is_named() -> None:
+    """max_payload_bytes=0 is refused by name."""
+    with pytest.raises(ConfigurationError, match="InMemoryConnector: max_payload_bytes must be"):
+        InMemoryConnector(max_payload_bytes=0)
