@@ -85,7 +85,7 @@ def parse_conninfo(conninfo: str, options: dict[str, Any]) -> dict[str, Any]:
         else:
             reason = (
                 "its password cannot be read: in a URI, percent-encode it (% as %25, @ as "
-                "%40, a space as %20); in key=value form, quote it (password='my secret')"
+                "%40, a space as %20); in key=value form, put it in single quotes"
             )
         raise ConfigurationError(
             f"PsycopgConnector: conninfo {masked!r} is not a valid connection string: {reason}"

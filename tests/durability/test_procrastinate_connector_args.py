@@ -276,14 +276,14 @@ def test_malformed_dsn_is_one_line_with_the_password_masked(
 def test_malformed_dawdle_dsn_is_one_line_from_the_cli(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
-    """DAWDLE_DSN that does not parse: exit 1 and one line without the password or a traceback."""
+    """DAWDLE_DSN that does not parse: exit 2 (bad input), one line, no password, no traceback."""
     monkeypatch.setenv("DAWDLE_DSN", f"postgresql://postgres:{SECRET}%zz@127.0.0.1/postgres")
-    assert main(["schema", "--check", "--backend", backend]) == 1
+    assert main(["schema", "--check", "--backend", backend]) == 2
     assert capsys.readouterr().err == (
         "dawdle schema: error: PsycopgConnector: conninfo "
         "'postgresql://postgres:***@127.0.0.1/postgres' is not a valid connection string: its "
         "password cannot be read: in a URI, percent-encode it (% as %25, @ as %40, a space as "
-        "%20); in key=value form, quote it (password='my secret')\n"
+        "%20); in key=value form, put it in single quotes\n"
     )
 
 
