@@ -6,6 +6,7 @@ the polling interval; once every slot is busy it waits for slots to free up.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import heapq
 import inspect
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from procrastinate import job_context, jobs
+from procrastinate import exceptions, job_context, jobs
 
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.state import Running, WorkerState
@@ -80,7 +81,10 @@ class Claimer:
                     for job in claimed:
                         dispatch.send_nowait(self._prepare(job))
             except WorkerNotRegistered:
-                await self._registration.confirm()
+                # Registering again may fail too (a timeout, the database away): the
+                # heartbeat loop tries again, and meanwhile the lapsed lease stops claims.
+                with contextlib.suppress(TimeoutError, exceptions.ConnectorException):
+                    await self._registration.confirm()
                 continue
             except Exception:
                 delay = restarts.next_delay()

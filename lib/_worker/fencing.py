@@ -50,8 +50,9 @@ def fence(state: WorkerState, why: str) -> None:
         why,
         running,
         state.settings.stalled_worker_timeout,
-        "; sync jobs whose thread runs on, and could run twice at once unless they check "
-        f"context.should_abort(): {', '.join(describe(r.context.job) for r in threads)}"
+        "; sync jobs asked to stop through context.should_abort() (a thread cannot be "
+        "cancelled: one that ignores it may run on while another worker reruns its job): "
+        f"{', '.join(describe(r.context.job) for r in threads)}"
         if threads
         else "",
         extra={"action": "worker_fenced", "worker_id": state.worker_id, "job_ids": running},
