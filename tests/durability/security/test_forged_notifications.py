@@ -4,14 +4,18 @@ Any role that can connect may `pg_notify` on Procrastinate's channels. Here one 
 the test, with no privilege on Procrastinate's tables, forges an abort of a running job and
 floods the worker with malformed payloads: the job runs to success, the worker logs one
 warning per kind of payload, and its listener keeps working (a later job is woken by its
-NOTIFY, with polling set too long to find it in time).
+NOTIFY, with polling set too long to find it in time). A callback that raises, or a
+cancellation, ends the connector's listener without leaving psycopg's generator to the
+garbage collector.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import psycopg
@@ -111,6 +115,69 @@ async def test_forged_abort_leaves_the_job_running_to_success(
                 await checked.wait()  # the worker asked the database, which said no
             release.set()
     assert await job_states(app) == {job_id: ("succeeded", 1)}
+
+
+class CallbackError(Exception):
+    """What a listener's callback raised (a forged payload made the old one raise)."""
+
+
+async def listen_until(
+    app: App, on_notification: Callable[..., Awaitable[None]], then: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the connector's listen_notify; once LISTEN is in place, await `then()`."""
+    listening = anyio.Event()
+
+    async def on_listening() -> None:
+        listening.set()
+
+    connector = app.connector
+    assert isinstance(connector, PsycopgConnector)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(
+                connector.listen_notify, on_notification, [CHANNEL], on_listening=on_listening
+            )
+        )
+        await listening.wait()
+        await then()
+
+
+async def test_callback_that_raises_ends_the_listener_cleanly(
+    app: App, forger: AnyioConnection
+) -> None:
+    """A callback's error ends listen_notify with it; the notifies generator closes in its task.
+
+    Left to the garbage collector, psycopg's generator would release the connection's lock
+    from another task ("not holding this lock"), which this suite's warnings-as-errors and
+    the collection below would catch.
+    """
+
+    async def raise_it(*, channel: str, payload: str) -> None:
+        raise CallbackError(payload)
+
+    async def forge_one() -> None:
+        await forge(forger, "boom")
+        await anyio.sleep_forever()  # until the listener's error cancels the group
+
+    with anyio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(CallbackError, match="boom")):
+        await listen_until(app, raise_it, forge_one)
+    gc.collect()
+
+
+async def test_cancelled_listener_ends_cleanly(app: App) -> None:
+    """Cancelling listen_notify while it waits closes its generator and connection cleanly."""
+
+    async def ignore(*, channel: str, payload: str) -> None: ...
+
+    with anyio.fail_after(5), anyio.CancelScope() as scope:
+
+        async def cancel() -> None:
+            scope.cancel()
+            await anyio.sleep_forever()
+
+        await listen_until(app, ignore, cancel)
+    assert scope.cancelled_caught
+    gc.collect()
 
 
 async def test_malformed_payloads_are_ignored_and_the_listener_keeps_working(
