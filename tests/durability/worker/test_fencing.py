@@ -2,7 +2,8 @@
 
 Worker A reaches PostgreSQL through a proxy that blackholes it (stops forwarding, keeps its
 sockets open) for twice `stalled_worker_timeout`; worker B talks to the database directly
-and recovers A's job once A's heartbeat is stale. Short timings (stalled timeout 3 s,
+and recovers A's job once A's heartbeat is stale. A heartbeat that hangs while the database
+otherwise answers fences a worker on either connector. Short timings (stalled timeout 3 s,
 heartbeat every 0.5 s, so a 1.75 s lease) keep it to seconds.
 """
 
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -21,6 +23,7 @@ import pytest
 from procrastinate import exceptions
 
 from dawdle import App, PsycopgConnector
+from dawdle._sql import HEARTBEAT
 from tests.durability.proxy import tcp_proxy
 from tests.durability.worker.helpers import (
     job_states,
@@ -39,8 +42,15 @@ TIMINGS = {
     "fetch_job_polling_interval": 0.5,
     "abort_job_polling_interval": 0.5,
 }
-# Longer than the stalled timeout: unfenced, A would still be running it when B takes it.
+# The first run: longer than the stalled timeout, so that unfenced, A would still be running
+# it when B takes the job. Later runs are short.
 RUN = 5.0
+RERUN = 0.1
+
+
+def run_length(context: procrastinate.JobContext) -> float:
+    """How long this run of the job lasts: RUN the first time, RERUN after."""
+    return RUN if context.job.attempts == 0 else RERUN
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Jobs:
         async def long(context: procrastinate.JobContext) -> None:
             run = self._start(context)
             try:
-                await anyio.sleep(RUN)  # the behaviour: a job longer than the stalled timeout
+                await anyio.sleep(run_length(context))  # the behaviour: a job that takes time
                 run.finished = True
                 self.succeeded.set()
             finally:
@@ -84,7 +94,7 @@ class Jobs:
         def long_sync(context: procrastinate.JobContext) -> None:
             run = anyio.from_thread.run_sync(self._start, context)
             try:
-                deadline = time.monotonic() + RUN
+                deadline = time.monotonic() + run_length(context)
                 while time.monotonic() < deadline:
                     if context.should_abort():
                         raise exceptions.JobAborted
@@ -197,3 +207,61 @@ async def test_fenced_job_runs_again_once_the_partition_heals(
     assert overlaps([(run.start, run.end) for run in runs]) == []
     assert [(run.worker, run.finished) for run in runs] == [("A", False), ("A", True)]
     assert await job_states(app) == {job_id: ("succeeded", 2)}  # put back, then succeeded
+
+
+async def test_hung_heartbeat_fences_until_one_gets_through(app: App) -> None:
+    """Heartbeats hang, all else answers: the job is stopped, put back, run again once after."""
+    runs: list[Run] = []
+    first_started = anyio.Event()
+    first_ended = anyio.Event()
+    succeeded = anyio.Event()
+
+    @app.task(name="held", pass_context=True)
+    async def held(context: procrastinate.JobContext) -> None:
+        run = Run(context.worker_name, time.monotonic())
+        runs.append(run)
+        first_started.set()
+        try:
+            if len(runs) == 1:
+                await anyio.sleep_forever()  # the behaviour: running when the fencing comes
+            run.finished = True
+            succeeded.set()
+        finally:
+            run.end = time.monotonic()
+            first_ended.set()
+
+    connector: Any = app.connector
+    original = connector.execute_query_all_async
+    healed = anyio.Event()
+    hung_at: list[float] = []
+
+    async def execute_query_all_async(query: str, **arguments: Any) -> Any:
+        if query == HEARTBEAT and first_started.is_set():
+            hung_at.append(time.monotonic())
+            await healed.wait()  # a heartbeat lost on its way, until the test heals it
+        return await original(query, **arguments)
+
+    connector.execute_query_all_async = execute_query_all_async
+    job_id = await held.defer_async()
+    worker = make_worker(app, name="A", **TIMINGS)
+    logger = logging.getLogger("dawdle.worker")
+    try:
+        with seen(logger, "worker_fenced") as fenced, seen(logger, "worker_fencing_ended") as ended:
+            async with running(worker):
+                with anyio.fail_after(5):
+                    await first_started.wait()
+                    await fenced.wait()
+                    await first_ended.wait()
+                healed.set()
+                with anyio.fail_after(5):
+                    await ended.wait()
+                    ended_at = time.monotonic()
+                    await succeeded.wait()
+    finally:
+        del connector.execute_query_all_async
+    assert [run.finished for run in runs] == [False, True]
+    # The last heartbeat that got through was sent at most one interval before the first
+    # that hung: another worker could take the job from that plus the stalled timeout on.
+    assert runs[0].end < hung_at[0] - TIMINGS["update_heartbeat_interval"] + STALLED
+    assert runs[1].start >= ended_at  # nothing was claimed while fenced
+    assert (await job_states(app))[job_id][0] == "succeeded"
