@@ -209,6 +209,31 @@ async def test_fenced_job_runs_again_once_the_partition_heals(
     assert await job_states(app) == {job_id: ("succeeded", 2)}  # put back, then succeeded
 
 
+@contextlib.contextmanager
+def heartbeats_hang(app: App, *, once: anyio.Event) -> Iterator[tuple[list[float], anyio.Event]]:
+    """Heartbeats sent after `once` is set hang until the event yielded is set.
+
+    Yields the times at which heartbeats began to hang, and that event. Every other query
+    is answered: only the heartbeat is lost, on either connector.
+    """
+    connector: Any = app.connector
+    original = connector.execute_query_all_async
+    healed = anyio.Event()
+    hung_at: list[float] = []
+
+    async def execute_query_all_async(query: str, **arguments: Any) -> Any:
+        if query == HEARTBEAT and once.is_set():
+            hung_at.append(time.monotonic())
+            await healed.wait()  # a heartbeat lost on its way, until the test heals it
+        return await original(query, **arguments)
+
+    connector.execute_query_all_async = execute_query_all_async
+    try:
+        yield hung_at, healed
+    finally:
+        del connector.execute_query_all_async
+
+
 async def test_hung_heartbeat_fences_until_one_gets_through(app: App) -> None:
     """Heartbeats hang, all else answers: the job is stopped, put back, run again once after."""
     runs: list[Run] = []
@@ -230,38 +255,53 @@ async def test_hung_heartbeat_fences_until_one_gets_through(app: App) -> None:
             run.end = time.monotonic()
             first_ended.set()
 
-    connector: Any = app.connector
-    original = connector.execute_query_all_async
-    healed = anyio.Event()
-    hung_at: list[float] = []
-
-    async def execute_query_all_async(query: str, **arguments: Any) -> Any:
-        if query == HEARTBEAT and first_started.is_set():
-            hung_at.append(time.monotonic())
-            await healed.wait()  # a heartbeat lost on its way, until the test heals it
-        return await original(query, **arguments)
-
-    connector.execute_query_all_async = execute_query_all_async
     job_id = await held.defer_async()
     worker = make_worker(app, name="A", **TIMINGS)
     logger = logging.getLogger("dawdle.worker")
-    try:
-        with seen(logger, "worker_fenced") as fenced, seen(logger, "worker_fencing_ended") as ended:
-            async with running(worker):
-                with anyio.fail_after(5):
-                    await first_started.wait()
-                    await fenced.wait()
-                    await first_ended.wait()
-                healed.set()
-                with anyio.fail_after(5):
-                    await ended.wait()
-                    ended_at = time.monotonic()
-                    await succeeded.wait()
-    finally:
-        del connector.execute_query_all_async
+    with (
+        heartbeats_hang(app, once=first_started) as (hung_at, healed),
+        seen(logger, "worker_fenced") as fenced,
+        seen(logger, "worker_fencing_ended") as ended,
+    ):
+        async with running(worker):
+            with anyio.fail_after(5):
+                await first_started.wait()
+                await fenced.wait()
+                await first_ended.wait()
+            healed.set()
+            with anyio.fail_after(5):
+                await ended.wait()
+                ended_at = time.monotonic()
+                await succeeded.wait()
     assert [run.finished for run in runs] == [False, True]
     # The last heartbeat that got through was sent at most one interval before the first
     # that hung: another worker could take the job from that plus the stalled timeout on.
     assert runs[0].end < hung_at[0] - TIMINGS["update_heartbeat_interval"] + STALLED
     assert runs[1].start >= ended_at  # nothing was claimed while fenced
     assert (await job_states(app))[job_id][0] == "succeeded"
+
+
+async def test_stop_while_fenced_is_prompt_and_puts_the_job_back(app: App) -> None:
+    """Stopping a fenced worker: it returns at once, its stopped job back in the queue."""
+    started = anyio.Event()
+
+    @app.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()  # the behaviour: running when the fencing comes
+
+    job_id = await forever.defer_async()
+    worker = make_worker(app, **TIMINGS)
+    logger = logging.getLogger("dawdle.worker")
+    with heartbeats_hang(app, once=started), seen(logger, "worker_fenced") as fenced:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await started.wait()
+                await fenced.wait()
+            stopping = time.monotonic()
+            worker.stop()
+        stopped_in = time.monotonic() - stopping
+    assert stopped_in < 1
+    assert (await job_states(app))[job_id][0] == "todo"  # put back, for any worker to run
+    assert worker.stats.jobs["put_back"] == 1
