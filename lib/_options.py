@@ -17,6 +17,9 @@ class WorkerOptions(TypedDict, total=False):
     where it has a default meaning (all queues, no name, no graceful timeout, ...).
     `unknown_tasks` is dawdle's own: "leave" (the default) never claims a job of a task
     the app does not register; "fail" claims and fails it, as Procrastinate's worker does.
+    `heartbeat_lease` is dawdle's own too: how long a worker goes on without an acknowledged
+    heartbeat before it is fenced (stops claiming, stops its jobs); None: halfway between
+    `update_heartbeat_interval` and `stalled_worker_timeout`.
     """
 
     queues: Iterable[str] | None
@@ -35,3 +38,4 @@ class WorkerOptions(TypedDict, total=False):
     task_middleware: list[middleware.TaskMiddleware] | None
     worker_middleware: list[middleware.WorkerMiddleware] | None
     unknown_tasks: UnknownTasks
+    heartbeat_lease: float | None

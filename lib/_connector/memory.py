@@ -78,17 +78,28 @@ class InMemoryConnector(testing.InMemoryConnector):
         if on_listening is not None:
             await on_listening()
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """What `SELECT pg_notify(channel, payload)` does: any payload, to whoever listens.
+
+        For tests of what a listener does with notifications nobody's trigger sent.
+        """
+        if self.on_notification and channel in self.notify_channels:
+            await self._send(channel, payload)
+
     async def _notify(self, queue_name: str, notification: jobs.Notification) -> None:
         if not self.on_notification:
             return
         destinations = {"procrastinate_any_queue_v1", f"procrastinate_queue_v1#{queue_name}"}
         payload = json.dumps(notification)
         for channel in sorted(destinations.intersection(self.notify_channels)):
-            if self._token is None or threading.get_ident() == self._loop_thread_id:
-                await self.on_notification(channel=channel, payload=payload)
-            else:
-                # Deferred from another thread (a sync task): hand over to the opening loop.
-                anyio.from_thread.run(self._deliver, channel, payload, token=self._token)
+            await self._send(channel, payload)
+
+    async def _send(self, channel: str, payload: str) -> None:
+        if self._token is None or threading.get_ident() == self._loop_thread_id:
+            await self._deliver(channel, payload)
+        else:
+            # Deferred from another thread (a sync task): hand over to the opening loop.
+            anyio.from_thread.run(self._deliver, channel, payload, token=self._token)
 
     async def _deliver(self, channel: str, payload: str) -> None:
         assert self.on_notification is not None  # noqa: S101 (checked by _notify)

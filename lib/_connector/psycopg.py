@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, LiteralString, TypeVar
 
 import anyio
@@ -266,8 +266,13 @@ class PsycopgConnector(connector.BaseAsyncConnector):
 
     async def _relay(self, conn: AnyioConnection, on_notification: connector.Notify) -> None:
         while True:
-            async for notify in conn.notifies(timeout=LISTEN_TIMEOUT):
-                await on_notification(channel=notify.channel, payload=notify.payload)
+            # psycopg's generator holds the connection's lock while it waits. Closed here, in
+            # this task, whatever ends the loop (the callback raising, a cancellation), it
+            # releases the lock in the task that took it; left to the garbage collector, it
+            # would be finalised in another task and fail to release it.
+            async with aclosing(conn.notifies(timeout=LISTEN_TIMEOUT)) as notifies:
+                async for notify in notifies:
+                    await on_notification(channel=notify.channel, payload=notify.payload)
             # Quiet for a while: a query proves the connection is alive (or raises).
             await conn.execute("SELECT 1")
 

@@ -6,6 +6,7 @@ the polling interval; once every slot is busy it waits for slots to free up.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import heapq
 import inspect
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from procrastinate import job_context, jobs
+from procrastinate import exceptions, job_context, jobs
 
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.state import Running, WorkerState
@@ -60,6 +61,11 @@ class Claimer:
         state = self._state
         restarts = Restarts()
         while not state.stopping:
+            if not state.lease.held(anyio.current_time()):
+                # Fenced: the end of the fencing (or a stop) wakes the claimer.
+                state.wake_claimer.clear()
+                await state.wake_claimer.wait(self._poll_delay())
+                continue
             free = state.free_slots
             if free <= 0:
                 await self._wait_for_free_slots()
@@ -67,11 +73,18 @@ class Claimer:
             state.wake_claimer.clear()
             try:
                 async with state.claim_lock:
+                    sent_at = anyio.current_time()
                     claimed = await self._claim(free)
+                    if not state.lease.held_since(sent_at, anyio.current_time()):
+                        self._leave_unheld(claimed)
+                        continue
                     for job in claimed:
                         dispatch.send_nowait(self._prepare(job))
             except WorkerNotRegistered:
-                await self._registration.confirm()
+                # Registering again may fail too (a timeout, the database away): the
+                # heartbeat loop tries again, and meanwhile the lapsed lease stops claims.
+                with contextlib.suppress(TimeoutError, exceptions.ConnectorException):
+                    await self._registration.confirm()
                 continue
             except Exception:
                 delay = restarts.next_delay()
@@ -93,6 +106,20 @@ class Claimer:
                 logger.info("no job ready: stopping because wait=False")
                 return
             await state.wake_claimer.wait(self._poll_delay())
+
+    def _leave_unheld(self, claimed: list[jobs.Job]) -> None:
+        """A claim answered after the lease broke: its jobs may be another worker's by now.
+
+        They are not run. Still 'doing' for this worker, they are put back by its recovery
+        of lost claims; 'doing' for a pruned row, by any worker's recovery of stalled jobs.
+        """
+        if claimed:
+            logger.warning(
+                "claimed jobs %s are not run: the claim's answer came after this worker's "
+                "lease broke; they are recovered as stalled",
+                [job.id for job in claimed],
+                extra={"action": "claim_after_lease", "job_ids": [job.id for job in claimed]},
+            )
 
     async def _wait_for_free_slots(self) -> None:
         """Wait for a slot, then briefly for half of them, so that claims come in batches.

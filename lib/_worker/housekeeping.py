@@ -6,7 +6,6 @@ Each loop runs under `supervise()`: one that fails is restarted while the others
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
@@ -18,7 +17,11 @@ from procrastinate.manager import get_channel_for_queues
 from dawdle._connector.memory import InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._periodic import PeriodicDeferrer
+from dawdle._worker.fencing import fence
 from dawdle._worker.joblog import describe, log_job
+from dawdle._worker.lease import heartbeat_timeout
+from dawdle._worker.notifications import Malformed, MalformedLog
+from dawdle._worker.notifications import parse as parse_notification
 from dawdle._worker.state import Running, WorkerState
 from dawdle._worker.store import JobStore
 from dawdle.backoff import DecorrelatedJitter, RetryPolicy, retrying
@@ -62,8 +65,10 @@ class Registration:
         async for attempt in retrying(BOOKKEEPING_RETRIES):
             with attempt:
                 await self._store.prune_stalled_workers(self._state.settings.stalled_worker_timeout)
+                sent_at = anyio.current_time()
                 worker_id = await self._store.register()
         self._state.worker_id = worker_id
+        self._state.renew_lease(sent_at, new_registration=True)
         async for attempt in retrying(BOOKKEEPING_RETRIES):
             with attempt:
                 published = await self._store.publish_tasks(worker_id)
@@ -87,22 +92,61 @@ class Registration:
                     await self._store.unregister(worker_id)
 
     async def beat_forever(self) -> None:
-        """Confirm the registration every `update_heartbeat_interval` seconds."""
+        """Confirm the registration every `update_heartbeat_interval` seconds.
+
+        A heartbeat that fails or times out is tried again sooner (after its own timeout),
+        so that one lost or slow query does not cost the lease. The first failure of a
+        series is logged as a warning, the next ones at debug level: fencing says the rest.
+        """
+        settings = self._state.settings
+        timeout = heartbeat_timeout(settings.heartbeat_lease, settings.update_heartbeat_interval)
+        delay = settings.update_heartbeat_interval
+        failing = False
         while True:
-            await anyio.sleep(self._state.settings.update_heartbeat_interval)
-            await self.confirm()
+            await anyio.sleep(delay)
+            try:
+                await self.confirm()
+            except (TimeoutError, exceptions.ConnectorException) as exc:
+                logger.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "heartbeat of worker %s failed (%s); trying again in %.2f s",
+                    self._state.worker_id,
+                    f"no answer within {timeout:.2f} s"
+                    if isinstance(exc, TimeoutError)
+                    else f"{type(exc).__name__}: {exc}",
+                    min(timeout, settings.update_heartbeat_interval),
+                    extra={"action": "heartbeat_failed", "worker_id": self._state.worker_id},
+                )
+                failing = True
+                delay = min(timeout, settings.update_heartbeat_interval)
+            else:
+                failing = False
+                delay = settings.update_heartbeat_interval
 
     async def confirm(self) -> None:
         """Beat the heart; if this worker was pruned, register again and take its jobs back.
 
-        Its tasks are published again too: their row went with the pruned one.
+        Each acknowledged heartbeat renews the lease from the moment it was sent. The
+        heartbeat query has a timeout shorter than the lease, so that a hung one is tried
+        again in time. Its tasks are published again too: their row went with the pruned one.
         """
+        settings = self._state.settings
+        timeout = heartbeat_timeout(settings.heartbeat_lease, settings.update_heartbeat_interval)
         async with self._lock:
             state = self._state
-            if await self._store.heartbeat(state.worker_id):
+            sent_at = anyio.current_time()
+            with anyio.fail_after(timeout):
+                alive = await self._store.heartbeat(state.worker_id)
+            if alive:
+                state.renew_lease(sent_at)
                 return
+            # Gone: other workers may recover its jobs from now on, so they stop here first.
+            state.lose_lease()
+            fence(state, f"its row {state.worker_id} is gone (pruned as stalled)")
             old = state.worker_id
+            sent_at = anyio.current_time()
             state.worker_id = await self._store.register()
+            state.renew_lease(sent_at, new_registration=True)
             own = state.own_job_ids()
             lost = set(own) - await self._store.reclaim(worker_id=state.worker_id, job_ids=own)
             logger.warning(
@@ -124,6 +168,8 @@ class Housekeeping:
         self._state = state
         self._store = store
         self._app = app
+        # Once per kind for the worker's whole run, across restarts of the listener.
+        self._malformed = MalformedLog()
 
     async def recover_stalled_forever(self) -> None:
         """Put back the jobs of stalled workers, and this worker's lost claims, every beat."""
@@ -148,10 +194,17 @@ class Housekeeping:
             await anyio.sleep(state.settings.update_heartbeat_interval)
 
     async def poll_aborts_forever(self) -> None:
-        """Ask the database for abort requests, in case their notification was missed."""
+        """Ask the database for abort requests: every polling interval, and on a hint.
+
+        A notification only hints that a job running here was asked to abort (anyone may
+        send one); this query is what decides. Hints that come while it runs are answered
+        by the next one, so a flood of them costs one query at a time.
+        """
+        state = self._state
         while True:
-            await anyio.sleep(self._state.settings.abort_job_polling_interval)
-            if self._state.running:
+            await state.abort_hinted.wait(state.settings.abort_job_polling_interval)
+            state.abort_hinted.clear()
+            if state.running:
                 self.abort(await self._store.jobs_to_abort())
 
     def abort(self, job_ids: Iterable[int]) -> None:
@@ -171,11 +224,14 @@ class Housekeeping:
         channels = list(get_channel_for_queues(state.settings.queues))
 
         async def on_notification(*, channel: str, payload: str) -> None:
-            notification = json.loads(payload)
-            if notification.get("type") == "abort_job_requested":
-                self.abort([notification["job_id"]])
+            hint = parse_notification(payload)
+            if isinstance(hint, Malformed):
+                self._malformed.ignored(channel=channel, payload=payload, malformed=hint)
+            elif hint.type == "abort_job_requested":
+                if hint.job_id in state.running:
+                    state.abort_hinted.set()  # confirmed in the database before any abort
             else:
-                state.wake_claimer.set()
+                state.wake_claimer.set()  # a forged one costs one claim query: harmless
 
         async def on_listening() -> None:
             state.wake_claimer.set()  # whatever was announced while not listening: claim now

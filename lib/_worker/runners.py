@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 from procrastinate import exceptions, middleware, tasks
@@ -128,6 +129,8 @@ class Runners:
                 f"job arguments must be a JSON object, got {type(job.task_kwargs).__name__}: "
                 f"{job.task_kwargs!r:.200}"
             )
+        # Fenced (or aborted) between its claim and now: never begin it.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         timeout = task_timeout(task)
         if not running.is_async or timeout is None:
             return await self._call(task, running)

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias
 import anyio
 from procrastinate import job_context, jobs, middleware, tasks
 
+from dawdle._worker.lease import Lease
 from dawdle._worker.outcomes import Outcome, Verdict
 
 logger = logging.getLogger("dawdle.worker")
@@ -42,6 +43,8 @@ class WorkerSettings:
     install_signal_handlers: bool
     update_heartbeat_interval: float
     stalled_worker_timeout: float
+    # dawdle's own: fenced after this long without an acknowledged heartbeat (`lease`).
+    heartbeat_lease: float
     task_middleware: tuple[middleware.TaskMiddleware, ...]
     worker_middleware: tuple[middleware.WorkerMiddleware, ...]
     # dawdle's own: "leave" claims only jobs of the app's tasks; "fail" claims any job and
@@ -147,6 +150,14 @@ class Running:
                 with _abandoned_lock:
                     _abandoned_runs.discard(self)
 
+    def skip_if_not_begun(self) -> None:
+        """Fencing: a sync job no thread has begun never begins (it goes back, safely)."""
+        with self._lock:
+            if self.stage is not ThreadStage.WAITING:
+                return
+            self.stage = ThreadStage.SKIPPED
+        self.scope.cancel()
+
     def stop_thread(self) -> ThreadStage:
         """End of a shutdown: skip the job if no thread began it, abandon it if one runs it.
 
@@ -186,6 +197,12 @@ class WorkerState:
         self.unwritten: list[Verdict] = []
         self.wake_claimer = Wakeup()
         self.slot_freed = Wakeup()
+        # A notification said a job running here was asked to abort: check the database.
+        self.abort_hinted = Wakeup()
+        self.lease = Lease(settings.heartbeat_lease, anyio.current_time())
+        self.lease_changed = Wakeup()
+        # When the worker was fenced (`fencing`), while it is: no claims, running jobs stopped.
+        self.fenced_since: float | None = None
         # A claim and the recovery of this worker's lost claims never overlap.
         self.claim_lock = anyio.Lock()
 
@@ -238,6 +255,36 @@ class WorkerState:
                 running.abort_reason = job_context.AbortReason.SHUTDOWN
             if running.is_async:
                 running.scope.cancel()
+
+    def renew_lease(self, sent_at: float, *, new_registration: bool = False) -> None:
+        """A heartbeat (or registration) sent at `sent_at` (anyio's clock) was acknowledged."""
+        self.lease.renew(sent_at, anyio.current_time(), new_registration=new_registration)
+        self.lease_changed.set()
+
+    def lose_lease(self) -> None:
+        """The worker's row is gone: fence now, whatever the clock says."""
+        self.lease.lose(anyio.current_time())
+        self.lease_changed.set()
+
+    def fence(self) -> list[Running]:
+        """Stop the running jobs: the lease lapsed, so another worker may soon take them.
+
+        Async jobs are cancelled (put back: their verdict only lands if the job is still
+        'doing' for this worker), sync jobs not begun never begin, running ones see
+        `should_abort()` True. A reason already set (a user's abort) is kept. Returns the
+        sync jobs whose thread runs on.
+        """
+        threads = []
+        for running in self.running.values():
+            if running.abort_reason is None:
+                running.abort_reason = job_context.AbortReason.SHUTDOWN
+            if running.is_async:
+                running.scope.cancel()
+            else:
+                running.skip_if_not_begun()
+                if running.stage is ThreadStage.RUNNING:
+                    threads.append(running)
+        return threads
 
     def worker_log_fields(self, job_id: int | None = None) -> dict[str, Any]:
         """The `worker` of Procrastinate's log records (with dawdle's `id` beside it)."""

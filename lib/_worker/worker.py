@@ -8,10 +8,11 @@ the worker unregisters.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
@@ -22,7 +23,9 @@ from procrastinate import jobs, middleware, utils
 from dawdle._errors import ConfigurationError
 from dawdle._validate import integer, number
 from dawdle._worker.claimer import Claimer
+from dawdle._worker.fencing import guard_lease_forever
 from dawdle._worker.housekeeping import Housekeeping, Registration
+from dawdle._worker.lease import check_lease, default_lease
 from dawdle._worker.runners import Runners
 from dawdle._worker.shutdown import end_running_jobs
 from dawdle._worker.state import (
@@ -58,6 +61,12 @@ class Worker:
     left for a worker that knows it (`unknown_tasks="leave"`, for databases shared between
     projects or with Procrastinate workers); `unknown_tasks="fail"` claims it and fails it
     (TaskNotFound), as Procrastinate's worker does.
+
+    Fencing: a worker that has had no heartbeat acknowledged for `heartbeat_lease` seconds
+    (None: halfway between `update_heartbeat_interval` and `stalled_worker_timeout`, 20 s
+    with the defaults) stops claiming and stops its running jobs (async ones cancelled and
+    put back, sync ones see `should_abort()`), before another worker may recover them as
+    stalled; it resumes once a heartbeat gets through again.
     """
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
@@ -79,6 +88,7 @@ class Worker:
         task_middleware: list[middleware.TaskMiddleware] | None = None,
         worker_middleware: list[middleware.WorkerMiddleware] | None = None,
         unknown_tasks: UnknownTasks = "leave",
+        heartbeat_lease: float | None = None,
     ) -> None:
         def interval(option: str, value: float) -> float:
             return number(f"Worker: {option}", value, above=0, finite=False)
@@ -101,6 +111,19 @@ class Worker:
         for mw in worker_middleware or []:
             if not middleware.is_async_middleware(mw):
                 raise ConfigurationError(f"Worker: worker middleware {mw!r} must be async")
+        heartbeat = interval("update_heartbeat_interval", update_heartbeat_interval)
+        stalled = interval("stalled_worker_timeout", stalled_worker_timeout)
+        if heartbeat_lease is None:
+            if not heartbeat < stalled:
+                raise ConfigurationError(
+                    f"Worker: update_heartbeat_interval ({heartbeat:g} s) must be shorter than "
+                    f"stalled_worker_timeout ({stalled:g} s), or other workers recover the "
+                    "jobs of this one while it runs them"
+                )
+            lease = default_lease(heartbeat, stalled)
+        else:
+            lease = interval("heartbeat_lease", heartbeat_lease)
+            check_lease(lease, heartbeat, stalled)
         self.app = app
         self.settings = WorkerSettings(
             queues=None if queues is None else list(queues),
@@ -125,10 +148,9 @@ class Worker:
             delete_jobs=delete,
             additional_context=dict(additional_context or {}),
             install_signal_handlers=install_signal_handlers,
-            update_heartbeat_interval=interval(
-                "update_heartbeat_interval", update_heartbeat_interval
-            ),
-            stalled_worker_timeout=interval("stalled_worker_timeout", stalled_worker_timeout),
+            update_heartbeat_interval=heartbeat,
+            stalled_worker_timeout=stalled,
+            heartbeat_lease=lease,
             task_middleware=tuple(task_middleware or ()),
             worker_middleware=tuple(worker_middleware or ()),
             unknown_tasks=unknown_tasks,
@@ -216,9 +238,10 @@ class Worker:
             housekeeping = Housekeeping(state, store, self.app)
             writer = OutcomeWriter(state, store, registration)
             claimer = Claimer(state, store, registration, self.app)
-            loops = [
+            loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("writer", writer.write_forever),
                 ("heartbeat", registration.beat_forever),
+                ("lease", functools.partial(guard_lease_forever, state)),
                 ("stalled jobs", housekeeping.recover_stalled_forever),
                 ("abort polling", housekeeping.poll_aborts_forever),
                 ("periodic", housekeeping.defer_periodic_forever),

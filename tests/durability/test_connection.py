@@ -15,7 +15,6 @@ from time import monotonic
 from typing import Any
 
 import anyio
-import anyio.abc
 import psycopg
 import pytest
 from psycopg import errors as e
@@ -25,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from dawdle._connector._connection import AnyioConnection
+from tests.durability.proxy import tcp_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -140,40 +140,6 @@ async def cancelled_once_sleeping(
 
             tg.start_soon(cancel_when_sleeping)
             yield scope
-
-
-@asynccontextmanager
-async def tcp_proxy(host: str, port: int) -> AsyncIterator[int]:
-    """A port on 127.0.0.1 relaying connections to a server (Unix socket directory or TCP)."""
-
-    async def relay(client: anyio.abc.SocketStream) -> None:
-        if host.startswith("/"):
-            upstream: anyio.abc.SocketStream = await anyio.connect_unix(f"{host}/.s.PGSQL.{port}")
-        else:
-            upstream = await anyio.connect_tcp(host, port)
-        async with client, upstream, anyio.create_task_group() as tg:
-
-            async def pump(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream) -> None:
-                try:
-                    async for chunk in src:
-                        await dst.send(chunk)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(pump, client, upstream)
-            tg.start_soon(pump, upstream, client)
-
-    async with (
-        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(listener.serve, relay)
-        try:
-            # S610 is about Django's QuerySet.extra(); this is anyio's typed attribute lookup.
-            yield listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
-        finally:
-            tg.cancel_scope.cancel()
 
 
 # -- basics ---------------------------------------------------------------
@@ -462,12 +428,12 @@ async def test_bad_database(database_dsn: str) -> None:
     assert 'database "no_such_db_anyio" does not exist' in str(ei.value)
 
 
-async def test_hostname_resolution(other: AnyioConnection, database_dsn: str) -> None:
+async def test_hostname_resolution(database_dsn: str) -> None:
     """A host name (not an address) is resolved and connected to, on both runtimes."""
     # Through a TCP relay, as the embedded test server only listens on a Unix socket.
     async with (
-        tcp_proxy(other.info.host, other.info.port) as port,
-        await AnyioConnection.connect(database_dsn, host="localhost", port=port) as c,
+        tcp_proxy(database_dsn) as (_, proxy_dsn),
+        await AnyioConnection.connect(proxy_dsn, host="localhost") as c,
     ):
         assert await fetchval(c, "SELECT 1") == 1
         assert c.info.host == "localhost"

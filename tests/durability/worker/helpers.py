@@ -143,6 +143,39 @@ async def strand_with_dead_worker(app: App, job_id: int) -> None:
     )
 
 
+async def forge_notification(
+    app: App, payload: str, channel: str = "procrastinate_any_queue_v1"
+) -> None:
+    """NOTIFY `payload` as any client can, no trigger involved (pg_notify; in memory, its twin)."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        await connector.notify(channel, payload)
+        return
+    await connector.execute_query_async(
+        "SELECT pg_notify(%(channel)s, %(payload)s)", channel=channel, payload=payload
+    )
+
+
+@contextlib.contextmanager
+def abort_checks(app: App) -> Iterator[anyio.Event]:
+    """An event set each time the worker has asked the database which jobs to abort."""
+    manager: Any = app.job_manager
+    checked = anyio.Event()
+    original: Callable[..., Awaitable[Iterable[int]]] = manager.list_jobs_to_abort_async
+
+    async def list_jobs_to_abort_async(*args: Any, **kwargs: Any) -> Iterable[int]:
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            checked.set()
+
+    manager.list_jobs_to_abort_async = list_jobs_to_abort_async
+    try:
+        yield checked
+    finally:
+        del manager.list_jobs_to_abort_async
+
+
 @contextlib.asynccontextmanager
 async def same_database(app: App) -> AsyncIterator[App]:
     """Another App on `app`'s database: its own pool on PostgreSQL, the same store in memory."""

@@ -15,7 +15,15 @@ from procrastinate import exceptions
 
 from dawdle import App
 from dawdle.backoff import Constant, RetryPolicy
-from tests.durability.worker.helpers import job_states, listening, make_worker, running, work
+from tests.durability.worker.helpers import (
+    abort_checks,
+    forge_notification,
+    job_states,
+    listening,
+    make_worker,
+    running,
+    work,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -94,3 +102,28 @@ async def test_abort_of_a_todo_job_cancels_it_before_it_runs(app: App) -> None:
     await work(app)
     assert ran == []
     assert await job_states(app) == {job_id: ("cancelled", 0)}
+
+
+async def test_forged_abort_notification_is_checked_and_ignored(app: App) -> None:
+    """An abort notification no abort request backs: checked in the database, job succeeds."""
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.task(name="held")
+    async def held() -> None:
+        started.set()
+        await release.wait()
+
+    job_id = await held.defer_async()
+    # Only the notification can make the worker look: its polling would come in 30 s.
+    worker = make_worker(app, abort_job_polling_interval=30)
+    with listening(app) as listened, abort_checks(app) as checked:
+        async with running(worker):
+            with anyio.fail_after(5):
+                await started.wait()
+                await listened.wait()
+            await forge_notification(app, f'{{"type": "abort_job_requested", "job_id": {job_id}}}')
+            with anyio.fail_after(5):
+                await checked.wait()
+            release.set()
+    assert await job_states(app) == {job_id: ("succeeded", 1)}

@@ -64,10 +64,11 @@ async def test_live_workers_jobs_are_not_recovered(app: App) -> None:
     async def long() -> None:
         nonlocal runs
         runs += 1
-        await anyio.sleep(1.0)  # the behaviour: longer than twice stalled_worker_timeout
+        await anyio.sleep(2.5)  # the behaviour: longer than twice stalled_worker_timeout
 
     job_id = await long.defer_async()
-    await work(app, concurrency=2, stalled_worker_timeout=0.4, update_heartbeat_interval=0.05)
+    # Not much shorter: fencing stops a job whose heartbeats are late by a fraction of that.
+    await work(app, concurrency=2, stalled_worker_timeout=1.0, update_heartbeat_interval=0.1)
     assert runs == 1
     assert await job_states(app) == {job_id: ("succeeded", 1)}
 

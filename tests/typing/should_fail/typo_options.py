@@ -21,3 +21,5 @@ async def main() -> None:
     await app.run_worker_async(concurency=2)  # type: ignore[call-arg]
     app.run_worker(backend="trio", wiat=False)  # type: ignore[call-arg]
     await app.run_worker_async(unknown_tasks="skip")  # type: ignore[arg-type]
+    await app.run_worker_async(heartbeat_lease="20")  # type: ignore[arg-type]
+    await app.run_worker_async(heartbeat_leese=20)  # type: ignore[call-arg]
