@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 import anyio.to_thread
 
 EXIT_NOT_RUNNING: Final = 3
 
+# The `dawdle` command's own parser class, which the subcommand's parser takes on.
+Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
-def add_embedded_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def add_embedded_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     """Register `dawdle embedded` and its actions on the `dawdle` command's subparsers."""
     embedded = commands.add_parser(
         "embedded",
