@@ -71,21 +71,33 @@ class Proxy:
         try:
             await self._flowing.wait()  # a new connection gets no further than the partition
             upstream = await self._upstream()
-            async with client, upstream, anyio.create_task_group() as tg:
-                tg.start_soon(self._pump, client, upstream)
-                tg.start_soon(self._pump, upstream, client)
+            async with client, upstream:
+                await self.forward(client, upstream)
         finally:
             self._relays -= 1
             if not self._relays:
                 self._no_relays.set()
+
+    async def forward(
+        self, client: anyio.abc.SocketStream, upstream: anyio.abc.SocketStream
+    ) -> None:
+        """Relay one connection both ways until it ends (subclasses alter what goes through)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump, client, upstream)
+            tg.start_soon(self._pump, upstream, client)
 
     async def _pump(self, source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             async for chunk in source:
                 await self._flowing.wait()
                 await sink.send(chunk)
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await sink.send_eof()  # the other side then closes: the other pump ends
+        await pass_on_eof(sink)  # the other side then closes: the other pump ends
+
+
+async def pass_on_eof(stream: anyio.abc.SocketStream) -> None:
+    """Shut down `stream`'s sending side, unless its peer has gone already."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await stream.send_eof()
 
 
 @contextlib.asynccontextmanager

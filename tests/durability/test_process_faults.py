@@ -12,7 +12,6 @@ database.
 from __future__ import annotations
 
 import collections
-import contextlib
 import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,7 +24,6 @@ import anyio.abc
 import anyio.to_thread
 import psycopg
 import pytest
-from anyio.abc import SocketAttribute
 from procrastinate import jobs
 from procrastinate import schema as procrastinate_schema
 from psycopg import conninfo
@@ -34,6 +32,7 @@ from dawdle import App
 from tests.durability import fault_app
 from tests.durability.fault_app import WorkerProcesses
 from tests.durability.private_server import PrivateServer, pg_ctl, private_server
+from tests.durability.proxy import Proxy, pass_on_eof
 
 pytestmark = pytest.mark.anyio
 
@@ -300,7 +299,11 @@ async def test_frozen_workers_late_outcome_leaves_the_rerun_alone(
     assert await workers.stop(frozen) == 0
     assert seen == {"doing"}, f"job {job_id} was {seen} while the rescuer still ran it"
     assert (await statuses(app))[job_id] == ("succeeded", 2)
-    assert (await runs(app))[job_id] == [(0, True), (1, True)]
+    # The frozen worker wakes with its run's 1 s sleep long over: that run either ends or is
+    # cut by fencing (its heartbeat finds its row pruned), whichever comes first. Both are
+    # right; what matters is that its outcome leaves the rescuer's run alone.
+    [(first, _), rerun] = (await runs(app))[job_id]
+    assert (first, rerun) == (0, (1, True))
 
 
 # -- a database that goes away -------------------------------------------------------------------
@@ -353,65 +356,26 @@ async def test_worker_rides_out_a_database_fault(
 # -- a reply lost on the way back ----------------------------------------------------------------
 
 
-async def pass_on_eof(stream: anyio.abc.SocketStream) -> None:
-    """Shut down `stream`'s sending side, unless its peer has gone already."""
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        await stream.send_eof()
-
-
-class LosingProxy:
+class LosingProxy(Proxy):
     """A TCP proxy to PostgreSQL that, once, lets a claim commit and then drops its reply.
 
     The first client message holding dawdle's claim query goes through; everything the
     server answers on that connection is swallowed, and once its ReadyForQuery shows that
     the statement committed, both sides are closed: the worker sees "server closed the
     connection unexpectedly" for a claim that did happen. Every other byte is relayed.
-
-    A connection otherwise ends by end-of-file passed on, never by cancelling a pending
-    read: on asyncio, cancelling a read of a Unix socket stream (the embedded server's)
-    just as it becomes readable makes anyio's reader callback fail with InvalidStateError.
     """
 
     def __init__(self, dsn: str) -> None:
-        params = conninfo.conninfo_to_dict(dsn)
-        self.host = str(params.get("host") or "/tmp")  # noqa: S108 (libpq's default socket dir)
-        self.port = int(params.get("port") or 5432)
+        super().__init__(dsn)
         self.dropped = anyio.Event()
         self._armed = False
-        self._relays = 0
-        self._no_relays = anyio.Event()
 
-    async def closed(self) -> None:
-        """Wait until every relayed connection has ended."""
-        while self._relays:
-            self._no_relays = anyio.Event()
-            await self._no_relays.wait()
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
-        """Listen on 127.0.0.1; report the port through `task_status`; relay until cancelled."""
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            port = listener.extra(SocketAttribute.local_port)  # noqa: S610 (not Django)
-            task_status.started(port)
-            await listener.serve(self._relay)
-
-    async def _upstream(self) -> anyio.abc.SocketStream:
-        if self.host.startswith("/"):
-            return await anyio.connect_unix(f"{self.host}/.s.PGSQL.{self.port}")
-        return await anyio.connect_tcp(self.host, self.port)
-
-    async def _relay(self, client: anyio.abc.SocketStream) -> None:
-        self._relays += 1
-        try:
-            await self._relay_connection(client)
-        finally:
-            self._relays -= 1
-            if not self._relays:
-                self._no_relays.set()
-
-    async def _relay_connection(self, client: anyio.abc.SocketStream) -> None:
-        upstream = await self._upstream()
+    async def forward(
+        self, client: anyio.abc.SocketStream, upstream: anyio.abc.SocketStream
+    ) -> None:
+        """Relay one connection; the first that carries a claim loses the claim's answer."""
         losing = anyio.Event()
-        async with client, upstream, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
 
             async def to_server() -> None:
                 tail = b""
@@ -448,8 +412,9 @@ async def test_claim_whose_reply_is_lost_does_not_leave_jobs_doing(
     proxy = LosingProxy(fault_dsn)
     async with anyio.create_task_group() as tg:
         port = await tg.start(proxy.serve)
-        dsn = conninfo.make_conninfo(fault_dsn, host="127.0.0.1", port=port, sslmode="disable")
-        worker = await workers.start(dsn, anyio_backend, "--concurrency=4", **RESCUER)
+        worker = await workers.start(
+            proxy.client_dsn(port), anyio_backend, "--concurrency=4", **RESCUER
+        )
         with anyio.fail_after(20):
             await proxy.dropped.wait()
         lost = await fetch(

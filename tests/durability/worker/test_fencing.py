@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,21 +118,34 @@ class Jobs:
 
 
 @contextlib.contextmanager
-def seen(logger: logging.Logger, action: str) -> Iterator[anyio.Event]:
-    """An event set when `logger` emits a record with `action` (from the event loop's thread)."""
-    event = anyio.Event()
+def seen(logger: logging.Logger, action: str) -> Iterator[Sighting]:
+    """A `Sighting` of the first record with `action` that `logger` emits (in the loop's thread)."""
+    sighting = Sighting(anyio.Event())
 
     class Handler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, "action", None) == action:
-                event.set()
+            if getattr(record, "action", None) == action and not sighting.event.is_set():
+                sighting.at = time.monotonic()
+                sighting.event.set()
 
     handler = Handler()
     logger.addHandler(handler)
     try:
-        yield event
+        yield sighting
     finally:
         logger.removeHandler(handler)
+
+
+@dataclass
+class Sighting:
+    """When a log record was emitted: `at` is set as it is, before any waiter wakes."""
+
+    event: anyio.Event
+    at: float = math.inf
+
+    async def wait(self) -> None:
+        """Wait until the record has been emitted."""
+        await self.event.wait()
 
 
 @postgres_only("a TCP proxy between the worker and a real server")
@@ -271,13 +285,12 @@ async def test_hung_heartbeat_fences_until_one_gets_through(app: App) -> None:
             healed.set()
             with anyio.fail_after(5):
                 await ended.wait()
-                ended_at = time.monotonic()
                 await succeeded.wait()
     assert [run.finished for run in runs] == [False, True]
     # The last heartbeat that got through was sent at most one interval before the first
     # that hung: another worker could take the job from that plus the stalled timeout on.
     assert runs[0].end < hung_at[0] - TIMINGS["update_heartbeat_interval"] + STALLED
-    assert runs[1].start >= ended_at  # nothing was claimed while fenced
+    assert runs[1].start >= ended.at  # nothing was claimed while fenced
     assert (await job_states(app))[job_id][0] == "succeeded"
 
 
