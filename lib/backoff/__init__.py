@@ -9,6 +9,7 @@ from __future__ import annotations
 from dawdle.backoff._budget import RetryBudget as RetryBudget
 from dawdle.backoff._policy import Decision as Decision
 from dawdle.backoff._policy import ExponentialBackoffStrategy as ExponentialBackoffStrategy
+from dawdle.backoff._policy import RetryEvent as RetryEvent
 from dawdle.backoff._policy import RetryPolicy as RetryPolicy
 from dawdle.backoff._retrying import Attempt as Attempt
 from dawdle.backoff._retrying import Retrying as Retrying
@@ -35,6 +36,7 @@ __all__ = [
     "Jitter",
     "Linear",
     "RetryBudget",
+    "RetryEvent",
     "RetryPolicy",
     "Retrying",
     "instant_sleeps",

@@ -37,6 +37,21 @@ class Decision:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """A retry was decided: what `on_retry` hooks receive, before the wait begins.
+
+    `attempt` is the run that failed (1 = the first), `delay` the seconds until the next run,
+    `reason` the decision's text, `job_id` the job's id when a worker decided, else None.
+    """
+
+    attempt: int
+    delay: float
+    reason: str
+    exception: BaseException
+    job_id: int | None = None
+
+
 def _exception_types(where: str, value: object) -> tuple[type[BaseException], ...]:
     """`value`, one exception class or a tuple of them, as a tuple; `where` names it."""
     types = value if isinstance(value, tuple) else (value,)
@@ -86,9 +101,14 @@ class RetryPolicy(BaseRetryStrategy):
     give_up_on: ExceptionTypes = ()
     retry_if: Callable[[BaseException], bool] | None = None
     retry_after: bool = True
+    on_retry: Callable[[RetryEvent], None] | None = None
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.on_retry is not None and not callable(self.on_retry):
+            raise ConfigurationError(
+                f"RetryPolicy: on_retry must be callable, got {self.on_retry!r}"
+            )
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(
                 f"RetryPolicy: backoff must be a dawdle.backoff strategy, got {self.backoff!r}"
@@ -153,9 +173,19 @@ class RetryPolicy(BaseRetryStrategy):
         next_run = f"attempt {attempt + 1}{limit} in {delay:.3f}s ({why})"
         return Decision(retry=True, delay=delay, reason=f"{name} on attempt {attempt}; {next_run}")
 
+    def decide_job(self, exception: BaseException, *, job: Job, elapsed: float | None) -> Decision:
+        """Decide about a job whose run number `job.attempts + 1` raised `exception`.
+
+        `elapsed` is the seconds since the job's first run (None if unknown). The jitter is
+        drawn from a generator seeded by the job's id and attempt, so a decision replays.
+        """
+        attempt = job.attempts + 1
+        seeded = random.Random(f"{job.id}/{attempt}")  # noqa: S311 (jitter, not security)
+        return self.decide(exception, attempt=attempt, elapsed=elapsed, rng=seeded)
+
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         """Procrastinate's hook: a job that ran `job.attempts + 1` times has failed."""
-        decision = self.decide(exception, attempt=job.attempts + 1)
+        decision = self.decide_job(exception, job=job, elapsed=None)
         if not decision.retry or decision.delay is None:
             return None
         retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=decision.delay)
@@ -184,6 +214,7 @@ class ExponentialBackoffStrategy(RetryPolicy):
     give_up_on: ExceptionTypes = field(default=(), init=False, repr=False)
     retry_if: Callable[[BaseException], bool] | None = field(default=None, init=False, repr=False)
     retry_after: bool = field(default=True, init=False, repr=False)
+    on_retry: Callable[[RetryEvent], None] | None = field(default=None, init=False, repr=False)
     rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
