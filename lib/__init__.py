@@ -17,6 +17,7 @@ from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._options import WorkerOptions as WorkerOptions
 from dawdle._schema import SchemaStatus as SchemaStatus
+from dawdle._snooze import Snooze as Snooze
 from dawdle._worker import Outcome as Outcome
 from dawdle._worker import Worker as Worker
 from dawdle._worker import WorkerStats as WorkerStats
@@ -39,6 +40,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaOutdated",
     "SchemaStatus",
+    "Snooze",
     "UnsupportedValue",
     "Worker",
     "WorkerOptions",

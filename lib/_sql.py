@@ -44,16 +44,20 @@ RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queuein
 
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
-# 'succeeded', 'failed' or 'aborted' (finished), 'todo' (retry at retry_at, with optional
-# new priority, queue and lock) or 'delete'. As in Procrastinate, attempts count every run
-# that ended, and a retry of a job whose abort was requested ends it; unlike Procrastinate
-# (which marks it failed), as aborted.
+# 'succeeded', 'failed' or 'aborted' (finished), 'todo' (again at retry_at, with optional
+# new priority, queue and lock) or 'delete'. outcome.spent says whether the run counts in
+# `attempts`: every run whose end the task decided does (as in Procrastinate); a run the
+# worker put back (its shutdown, fencing) or that the task snoozed does not. Each doing ->
+# todo change still leaves its 'deferred_for_retry' event (Procrastinate's trigger), so
+# such runs stay visible. As in Procrastinate, a retry of a job whose abort was requested
+# ends it; unlike Procrastinate (which marks it failed), as aborted.
 RECORD_OUTCOMES: Final = """
 WITH outcome AS (
     SELECT *
       FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retry_at)s::timestamptz[],
-                  %(priorities)s::integer[], %(queues)s::varchar[], %(locks)s::text[])
-           AS o(id, status, retry_at, priority, queue_name, lock)
+                  %(priorities)s::integer[], %(queues)s::varchar[], %(locks)s::text[],
+                  %(spent)s::boolean[])
+           AS o(id, status, retry_at, priority, queue_name, lock, spent)
 ), removed AS (
     DELETE FROM procrastinate_jobs AS job
      USING outcome
@@ -68,7 +72,7 @@ WITH outcome AS (
                ELSE 'todo'::procrastinate_job_status
            END,
            abort_requested = false,
-           attempts = job.attempts + 1,
+           attempts = job.attempts + CASE WHEN outcome.spent THEN 1 ELSE 0 END,
            scheduled_at = CASE
                WHEN outcome.status = 'todo' AND NOT job.abort_requested THEN outcome.retry_at
                ELSE job.scheduled_at
@@ -84,13 +88,15 @@ WITH outcome AS (
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded
 """
 
-# Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back,
-# counting the run that was cut short. Also this worker's own 'doing' jobs that it does not
-# know: a claim committed but its reply was lost, so they never ran and no run is counted.
-# The worker holds its claim lock meanwhile, so no claim of its own is in flight.
+# Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back
+# without spending an attempt (the run was cut short by its worker's end, not decided by the
+# task), so rolling restarts never use up `max_attempts`; the doing -> todo change leaves
+# its 'deferred_for_retry' event. Also this worker's own 'doing' jobs that it does not know:
+# a claim committed but its reply was lost, so they never ran. The worker holds its claim
+# lock meanwhile, so no claim of its own is in flight.
 RECOVER_STALLED_JOBS: Final = """
 WITH stalled AS (
-    SELECT job.id, job.worker_id IS NOT DISTINCT FROM %(worker_id)s AS ours
+    SELECT job.id
       FROM procrastinate_jobs AS job
       LEFT JOIN procrastinate_workers AS worker ON worker.id = job.worker_id
      WHERE job.status = 'doing'
@@ -104,7 +110,6 @@ UPDATE procrastinate_jobs AS job
    SET status = CASE WHEN job.abort_requested THEN 'aborted'::procrastinate_job_status
                      ELSE 'todo'::procrastinate_job_status END,
        abort_requested = false,
-       attempts = job.attempts + CASE WHEN stalled.ours THEN 0 ELSE 1 END,
        scheduled_at = CASE WHEN job.abort_requested THEN job.scheduled_at ELSE now() END,
        worker_id = NULL
   FROM stalled
@@ -132,3 +137,26 @@ INSERT INTO dawdle_worker_tasks (worker_id, task_names)
 VALUES (%(worker_id)s, %(task_names)s::text[])
 ON CONFLICT (worker_id) DO UPDATE SET task_names = EXCLUDED.task_names, published_at = now()
 """
+
+# The claim of a worker whose app has tasks with a job deadline (`timed_tasks`): FETCH_JOBS
+# as it is, and for the jobs of those tasks `first_run_age`, the seconds from the job's
+# first run to now, by the database's clock alone (no skew with the worker's). The first run
+# is the earliest 'started' event that Procrastinate's trigger wrote (for claims by any
+# worker, Procrastinate's included) since the job's last manual retry ('retried'). This
+# claim's own 'started' events come from triggers of this statement, which its snapshot
+# does not see: NULL means no earlier run is recorded (a first run, or events deleted).
+# One index lookup per claimed job of a timed task; nothing for the others.
+CLAIM_JOBS_TIMED: Final = f"""
+WITH claimed AS ({FETCH_JOBS})
+SELECT claimed.*,
+       CASE WHEN claimed.task_name = ANY(%(timed_tasks)s::text[]) THEN (
+           SELECT extract(epoch FROM now() - min(event.at))::float8
+             FROM procrastinate_events AS event
+            WHERE event.job_id = claimed.id AND event.type = 'started'
+              AND event.id > COALESCE((SELECT max(retried.id)
+                                         FROM procrastinate_events AS retried
+                                        WHERE retried.job_id = claimed.id
+                                          AND retried.type = 'retried'), 0)
+       ) END AS first_run_age
+  FROM claimed
+"""  # noqa: S608 (the claim is our own constant; nothing from outside goes in)

@@ -20,6 +20,7 @@ from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
+    CLAIM_JOBS_TIMED,
     FETCH_JOBS,
     HEARTBEAT,
     PUBLISH_TASKS,
@@ -50,6 +51,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[DAWDLE_SCHEMA] = "apply_dawdle_schema"
         self.reverse_queries[PUBLISH_TASKS] = "publish_tasks"
         self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
+        self.reverse_queries[CLAIM_JOBS_TIMED] = "claim_jobs_timed"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
@@ -200,6 +202,29 @@ class InMemoryConnector(testing.InMemoryConnector):
             self.events[job["id"]].append({"type": "started", "at": now})
         return claimed
 
+    async def claim_jobs_timed_all(
+        self, *, timed_tasks: list[str], **claim: Any
+    ) -> list[dict[str, Any]]:
+        """The claim with each timed task's `first_run_age`, as its SQL reads the events.
+
+        The claim appends each job's own 'started' event last; the SQL's snapshot does not
+        see it, so it is left out here.
+        """
+        claimed = await self.fetch_jobs_all(**claim)
+        now = utils.utcnow()
+        rows = []
+        for job in claimed:
+            first_run_age = None
+            if job["task_name"] in timed_tasks:
+                earlier = self.events[job["id"]][:-1]
+                retried = [i for i, event in enumerate(earlier) if event["type"] == "retried"]
+                since = retried[-1] + 1 if retried else 0
+                starts = [event["at"] for event in earlier[since:] if event["type"] == "started"]
+                if starts:
+                    first_run_age = (now - min(starts)).total_seconds()
+            rows.append({**job, "first_run_age": first_run_age})
+        return rows
+
     async def record_outcomes_one(
         self,
         *,
@@ -209,12 +234,13 @@ class InMemoryConnector(testing.InMemoryConnector):
         priorities: list[int | None],
         queues: list[str | None],
         locks: list[str | None],
+        spent: list[bool],
         worker_id: int,
     ) -> dict[str, int]:
         """The worker's batched outcomes, as its SQL records them."""
         recorded = 0
-        for job_id, status, when, priority, queue, lock in zip(
-            ids, statuses, retry_at, priorities, queues, locks, strict=True
+        for job_id, status, when, priority, queue, lock, counted in zip(
+            ids, statuses, retry_at, priorities, queues, locks, spent, strict=True
         ):
             job = self.jobs.get(job_id)
             if job is None or job["status"] != "doing" or job["worker_id"] != worker_id:
@@ -233,7 +259,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                 new_status = "aborted"
             job["status"] = new_status
             job["abort_requested"] = False
-            job["attempts"] += 1
+            job["attempts"] += 1 if counted else 0
             self.events[job_id].append(
                 {
                     "type": "deferred_for_retry" if new_status == "todo" else new_status,
@@ -245,18 +271,27 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def recover_stalled_jobs_all(
         self, *, seconds: float, own_jobs: list[int], worker_id: int
     ) -> list[dict[str, Any]]:
-        """Put back the jobs of workers whose heartbeat is older than `seconds`."""
+        """Put back the jobs of workers whose heartbeat is older than `seconds`, as its SQL does.
+
+        No attempt is spent; the change leaves its event, as Procrastinate's trigger writes.
+        """
         limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
         recovered = []
         for job in self.jobs.values():
             heartbeat = self.workers.get(job["worker_id"])
-            ours = job["worker_id"] == worker_id
-            stalled = heartbeat is None or heartbeat < limit or ours
+            stalled = heartbeat is None or heartbeat < limit or job["worker_id"] == worker_id
             if job["status"] == "doing" and stalled and job["id"] not in own_jobs:
                 job["status"] = "aborted" if job["abort_requested"] else "todo"
                 job["abort_requested"] = False
-                job["attempts"] += 0 if ours else 1
                 job["worker_id"] = None
+                if job["status"] == "todo":
+                    job["scheduled_at"] = utils.utcnow()
+                self.events[job["id"]].append(
+                    {
+                        "type": "deferred_for_retry" if job["status"] == "todo" else "aborted",
+                        "at": utils.utcnow(),
+                    }
+                )
                 recovered.append(
                     {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
                 )

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from procrastinate import exceptions, job_context, jobs
+from procrastinate import exceptions, job_context
 
 from dawdle._worker.housekeeping import Registration
+from dawdle._worker.outcomes import job_deadline
 from dawdle._worker.state import Running, WorkerState
-from dawdle._worker.store import JobStore, WorkerNotRegistered
+from dawdle._worker.store import Claimed, JobStore, WorkerNotRegistered
 from dawdle._worker.supervision import Restarts
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ class Claimer:
                     if not state.lease.held_since(sent_at, anyio.current_time()):
                         self._leave_unheld(claimed)
                         continue
-                    for job in claimed:
-                        dispatch.send_nowait(self._prepare(job))
+                    for one in claimed:
+                        dispatch.send_nowait(self._prepare(one))
             except WorkerNotRegistered:
                 # Registering again may fail too (a timeout, the database away): the
                 # heartbeat loop tries again, and meanwhile the lapsed lease stops claims.
@@ -107,18 +108,19 @@ class Claimer:
                 return
             await state.wake_claimer.wait(self._poll_delay())
 
-    def _leave_unheld(self, claimed: list[jobs.Job]) -> None:
+    def _leave_unheld(self, claimed: list[Claimed]) -> None:
         """A claim answered after the lease broke: its jobs may be another worker's by now.
 
         They are not run. Still 'doing' for this worker, they are put back by its recovery
         of lost claims; 'doing' for a pruned row, by any worker's recovery of stalled jobs.
         """
         if claimed:
+            job_ids = [one.job.id for one in claimed]
             logger.warning(
                 "claimed jobs %s are not run: the claim's answer came after this worker's "
                 "lease broke; they are recovered as stalled",
-                [job.id for job in claimed],
-                extra={"action": "claim_after_lease", "job_ids": [job.id for job in claimed]},
+                job_ids,
+                extra={"action": "claim_after_lease", "job_ids": job_ids},
             )
 
     async def _wait_for_free_slots(self) -> None:
@@ -145,7 +147,7 @@ class Claimer:
             delay = min(delay, max(0.0, self._retry_times[0] - time.time()))
         return delay
 
-    async def _claim(self, limit: int) -> list[jobs.Job]:
+    async def _claim(self, limit: int) -> list[Claimed]:
         self._claim_started = time.time()
         settings = self._state.settings
         return await self._store.claim(
@@ -153,6 +155,7 @@ class Claimer:
             task_names=self._known_task_names(),
             limit=limit,
             worker_id=self._state.worker_id,
+            timed_tasks=self._timed_task_names(),
         )
 
     def _known_task_names(self) -> list[str] | None:
@@ -165,8 +168,17 @@ class Claimer:
             return None
         return list(self._app.tasks)
 
-    def _prepare(self, job: jobs.Job) -> Running:
+    def _timed_task_names(self) -> list[str]:
+        """The names and aliases of tasks whose retry policy has a job deadline.
+
+        Their jobs are claimed with the age of their first run. Read at every claim, as
+        the task names are.
+        """
+        return [name for name, task in self._app.tasks.items() if job_deadline(task) is not None]
+
+    def _prepare(self, claimed: Claimed) -> Running:
         """The job's place in `state.running`, taken before it is handed to a runner."""
+        job = claimed.job
         assert job.id is not None  # noqa: S101 (claimed rows have ids)
         job_id = job.id
         settings = self._state.settings
@@ -184,6 +196,11 @@ class Claimer:
             start_timestamp=time.time(),
         )
         is_async = task is not None and inspect.iscoroutinefunction(task.func)
-        running = Running(task=task, context=context, is_async=is_async)
+        running = Running(
+            task=task,
+            context=context,
+            is_async=is_async,
+            first_run_age=claimed.first_run_age,
+        )
         self._state.running[job_id] = running
         return running

@@ -14,6 +14,10 @@ from typing import Any
 from procrastinate import exceptions, jobs, tasks
 from procrastinate.job_context import AbortReason
 
+from dawdle._errors import leaves
+from dawdle._snooze import Snooze, later
+from dawdle.backoff import RetryEvent, RetryPolicy
+
 
 class Outcome(enum.StrEnum):
     """How one run of a job ended, as counted in `WorkerStats.jobs` and logged."""
@@ -24,6 +28,8 @@ class Outcome(enum.StrEnum):
     RETRY = "retry"
     PUT_BACK = "put_back"
     """Cancelled by the worker's shutdown: back to 'todo' to run again, no attempt lost."""
+    SNOOZED = "snoozed"
+    """The task raised `Snooze`: back to 'todo', due later, no attempt spent."""
 
     @property
     def log_action(self) -> str:
@@ -37,6 +43,8 @@ class Outcome(enum.StrEnum):
 
 
 _PHRASES: dict[Outcome, str] = {Outcome.RETRY: "to be retried", Outcome.PUT_BACK: "put back"}
+# Runs that go back to 'todo' without spending an attempt: the task did not fail.
+_FREE_RUNS = frozenset({Outcome.PUT_BACK, Outcome.SNOOZED})
 # Procrastinate's `_log_job_outcome` actions. dawdle never retries an aborted job, so it has
 # no `job_aborted_retry`.
 _LOG_ACTIONS: dict[Outcome, str] = {
@@ -48,6 +56,8 @@ _LOG_ACTIONS: dict[Outcome, str] = {
     # retries it through the task's strategy (`job_aborted_retry`), spending an attempt.
     # dawdle puts it back as it was, so the record has a name of its own.
     Outcome.PUT_BACK: "job_put_back",
+    # No Procrastinate name either (it has no snooze); named as its own actions are.
+    Outcome.SNOOZED: "job_snoozed",
 }
 
 
@@ -64,15 +74,24 @@ class Verdict:
     lock: str | None = None
     strategy_error: Exception | None = None
     """The exception the job's retry strategy raised, if it did (the job then fails)."""
+    reason: str | None = None
+    """Why a dawdle `RetryPolicy` retried or gave up, or when a snoozed job is due."""
+    event: RetryEvent | None = None
+    """A retry decided by a dawdle `RetryPolicy`: what its `on_retry` hook receives."""
 
     @property
     def status(self) -> str:
         """What the outcome writer's SQL receives: a job status, or 'delete'."""
         if self.delete:
             return "delete"
-        if self.outcome in (Outcome.RETRY, Outcome.PUT_BACK):
+        if self.outcome in (Outcome.RETRY, *_FREE_RUNS):
             return "todo"
         return self.outcome.value
+
+    @property
+    def spends_attempt(self) -> bool:
+        """Whether the write adds one to `attempts`: not for a put-back or a snooze."""
+        return self.outcome not in _FREE_RUNS
 
 
 def decide(
@@ -84,6 +103,7 @@ def decide(
     cancelled: bool,
     delete_jobs: jobs.DeleteJobCondition = jobs.DeleteJobCondition.NEVER,
     now: datetime.datetime | None = None,
+    elapsed: float | None = None,
 ) -> Verdict:
     """The verdict on a run of `job` that raised `failure` (None: returned normally).
 
@@ -91,7 +111,10 @@ def decide(
     `abort_reason` is SHUTDOWN). A run ended by the shutdown is put back: cancelled (an
     async job, or a sync one no thread had begun), or a sync job that saw `should_abort()`
     and raised JobAborted, since its thread has ended. A sync job that returned or failed
-    despite the request keeps that outcome. A failure goes to the task's retry strategy.
+    despite the request keeps that outcome. A `Snooze` (alone, or every leaf of an
+    exception group) reschedules the job. Any other failure goes to the task's retry
+    strategy: a dawdle `RetryPolicy` decides with `elapsed`, the seconds since the job's
+    first run (for its deadline; None if unknown), Procrastinate's through its own hook.
     """
     assert job.id is not None  # noqa: S101 (claimed jobs have ids)
     when = now or datetime.datetime.now(datetime.UTC)
@@ -102,6 +125,36 @@ def decide(
         return _finished(job.id, Outcome.ABORTED, delete_jobs)
     if failure is None:
         return _finished(job.id, Outcome.SUCCEEDED, delete_jobs)
+    return _decided_on_failure(
+        task, job, failure, when=when, elapsed=elapsed, delete_jobs=delete_jobs
+    )
+
+
+def _decided_on_failure(
+    task: tasks.Task[Any, Any, Any] | None,
+    job: jobs.Job,
+    failure: BaseException,
+    *,
+    when: datetime.datetime,
+    elapsed: float | None,
+    delete_jobs: jobs.DeleteJobCondition,
+) -> Verdict:
+    """The verdict on a run that raised `failure`: snoozed, or as its retry strategy says."""
+    assert job.id is not None  # noqa: S101 (claimed jobs have ids)
+    failures = leaves(failure)
+    snoozes = [leaf for leaf in failures if isinstance(leaf, Snooze)]
+    if snoozes and len(snoozes) == len(failures):
+        due = max(snooze.scheduled_at(when) for snooze in snoozes)
+        return Verdict(job.id, Outcome.SNOOZED, retry_at=due, reason=f"due {due.isoformat()}")
+    strategy = None if task is None else task.retry_strategy
+    # A subclass that overrides Procrastinate's hook is asked through that hook.
+    if (
+        isinstance(strategy, RetryPolicy)
+        and type(strategy).get_retry_decision is RetryPolicy.get_retry_decision
+    ):
+        return _decided_by_policy(
+            strategy, job, failure, when=when, elapsed=elapsed, delete_jobs=delete_jobs
+        )
     try:
         retry = None if task is None else task.get_retry_exception(exception=failure, job=job)
     except Exception as exc:  # noqa: BLE001 (a broken strategy fails its job, not the worker)
@@ -119,13 +172,53 @@ def decide(
     )
 
 
+def job_deadline(task: tasks.Task[Any, Any, Any] | None) -> float | None:
+    """The deadline (seconds from a job's first run) of the task's dawdle `RetryPolicy`."""
+    strategy = None if task is None else task.retry_strategy
+    return strategy.deadline if isinstance(strategy, RetryPolicy) else None
+
+
+def _decided_by_policy(
+    policy: RetryPolicy,
+    job: jobs.Job,
+    failure: BaseException,
+    *,
+    when: datetime.datetime,
+    elapsed: float | None,
+    delete_jobs: jobs.DeleteJobCondition,
+) -> Verdict:
+    """A dawdle policy's verdict, with its reason, and the event its `on_retry` hook gets."""
+    assert job.id is not None  # noqa: S101 (claimed jobs have ids)
+    try:
+        decision = policy.decide_job(failure, job=job, elapsed=elapsed)
+    except Exception as exc:  # noqa: BLE001 (a broken policy fails its job, not the worker)
+        return _finished(job.id, Outcome.FAILED, delete_jobs, strategy_error=exc)
+    if not decision.retry or decision.delay is None:
+        return _finished(job.id, Outcome.FAILED, delete_jobs, reason=decision.reason)
+    event = RetryEvent(
+        attempt=job.attempts + 1,
+        delay=decision.delay,
+        reason=decision.reason,
+        exception=failure,
+        job_id=job.id,
+    )
+    return Verdict(
+        job.id,
+        Outcome.RETRY,
+        retry_at=later(when, decision.delay),
+        reason=decision.reason,
+        event=event,
+    )
+
+
 def _finished(
     job_id: int,
     outcome: Outcome,
     delete_jobs: jobs.DeleteJobCondition,
     strategy_error: Exception | None = None,
+    reason: str | None = None,
 ) -> Verdict:
     delete = delete_jobs is jobs.DeleteJobCondition.ALWAYS or (
         delete_jobs is jobs.DeleteJobCondition.SUCCESSFUL and outcome is Outcome.SUCCEEDED
     )
-    return Verdict(job_id, outcome, delete=delete, strategy_error=strategy_error)
+    return Verdict(job_id, outcome, delete=delete, strategy_error=strategy_error, reason=reason)

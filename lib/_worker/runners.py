@@ -25,10 +25,11 @@ from procrastinate import exceptions, middleware, tasks
 from dawdle._errors import JobTimeout
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.joblog import describe, log_job, log_task_not_found
-from dawdle._worker.outcomes import Outcome, Verdict, decide
+from dawdle._worker.outcomes import Outcome, Verdict, decide, job_deadline
 from dawdle._worker.shutdown import abandon
 from dawdle._worker.state import Running, ThreadStage, WorkerState
 from dawdle._worker.writer import OutcomeWriter
+from dawdle.backoff import RetryEvent, RetryPolicy
 
 if TYPE_CHECKING:
     from dawdle._worker.worker import Worker
@@ -105,6 +106,7 @@ class Runners:
         if running.stage is ThreadStage.ABANDONED:
             abandon(self._state, running, duration)
             return
+        deadline = job_deadline(running.task)
         verdict = decide(
             running.task,
             job,
@@ -113,11 +115,16 @@ class Runners:
             # A skipped sync job never ran, even if its thread's empty return won the race.
             cancelled=running.scope.cancelled_caught or running.stage is ThreadStage.SKIPPED,
             delete_jobs=self._state.settings.delete_jobs,
+            elapsed=None if deadline is None else running.since_first_run(),
         )
         self._state.end(job.id)
         if isinstance(failure, exceptions.TaskNotFound):
             log_task_not_found(self._state, context, failure)
+        if deadline is not None and verdict.outcome in (Outcome.RETRY, Outcome.FAILED):
+            self._check_first_run_known(running, deadline)
         self._record(running, verdict, failure, duration, result)
+        if verdict.event is not None:
+            self._call_on_retry(running, verdict.event)
 
     async def _execute(self, running: Running) -> Any:
         """Run the job's task, return its result; async ones are cancelled at their timeout."""
@@ -212,6 +219,45 @@ class Runners:
             running.context,
         )
 
+    def _check_first_run_known(self, running: Running, deadline: float) -> None:
+        """Say so when a job that ran before has no recorded first run: its deadline is late.
+
+        Its `procrastinate_events` rows are gone (deleted by hand, or the job was inserted
+        with attempts > 0): the deadline is measured from this run instead.
+        """
+        job = running.context.job
+        if running.first_run_age is not None or job.attempts == 0:
+            return
+        log_job(
+            self._state,
+            logging.WARNING,
+            "job_first_run_unknown",
+            lambda: (
+                f"job {describe(job)} ran {job.attempts} time(s) before, but procrastinate_events "
+                f"records no earlier start: its deadline of {deadline:g} s counts from this run"
+            ),
+            running.context,
+        )
+
+    def _call_on_retry(self, running: Running, event: RetryEvent) -> None:
+        """The policy's `on_retry` hook, if it has one; a failing hook is logged, not raised."""
+        task = running.task
+        policy = None if task is None else task.retry_strategy
+        hook = policy.on_retry if isinstance(policy, RetryPolicy) else None
+        if hook is None:
+            return
+        try:
+            hook(event)
+        except Exception as exc:  # noqa: BLE001 (a user's hook never stops the worker)
+            log_job(
+                self._state,
+                logging.ERROR,
+                "retry_hook_failed",
+                lambda: f"the on_retry hook of job {describe(running.context.job)} failed",
+                running.context,
+                exc_info=exc,
+            )
+
     def _record(
         self,
         running: Running,
@@ -244,7 +290,15 @@ class Runners:
             text = f"job {describe(context.job)} {verdict.outcome.phrase} after {duration:.3f} s"
             if failure is not None:
                 text += f": {type(failure).__name__}: {failure}"
+            if verdict.reason is not None:
+                text += f" ({verdict.reason})"
             return text
+
+        # A retry a dawdle policy decided is logged from the event its hook receives.
+        event = verdict.event
+        retry_fields = (
+            {} if event is None else {"retry_delay": event.delay, "retry_reason": event.reason}
+        )
 
         log_job(
             state,
@@ -257,4 +311,6 @@ class Runners:
             end_timestamp=time.time(),
             result=result,
             exc_info=failure if failed else None,
+            scheduled_at=None if verdict.retry_at is None else verdict.retry_at.isoformat(),
+            **retry_fields,
         )

@@ -10,6 +10,7 @@ import collections
 import enum
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -126,11 +127,19 @@ class Running:
     task: tasks.Task[Any, Any, Any] | None
     context: job_context.JobContext
     is_async: bool
+    first_run_age: float | None = None
+    """For a task with a job deadline: seconds from the job's first run to its claim (None:
+    no earlier run recorded). See `Claimed`."""
+    claimed_at: float = field(default_factory=time.monotonic)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_reason: job_context.AbortReason | None = None
     thread: threading.Thread | None = None
     stage: ThreadStage = ThreadStage.WAITING
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def since_first_run(self) -> float:
+        """Seconds from the job's first run to now; from this run's claim if none is recorded."""
+        return (self.first_run_age or 0.0) + time.monotonic() - self.claimed_at
 
     def enter_thread(self) -> bool:
         """In the job's thread, before the job: False if the shutdown skipped it (don't run)."""

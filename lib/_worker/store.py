@@ -7,6 +7,7 @@ the worker must act on come out as dawdle's errors, so the worker never sees psy
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -15,6 +16,7 @@ from procrastinate import exceptions, jobs
 
 from dawdle._errors import DawdleError
 from dawdle._sql import (
+    CLAIM_JOBS_TIMED,
     FETCH_JOBS,
     HEARTBEAT,
     PUBLISH_TASKS,
@@ -34,6 +36,16 @@ QUERY_TIMEOUT: Final = 30.0
 
 class WorkerNotRegistered(DawdleError):  # noqa: N818 (reads as a state)
     """The worker's row is gone (pruned as stalled by another worker): register again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed job, and for a task with a job deadline, how long ago its first run began."""
+
+    job: jobs.Job
+    first_run_age: float | None = None
+    """Seconds from the job's first recorded run to the claim, by the database's clock; None
+    when no earlier run is recorded (this is its first) or its task was not asked about."""
 
 
 class JobStore:
@@ -82,26 +94,33 @@ class JobStore:
         task_names: list[str] | None,
         limit: int,
         worker_id: int | None,
-    ) -> list[jobs.Job]:
+        timed_tasks: list[str] | None = None,
+    ) -> list[Claimed]:
         """Take up to `limit` ready jobs for the worker, highest priority first.
 
         Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue).
+        The jobs of `timed_tasks` (tasks with a job deadline) come with the age of their
+        first run, read in the same statement.
         """
+        query, extra = FETCH_JOBS, {}
+        if timed_tasks:  # apps without job deadlines send the plain claim
+            query, extra = CLAIM_JOBS_TIMED, {"timed_tasks": timed_tasks}
         try:
             with anyio.fail_after(QUERY_TIMEOUT):
                 rows = await self._connector.execute_query_all_async(
-                    FETCH_JOBS,
+                    query,
                     queues=queues,
                     task_names=task_names,
                     limit=limit,
                     worker_id=worker_id,
+                    **extra,
                 )
         except exceptions.ConnectorException as exc:
             if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
                 raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
             raise
-        claimed = [jobs.Job.from_row(row) for row in rows]
-        claimed.sort(key=lambda job: (-job.priority, job.id))
+        claimed = [Claimed(jobs.Job.from_row(row), row.get("first_run_age")) for row in rows]
+        claimed.sort(key=lambda one: (-one.job.priority, one.job.id))
         return claimed
 
     async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> int:
@@ -119,6 +138,7 @@ class JobStore:
                 priorities=[verdict.priority for verdict in verdicts],
                 queues=[verdict.queue for verdict in verdicts],
                 locks=[verdict.lock for verdict in verdicts],
+                spent=[verdict.spends_attempt for verdict in verdicts],
                 worker_id=worker_id,
             )
         return int(row["recorded"])

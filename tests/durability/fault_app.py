@@ -9,7 +9,9 @@ Every task leaves its side effects in tables of the same database (`SETUP_SQL`),
 through the worker's own connector, so the tests read what ran, where and when:
 
 - `fault_runs`: one row per run of a job, keyed by (job id, attempt), with the server's
-  clock at start and end. A second run of the same attempt would violate the key.
+  clock at start and end. `attempt` numbers the job's runs from 0, counted from its 'started'
+  events (its `attempts` column skips runs cut short by a dead worker or a shutdown). A
+  second run under the same number would violate the key.
 - `fault_once`: one row per job, keyed by job id, for the exactly-once test.
 """
 
@@ -84,9 +86,17 @@ class PlannedFailure(Exception):  # noqa: N818 (named for what the test planned)
     """The failure a soak job drew for this run."""
 
 
-def _ids(context: procrastinate.JobContext) -> dict[str, Any]:
+# This run's number: the claims of the job before this one (each wrote a 'started' event).
+RUN_NUMBER: Final = """
+SELECT count(*) - 1 AS run FROM procrastinate_events
+ WHERE job_id = %(job_id)s AND type = 'started'
+"""
+
+
+async def _ids(context: procrastinate.JobContext) -> dict[str, Any]:
     job = context.job
-    return {"job_id": job.id, "attempt": job.attempts}
+    row = await context.app.connector.execute_query_one_async(RUN_NUMBER, job_id=job.id)
+    return {"job_id": job.id, "attempt": row["run"]}
 
 
 def make_app(dsn: str | None = None) -> App:
@@ -110,7 +120,7 @@ def make_app(dsn: str | None = None) -> App:
         context: procrastinate.JobContext, hold: float = 0.0, *, block: bool = False
     ) -> None:
         """Record the run, hold for `hold` s (forever if `block` and $DAWDLE_FAULT_BLOCK)."""
-        ids = _ids(context)
+        ids = await _ids(context)
         connector = context.app.connector
         await connector.execute_query_async(START_RUN, **ids, pid=os.getpid(), plan="ok")
         if block and os.environ.get(BLOCK_ENV):
@@ -121,10 +131,10 @@ def make_app(dsn: str | None = None) -> App:
     @app.task(name="fault.slow_first", pass_context=True)
     async def slow_first(context: procrastinate.JobContext, first: float, later: float) -> None:
         """Record the run; the first attempt holds for `first` s, later ones for `later` s."""
-        ids = _ids(context)
+        ids = await _ids(context)
         connector = context.app.connector
         await connector.execute_query_async(START_RUN, **ids, pid=os.getpid(), plan="ok")
-        await anyio.sleep(first if context.job.attempts == 0 else later)
+        await anyio.sleep(first if ids["attempt"] == 0 else later)
         await connector.execute_query_async(END_RUN, **ids)
 
     @app.task(name="fault.once", pass_context=True)
@@ -154,7 +164,7 @@ def make_app(dsn: str | None = None) -> App:
         context: procrastinate.JobContext, fail: float, time_out: float, hold: float
     ) -> None:
         """Draw this run's fate (fail, time out, succeed) with the given odds, record it, do it."""
-        ids = _ids(context)
+        ids = await _ids(context)
         draw = random.random()
         plan = "fail" if draw < fail else "timeout" if draw < fail + time_out else "ok"
         connector = context.app.connector

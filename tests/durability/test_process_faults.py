@@ -240,8 +240,8 @@ async def test_sigkill_loses_no_job_and_reruns_only_the_running_ones(
     ran = await runs(app)
     assert {status for status, _ in after.values()} == {"succeeded"}
     for job_id in quick + blocked:
-        if job_id in running:  # killed mid-run, recovered (attempts + 1), run again
-            assert after[job_id] == ("succeeded", 2)
+        if job_id in running:  # killed mid-run, recovered (no attempt spent), run again
+            assert after[job_id] == ("succeeded", 1)
             assert ran[job_id] == [(0, False), (1, True)]
         else:  # ran once, to the end (a job claimed ahead ran only on the rescuer)
             [(_, finished)] = ran[job_id]
@@ -298,7 +298,8 @@ async def test_frozen_workers_late_outcome_leaves_the_rerun_alone(
     assert await workers.stop(rescuer) == 0
     assert await workers.stop(frozen) == 0
     assert seen == {"doing"}, f"job {job_id} was {seen} while the rescuer still ran it"
-    assert (await statuses(app))[job_id] == ("succeeded", 2)
+    # The frozen worker's run, recovered by the rescuer, spent no attempt.
+    assert (await statuses(app))[job_id] == ("succeeded", 1)
     # The frozen worker wakes with its run's 1 s sleep long over: that run either ends or is
     # cut by fencing (its heartbeat finds its row pruned), whichever comes first. Both are
     # right; what matters is that its outcome leaves the rescuer's run alone.
@@ -572,7 +573,7 @@ async def test_sigterm_under_load_exits_0_and_puts_interrupted_jobs_back(
 
     stopped = await statuses(app)
     assert "doing" not in {status for status, _ in stopped.values()}
-    assert {stopped[job_id] for job_id in blocked} == {("todo", 1)}
+    assert {stopped[job_id] for job_id in blocked} == {("todo", 0)}  # put back: no attempt spent
     assert {stopped[job_id] for job_id in quick} <= {("succeeded", 1), ("todo", 0)}
     ran_before = await runs(app)
     # Quick jobs in progress at the signal finished within the graceful timeout.
@@ -583,7 +584,7 @@ async def test_sigterm_under_load_exits_0_and_puts_interrupted_jobs_back(
     after = await statuses(app)
     ran = await runs(app)
     for job_id in blocked:
-        assert after[job_id] == ("succeeded", 2)
+        assert after[job_id] == ("succeeded", 1)
         assert ran[job_id] == [(0, False), (1, True)]
     for job_id in quick:
         assert after[job_id] == ("succeeded", 1)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 from typing import Any
 
 import pytest
 from procrastinate import BaseRetryStrategy, RetryDecision, RetryStrategy, exceptions, jobs, tasks
 from procrastinate.job_context import AbortReason
 
-from dawdle import App, InMemoryConnector, JobTimeout, Outcome
-from dawdle._worker.outcomes import Verdict, decide
+from dawdle import App, ConfigurationError, InMemoryConnector, JobTimeout, Outcome, Snooze
+from dawdle._worker.outcomes import Verdict, decide, job_deadline
 from dawdle.backoff import Constant, RetryPolicy
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
@@ -45,6 +46,7 @@ def verdict_of(
     abort_reason: AbortReason | None = None,
     cancelled: bool = False,
     delete_jobs: jobs.DeleteJobCondition = NEVER,
+    elapsed: float | None = None,
 ) -> Verdict:
     return decide(
         make_task(retry),
@@ -54,6 +56,7 @@ def verdict_of(
         cancelled=cancelled,
         delete_jobs=delete_jobs,
         now=NOW,
+        elapsed=elapsed,
     )
 
 
@@ -79,9 +82,7 @@ def test_a_failure_with_attempts_left_is_retried_after_the_backoff() -> None:
         ValueError(), retry=RetryPolicy(backoff=Constant(30.0), max_attempts=3), attempts=1
     )
     assert (verdict.outcome, verdict.status) == (Outcome.RETRY, "todo")
-    assert verdict.retry_at is not None
-    wait = verdict.retry_at - datetime.datetime.now(datetime.UTC)
-    assert datetime.timedelta(seconds=29) < wait <= datetime.timedelta(seconds=30)
+    assert verdict.retry_at == NOW + datetime.timedelta(seconds=30)
 
 
 def test_the_last_allowed_run_fails() -> None:
@@ -248,4 +249,163 @@ def test_outcomes_log_procrastinates_actions() -> None:
         Outcome.ABORTED: "job_aborted",
         Outcome.RETRY: "job_error_retry",
         Outcome.PUT_BACK: "job_put_back",  # dawdle's own: Procrastinate has no put-back
+        Outcome.SNOOZED: "job_snoozed",  # dawdle's own: Procrastinate has no snooze
     }
+
+
+# -- snooze ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("snooze", "due"),
+    [
+        (Snooze(30), NOW + datetime.timedelta(seconds=30)),
+        (Snooze(datetime.timedelta(minutes=2)), NOW + datetime.timedelta(minutes=2)),
+        (Snooze(NOW + datetime.timedelta(hours=1)), NOW + datetime.timedelta(hours=1)),
+        (Snooze(0), NOW),
+    ],
+    ids=["seconds", "timedelta", "datetime", "zero"],
+)
+def test_a_snooze_reschedules_without_spending_an_attempt(
+    snooze: Snooze, due: datetime.datetime
+) -> None:
+    """Snooze(seconds | timedelta | datetime): 'todo' at that time, attempts untouched."""
+    verdict = verdict_of(snooze, retry=RetryPolicy(max_attempts=1), attempts=4)
+    assert (verdict.outcome, verdict.status, verdict.retry_at) == (Outcome.SNOOZED, "todo", due)
+    assert verdict.spends_attempt is False
+    assert verdict.event is None
+
+
+def test_a_snooze_without_retry_strategy_still_snoozes() -> None:
+    """A task with no `retry=` may snooze: snoozing is not a failure."""
+    assert verdict_of(Snooze(1)).outcome is Outcome.SNOOZED
+
+
+def test_a_group_of_snoozes_snoozes_until_the_latest() -> None:
+    """Every leaf of an exception group is a Snooze: the job snoozes until the latest one."""
+    group = ExceptionGroup("tasks", [Snooze(5), ExceptionGroup("inner", [Snooze(50)])])
+    verdict = verdict_of(group)
+    assert (verdict.outcome, verdict.retry_at) == (
+        Outcome.SNOOZED,
+        NOW + datetime.timedelta(seconds=50),
+    )
+
+
+def test_a_snooze_beside_a_failure_is_a_failure() -> None:
+    """A group holding a Snooze and an error is a failure: the retry strategy decides."""
+    group = ExceptionGroup("tasks", [Snooze(5), ValueError("boom")])
+    assert verdict_of(group, retry=RetryPolicy(max_attempts=2)).outcome is Outcome.RETRY
+    assert verdict_of(group).outcome is Outcome.FAILED
+
+
+def test_a_snooze_during_the_shutdown_is_put_back_by_a_cancellation() -> None:
+    """A run cancelled by the shutdown is put back, whatever it raised on the way out."""
+    verdict = verdict_of(Snooze(60), abort_reason=AbortReason.SHUTDOWN, cancelled=True)
+    assert verdict.outcome is Outcome.PUT_BACK
+
+
+def test_a_very_long_snooze_is_due_at_the_latest_date() -> None:
+    """Snooze(1e300) or 10**400 seconds is due at the last datetime, not an OverflowError."""
+    latest = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+    assert verdict_of(Snooze(1e300)).retry_at == latest
+    assert verdict_of(Snooze(10**400)).retry_at == latest
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (-1, "-1"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        (datetime.timedelta(seconds=-5), "timedelta(days=-1, seconds=86395)"),
+        (datetime.datetime(2026, 1, 1), "naive datetime.datetime(2026, 1, 1, 0, 0)"),
+        ("30", "str '30'"),
+        (True, "True"),
+    ],
+    ids=["negative", "nan", "inf", "negative-timedelta", "naive", "str", "bool"],
+)
+def test_a_bad_snooze_is_refused_naming_the_value(value: Any, named: str) -> None:
+    """Snooze refuses negatives, NaN, infinity, naive datetimes and non-times, naming them."""
+    with pytest.raises(ConfigurationError, match=r"^Snooze: .*") as caught:
+        Snooze(value)
+    assert named in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_snooze_reads_well_and_pickles() -> None:
+    """A Snooze says what it asks for, and survives pickling (process pools, logs)."""
+    snooze = pickle.loads(pickle.dumps(Snooze(2.5)))  # noqa: S301 (our own bytes)
+    assert (str(snooze), snooze.delay, snooze.until) == ("snoozed for 2.5 s", 2.5, None)
+    assert str(Snooze(NOW)) == f"snoozed until {NOW.isoformat()}"
+
+
+# -- which runs spend an attempt ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "spends"),
+    [
+        (Outcome.SUCCEEDED, True),
+        (Outcome.FAILED, True),
+        (Outcome.ABORTED, True),
+        (Outcome.RETRY, True),
+        (Outcome.PUT_BACK, False),
+        (Outcome.SNOOZED, False),
+    ],
+)
+def test_only_runs_the_task_decided_spend_an_attempt(outcome: Outcome, spends: bool) -> None:
+    """Put-backs and snoozes leave `attempts` alone; every other written run adds one."""
+    assert Verdict(7, outcome).spends_attempt is spends
+
+
+# -- dawdle RetryPolicy: deadline, reason, event --------------------------------------------
+
+
+def test_a_policy_deadline_gives_up_on_a_job_past_it() -> None:
+    """RetryPolicy(deadline=60, max_attempts=None): 59 s in retries, 61 s in fails."""
+    policy = RetryPolicy(backoff=Constant(0.5), max_attempts=None, deadline=60)
+    assert verdict_of(ValueError(), retry=policy, attempts=100, elapsed=59).outcome is (
+        Outcome.RETRY
+    )
+    late = verdict_of(ValueError(), retry=policy, attempts=100, elapsed=61)
+    assert late.outcome is Outcome.FAILED
+    assert late.reason is not None
+    assert "deadline" in late.reason
+
+
+def test_a_policy_retry_carries_the_event_its_hook_receives() -> None:
+    """A retry decided by a RetryPolicy carries a RetryEvent: attempt, delay, reason, job."""
+    failure = ValueError("boom")
+    verdict = verdict_of(failure, retry=RetryPolicy(backoff=Constant(30.0)), attempts=1)
+    event = verdict.event
+    assert event is not None
+    assert (event.attempt, event.delay, event.exception, event.job_id) == (2, 30.0, failure, 7)
+    assert verdict.reason == event.reason
+    assert verdict.retry_at == NOW + datetime.timedelta(seconds=event.delay)
+
+
+def test_a_policy_delay_past_the_last_date_is_due_then() -> None:
+    """Constant(1e12) on a job is due at the last datetime, not an OverflowError."""
+    verdict = verdict_of(ValueError(), retry=RetryPolicy(backoff=Constant(1e12)))
+    assert verdict.retry_at == datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def test_a_policy_subclass_overriding_procrastinates_hook_is_asked_through_it() -> None:
+    """A RetryPolicy subclass with its own get_retry_decision keeps deciding through it."""
+
+    class Moving(RetryPolicy):
+        def get_retry_decision(
+            self, *, exception: BaseException, job: jobs.Job
+        ) -> RetryDecision | None:
+            return RetryDecision(retry_in={"seconds": 1}, queue="elsewhere")
+
+    verdict = verdict_of(ValueError(), retry=Moving(max_attempts=1))
+    assert (verdict.outcome, verdict.queue, verdict.event) == (Outcome.RETRY, "elsewhere", None)
+
+
+def test_job_deadline_reads_only_dawdle_policies() -> None:
+    """job_deadline: a RetryPolicy's deadline; None for other strategies or none."""
+    assert job_deadline(make_task(RetryPolicy(deadline=5))) == 5
+    assert job_deadline(make_task(RetryPolicy())) is None
+    assert job_deadline(make_task(RetryStrategy(max_attempts=2))) is None
+    assert job_deadline(None) is None

@@ -49,11 +49,6 @@ RUN = 5.0
 RERUN = 0.1
 
 
-def run_length(context: procrastinate.JobContext) -> float:
-    """How long this run of the job lasts: RUN the first time, RERUN after."""
-    return RUN if context.job.attempts == 0 else RERUN
-
-
 @dataclass
 class Run:
     """One run of a job, in this process's memory: who ran it, from when to when, how it ended."""
@@ -85,7 +80,7 @@ class Jobs:
         async def long(context: procrastinate.JobContext) -> None:
             run = self._start(context)
             try:
-                await anyio.sleep(run_length(context))  # the behaviour: a job that takes time
+                await anyio.sleep(self.run_length(run))  # the behaviour: a job that takes time
                 run.finished = True
                 self.succeeded.set()
             finally:
@@ -95,7 +90,7 @@ class Jobs:
         def long_sync(context: procrastinate.JobContext) -> None:
             run = anyio.from_thread.run_sync(self._start, context)
             try:
-                deadline = time.monotonic() + run_length(context)
+                deadline = time.monotonic() + self.run_length(run)
                 while time.monotonic() < deadline:
                     if context.should_abort():
                         raise exceptions.JobAborted
@@ -108,6 +103,13 @@ class Jobs:
         @target.task(name="after", queue="only_a")
         async def after() -> None:
             self.after_heal.set()
+
+    def run_length(self, run: Run) -> float:
+        """How long `run` lasts: RUN for the job's first run, RERUN after.
+
+        Counted here, not from `attempts`: a run cut short by fencing or recovery spends none.
+        """
+        return RUN if self.runs[0] is run else RERUN
 
     def _start(self, context: procrastinate.JobContext) -> Run:
         run = Run(context.worker_name, time.monotonic())
@@ -184,7 +186,8 @@ async def test_partitioned_worker_never_overlaps_the_worker_that_recovers_its_jo
     assert overlaps([(run.start, run.end) for run in runs]) == []
     assert [(run.worker, run.finished) for run in runs] == [("A", False), ("B", True)]
     states = await job_states(app)
-    assert states[job_id] == ("succeeded", 2)  # A's run, recovered by B; B's run succeeded
+    # A's run, cut short and recovered by B, spends no attempt; B's run succeeded.
+    assert states[job_id] == ("succeeded", 1)
     assert len(log_records(caplog, "worker_fenced")) == 1
     assert len(log_records(caplog, "worker_fencing_ended")) == 1
     assert "holding this lock" not in caplog.text
@@ -220,7 +223,8 @@ async def test_fenced_job_runs_again_once_the_partition_heals(
     runs = tasks.runs
     assert overlaps([(run.start, run.end) for run in runs]) == []
     assert [(run.worker, run.finished) for run in runs] == [("A", False), ("A", True)]
-    assert await job_states(app) == {job_id: ("succeeded", 2)}  # put back, then succeeded
+    # Put back (no attempt spent), then succeeded.
+    assert await job_states(app) == {job_id: ("succeeded", 1)}
 
 
 @contextlib.contextmanager
