@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -278,3 +279,74 @@ class Concurrency:
 
     def __exit__(self, *exc_info: object) -> None:
         self.now -= 1
+
+
+# -- events and log records -------------------------------------------------------------------
+
+
+async def job_events(app: App, job_id: int) -> list[str]:
+    """The job's `procrastinate_events` types, oldest first (in memory: the connector's list)."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
+        return [event["type"] for event in connector.events[job_id]]
+    rows = await connector.execute_query_all_async(
+        "SELECT type::text FROM procrastinate_events WHERE job_id = %(id)s ORDER BY id", id=job_id
+    )
+    return [row["type"] for row in rows]
+
+
+async def backdate_first_run(app: App, job_id: int, seconds: float) -> None:
+    """Record a 'started' event `seconds` ago for the job, as if its first run began then."""
+    connector = app.connector
+    at = utils.utcnow() - datetime.timedelta(seconds=seconds)
+    if isinstance(connector, InMemoryConnector):
+        connector.events[job_id].append({"type": "started", "at": at})
+        return
+    await connector.execute_query_async(
+        "INSERT INTO procrastinate_events (job_id, type, at) VALUES (%(id)s, 'started', %(at)s)",
+        id=job_id,
+        at=at,
+    )
+
+
+@dataclass
+class Actions:
+    """The worker's log records, kept as they are emitted; `reached(action)` is an event."""
+
+    records: list[logging.LogRecord]
+    _events: dict[str, anyio.Event]
+
+    def of(self, action: str) -> list[logging.LogRecord]:
+        """The records with this `action`, in order."""
+        return [record for record in self.records if getattr(record, "action", None) == action]
+
+    def reached(self, action: str) -> anyio.Event:
+        """An event set once a record with `action` is emitted (made before it is awaited)."""
+        return self._events.setdefault(action, anyio.Event())
+
+
+@contextlib.contextmanager
+def actions() -> Iterator[Actions]:
+    """Collect dawdle.worker's log records (INFO up) while the block runs.
+
+    Job records are emitted on the event loop's thread, where the events are set.
+    """
+    seen = Actions([], {})
+    logger = logging.getLogger("dawdle.worker")
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.records.append(record)
+            event = seen._events.get(getattr(record, "action", ""))
+            if event is not None:
+                event.set()
+
+    handler = Collect(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.INFO, logging.INFO))
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
