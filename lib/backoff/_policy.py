@@ -452,6 +452,8 @@ class RetryPolicy(BaseRetryStrategy):
             where = f"{kind}.from_dict: {name}"
             if name == "backoff" and isinstance(value, Mapping):
                 arguments[name] = Backoff.from_dict(value)
+            elif name in _EXCEPTION_FIELDS and isinstance(value, str):
+                arguments[name] = _resolve(where, value)
             elif name in _EXCEPTION_FIELDS and isinstance(value, list | tuple):
                 arguments[name] = tuple(_resolve(where, item) for item in value)
             elif name in _FUNCTION_FIELDS and value is not None:

@@ -122,3 +122,19 @@ def test_retrying_feeds_each_wait_into_the_next() -> None:
     assert 1.0 <= waits[0] <= 3.0
     for previous, wait in itertools.pairwise(waits):
         assert 1.0 <= wait <= 3.0 * previous
+
+
+def test_neighbouring_jobs_draw_unrelated_waits() -> None:
+    """Jobs n and n + 1 (and attempts k and k + 1) get uncorrelated waits: no shared streams."""
+    policy = RetryPolicy(backoff=DecorrelatedJitter(1.0), max_attempts=None)
+
+    def wait(job_id: int, attempts: int) -> float:
+        delay = policy.decide_job(OSError(), job=job(job_id, attempts), elapsed=None).delay
+        assert delay is not None
+        return delay
+
+    jobs = [wait(n, 5) for n in range(4_001)]
+    assert abs(statistics.correlation(jobs[:-1], jobs[1:])) < 0.05
+    later = [wait(n, 6) for n in range(4_000)]
+    assert abs(statistics.correlation(jobs[:-1], later)) < 0.05
+    assert len(set(jobs)) == len(jobs)

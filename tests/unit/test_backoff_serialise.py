@@ -158,7 +158,8 @@ def test_from_dict_names_what_does_not_load(data: dict[str, object], named: str)
 
 
 def test_from_dict_fills_defaults() -> None:
-    """Keys left out keep their defaults: an empty mapping is RetryPolicy()."""
+    """Keys left out keep their defaults; one exception may be named without a list."""
+    assert RetryPolicy.from_dict({"retry_on": "builtins.OSError"}) == RetryPolicy(retry_on=OSError)
     assert RetryPolicy.from_dict({}) == RetryPolicy()
     assert RetryPolicy.from_dict({"type": "ExponentialBackoffStrategy"}) == (
         ExponentialBackoffStrategy()
