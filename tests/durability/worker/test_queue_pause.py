@@ -24,6 +24,7 @@ from procrastinate import exceptions, jobs
 
 from dawdle import App, ConfigurationError, PsycopgConnector
 from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
+from dawdle._sql import FETCH_JOBS, FETCH_JOBS_IGNORING_PAUSES
 from dawdle._worker.store import JobStore
 from tests.durability.worker.helpers import (
     forge_notification,
@@ -290,3 +291,31 @@ async def test_the_queue_command_pauses_lists_and_resumes(app: App) -> None:
     assert (await app.list_queue_states_async())[0].paused
     assert await dawdle("resume", "mail") == "resumed queue 'mail'\n"
     assert await dawdle("list") == "no queues: no jobs and no pauses\n"
+
+
+@postgres_only("the query planner's estimates are PostgreSQL's")
+async def test_skipping_paused_queues_keeps_the_claims_plan_and_cost(app: App) -> None:
+    """At depth, the planner costs the claim with pauses as the one without (no 1,000x, no JIT)."""
+    connector = app.connector
+    await connector.execute_query_async(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+        "SELECT CASE WHEN n <= 20000 THEN 'bulk' ELSE 'other' END, 't', '{}' "
+        "FROM generate_series(1, 20010) AS n"
+    )
+    await app.pause_queue_async("mail")
+    try:
+        await connector.execute_query_async("ANALYZE procrastinate_jobs")
+        arguments = {"queues": None, "task_names": ["t"], "limit": 10, "worker_id": None}
+        plain = await connector.execute_query_one_async(
+            "EXPLAIN (FORMAT JSON) " + FETCH_JOBS_IGNORING_PAUSES, **arguments
+        )
+        paused = await connector.execute_query_one_async(
+            "EXPLAIN (FORMAT JSON) " + FETCH_JOBS, **arguments
+        )
+    finally:
+        # Statistics of 20,000 jobs would mislead the plans of the module's next tests.
+        await connector.execute_query_async("TRUNCATE procrastinate_jobs CASCADE")
+        await connector.execute_query_async("ANALYZE procrastinate_jobs")
+    plain_cost = plain["QUERY PLAN"][0]["Plan"]["Total Cost"]
+    paused_cost = paused["QUERY PLAN"][0]["Plan"]["Total Cost"]
+    assert paused_cost < 1.2 * plain_cost, (plain_cost, paused_cost)
