@@ -50,13 +50,19 @@ def add_queue_parser(commands: argparse._SubParsersAction[Parser], common: Parse
     listing.set_defaults(run=cmd_queue, parser=listing)
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so that a reason or a name stays on its line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def describe_state(state: QueueState) -> str:
     """One line: 'mail  paused since 2026-01-02 03:04:05+00:00 by ops: deploy' or 'mail  active'."""
+    name = printable(state.name)
     if state.paused_at is None:
-        return f"{state.name}  active"
+        return f"{name}  active"
     since = state.paused_at.isoformat(sep=" ", timespec="seconds")
-    line = f"{state.name}  paused since {since} by {state.paused_by}"
-    return f"{line}: {state.reason}" if state.reason else line
+    line = f"{name}  paused since {since} by {printable(state.paused_by or '-')}"
+    return f"{line}: {printable(state.reason)}" if state.reason else line
 
 
 def cmd_queue(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:

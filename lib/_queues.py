@@ -31,8 +31,8 @@ ON CONFLICT (queue_name) DO NOTHING
 RETURNING queue_name
 """
 
-# Channel names over 63 bytes are refused by pg_notify; Procrastinate's trigger could not
-# notify such a queue either, so its workers listen on the any-queue channel alone.
+# pg_notify refuses a channel name of 64 bytes or more (Procrastinate's own trigger fails on
+# such a queue's jobs too): the hint for a queue that long goes to the any-queue channel only.
 RESUME_QUEUE: Final = """
 WITH resumed AS (
     DELETE FROM dawdle_queue_pauses

@@ -104,3 +104,14 @@ def test_a_paused_state_reads_as_one_line() -> None:
     )
     assert describe_state(QueueState("mail", paused_at=since, paused_by="ops")).endswith("by ops")
     assert describe_state(QueueState("mail")) == "mail  active"
+
+
+def test_control_characters_cannot_break_the_line() -> None:
+    """A reason or name with a newline or an escape sequence is printed escaped, on one line."""
+    since = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    state = QueueState("ma\nil", paused_at=since, paused_by="ops", reason="down\n\x1b[2Jgone")
+    line = describe_state(state)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert line.startswith("ma\\nil  paused")
+    assert line.endswith(": down\\n\\x1b[2Jgone")
