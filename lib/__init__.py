@@ -16,6 +16,7 @@ from dawdle._errors import PoolTimeout as PoolTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._options import WorkerOptions as WorkerOptions
+from dawdle._queues import QueueState as QueueState
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle._snooze import Snooze as Snooze
 from dawdle._worker import Outcome as Outcome
@@ -37,6 +38,7 @@ __all__ = [
     "Outcome",
     "PoolTimeout",
     "PsycopgConnector",
+    "QueueState",
     "RetryPolicy",
     "SchemaOutdated",
     "SchemaStatus",

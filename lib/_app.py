@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 from dawdle import _validate
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._options import WorkerOptions
+from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
 from dawdle._schema import SchemaManager
 from dawdle._worker import Worker
 
@@ -162,6 +163,23 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
     def schema_manager(self) -> SchemaManager:
         """Applies the schema (`apply_schema_async`) and checks it (`check_schema_async`)."""
         return SchemaManager(connector=self.connector)
+
+    async def pause_queue_async(self, queue: str, *, reason: str | None = None) -> bool:
+        """Pause `queue`: no dawdle worker claims its jobs until it is resumed.
+
+        Its jobs wait as 'todo' (running ones finish); Procrastinate's own workers ignore
+        pauses. `reason` is shown by `dawdle queue list`. False if the queue was paused
+        already (that pause is kept as it is). Needs `dawdle schema --apply` (version 2).
+        """
+        return await pause_queue(self.connector, queue, reason=reason)
+
+    async def resume_queue_async(self, queue: str) -> bool:
+        """Resume `queue`, and wake the dawdle workers listening for it; False if not paused."""
+        return await resume_queue(self.connector, queue)
+
+    async def list_queue_states_async(self) -> list[QueueState]:
+        """Every queue that has jobs or a pause, by name, and whether it is paused."""
+        return await list_queue_states(self.connector)
 
     async def run_worker_async(self, **kwargs: Unpack[WorkerOptions]) -> None:
         """Run a worker with these options (over `worker_defaults`) on the running anyio backend.

@@ -1,11 +1,12 @@
-"""The `dawdle` command: run a worker, manage the schema, defer a job, check health.
+"""The `dawdle` command: run a worker, manage the schema, defer a job, check health, pause.
 
 Exit codes: 0 success, 1 a failure at run time (database unreachable, schema missing or
 outdated, unhealthy), 2 bad input (bad option, unloadable --app, unknown task without
 --unknown, bad JSON, a connection string that does not parse), 130 interrupted before the
 worker could take over SIGINT. Every error is one line on stderr (`-v` adds the traceback),
 passwords hidden. This module parses the command line; `_cli_errors` reports errors,
-`_cli_commands` runs the commands, `_cli_app` loads --app.
+`_cli_commands` runs the commands (`_cli_queue` and `_cli_embedded` add their own), `_cli_app`
+loads --app.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dawdle._cli_errors import (
     report_failure,
     shown,
 )
+from dawdle._cli_queue import add_queue_parser
 from dawdle._errors import leaves
 from dawdle._validate import integer, number
 
@@ -369,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
 
+    add_queue_parser(commands, common)
     add_embedded_parser(commands)
     return parser
 

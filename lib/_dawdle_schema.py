@@ -4,6 +4,7 @@ Procrastinate's tables are never changed, so a Procrastinate worker sharing the 
 works as before. dawdle's tables only refer to Procrastinate's (a worker's published tasks
 go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
+Version 1 brought `dawdle_worker_tasks`; version 2, `dawdle_queue_pauses`.
 
 Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
 comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
@@ -35,10 +36,26 @@ COMMENT ON TABLE dawdle_worker_tasks IS
     'dawdle schema 1: the task names each worker knows, published when it registers';
 """
 
-DAWDLE_TABLES: Final = (WORKER_TASKS_TABLE,)
+QUEUE_PAUSES_TABLE: Final = "dawdle_queue_pauses"
+
+# Paused queues, one row each: no dawdle worker claims their jobs, which wait as 'todo'.
+# Not tied to Procrastinate's tables: a queue exists only by its jobs' queue_name, and a
+# pause may come before its first job. queue_name has the type of procrastinate_jobs'.
+QUEUE_PAUSES_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_queue_pauses (
+    queue_name character varying(128) PRIMARY KEY,
+    paused_at timestamp with time zone NOT NULL DEFAULT now(),
+    paused_by text NOT NULL DEFAULT current_user,
+    reason text
+);
+COMMENT ON TABLE dawdle_queue_pauses IS
+    'dawdle schema 2: paused queues, whose jobs no dawdle worker claims until resumed';
+"""
+
+DAWDLE_TABLES: Final = (WORKER_TASKS_TABLE, QUEUE_PAUSES_TABLE)
 
 # All of dawdle's DDL in one script, applied as Procrastinate applies its own schema.
-DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL
+DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL + QUEUE_PAUSES_DDL
 
 
 def missing_tables(present: list[str]) -> tuple[str, ...]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
-FETCH_JOBS: Final = """
+# The claim, in two versions: FETCH_JOBS skips paused queues; FETCH_JOBS_IGNORING_PAUSES is
+# for a database without dawdle_queue_pauses (`dawdle schema --apply` not run).
+_FETCH_JOBS_TEMPLATE: Final = """
 WITH candidate AS (
     SELECT job.id
       FROM procrastinate_jobs AS job
@@ -13,7 +15,7 @@ WITH candidate AS (
        -- Jobs of tasks this worker does not know stay for a worker that knows them
        -- (NULL: take any, and fail the unknown ones as Procrastinate does).
        AND (%(task_names)s::text[] IS NULL OR job.task_name = ANY(%(task_names)s::text[]))
-       AND (job.scheduled_at IS NULL OR job.scheduled_at <= now())
+       AND (job.scheduled_at IS NULL OR job.scheduled_at <= now()){paused}
        -- Only jobs with a lock pay for this check: none of its jobs may be running, and
        -- none that is ready may come before this one. A job scheduled in the future does
        -- not hold its lock back (Procrastinate issue #1599); a ready job of a task this
@@ -41,6 +43,18 @@ RETURNING job.id, job.status, job.task_name, job.priority, job.lock, job.queuein
           job.args, job.scheduled_at, job.queue_name, job.attempts, job.worker_id,
           job.abort_requested
 """
+# The paused queues are read once per claim (an InitPlan: one scan of a table of a few
+# rows), never per job. A paused queue's jobs wait as 'todo', and still come first in their
+# lock's order (`other` above is not filtered), as for a task this worker does not know.
+# `queue_name || ''` is an expression without statistics, so the planner estimates that the
+# filter lets most jobs through: on the bare column, its statistics made it guess that a few
+# unknown names leave one job in a thousand, costing the claim at 1,000 times its due, and
+# PostgreSQL then compiled it with JIT (100 ms a claim at 100,000 jobs, against 0.3 ms).
+_SKIP_PAUSED_QUEUES: Final = """
+       AND (job.queue_name::text || '') <> ALL (
+            ARRAY(SELECT pause.queue_name::text FROM dawdle_queue_pauses AS pause))"""
+FETCH_JOBS: Final = _FETCH_JOBS_TEMPLATE.format(paused=_SKIP_PAUSED_QUEUES)
+FETCH_JOBS_IGNORING_PAUSES: Final = _FETCH_JOBS_TEMPLATE.format(paused="")
 
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
@@ -138,16 +152,16 @@ VALUES (%(worker_id)s, %(task_names)s::text[])
 ON CONFLICT (worker_id) DO UPDATE SET task_names = EXCLUDED.task_names, published_at = now()
 """
 
-# The claim of a worker whose app has tasks with a job deadline (`timed_tasks`): FETCH_JOBS
-# as it is, and for the jobs of those tasks `first_run_age`, the seconds from the job's
+# The claim of a worker whose app has tasks with a job deadline (`timed_tasks`): either
+# claim as it is, and for the jobs of those tasks `first_run_age`, the seconds from the job's
 # first run to now, by the database's clock alone (no skew with the worker's). The first run
 # is the earliest 'started' event that Procrastinate's trigger wrote (for claims by any
 # worker, Procrastinate's included) since the job's last manual retry ('retried'). This
 # claim's own 'started' events come from triggers of this statement, which its snapshot
 # does not see: NULL means no earlier run is recorded (a first run, or events deleted).
 # One index lookup per claimed job of a timed task; nothing for the others.
-CLAIM_JOBS_TIMED: Final = f"""
-WITH claimed AS ({FETCH_JOBS})
+_WITH_FIRST_RUN_AGE: Final = """
+WITH claimed AS ({claim})
 SELECT claimed.*,
        CASE WHEN claimed.task_name = ANY(%(timed_tasks)s::text[]) THEN (
            SELECT extract(epoch FROM now() - min(event.at))::float8
@@ -159,4 +173,8 @@ SELECT claimed.*,
                                           AND retried.type = 'retried'), 0)
        ) END AS first_run_age
   FROM claimed
-"""  # noqa: S608 (the claim is our own constant; nothing from outside goes in)
+"""
+CLAIM_JOBS_TIMED: Final = _WITH_FIRST_RUN_AGE.format(claim=FETCH_JOBS)
+CLAIM_JOBS_TIMED_IGNORING_PAUSES: Final = _WITH_FIRST_RUN_AGE.format(
+    claim=FETCH_JOBS_IGNORING_PAUSES
+)

@@ -8,7 +8,7 @@ import itertools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import anyio.from_thread
 import anyio.lowlevel
@@ -18,16 +18,22 @@ from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
+from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
     CLAIM_JOBS_TIMED,
+    CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS,
+    FETCH_JOBS_IGNORING_PAUSES,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
     RECOVER_STALLED_JOBS,
 )
+
+# The in-memory database has no roles: what its pauses give as `paused_by`.
+PAUSED_BY: Final = "in-memory"
 
 
 class InMemoryConnector(testing.InMemoryConnector):
@@ -51,7 +57,12 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[DAWDLE_SCHEMA] = "apply_dawdle_schema"
         self.reverse_queries[PUBLISH_TASKS] = "publish_tasks"
         self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
+        self.reverse_queries[FETCH_JOBS_IGNORING_PAUSES] = "fetch_jobs_ignoring_pauses"
         self.reverse_queries[CLAIM_JOBS_TIMED] = "claim_jobs_timed"
+        self.reverse_queries[CLAIM_JOBS_TIMED_IGNORING_PAUSES] = "claim_jobs_timed_ignoring_pauses"
+        self.reverse_queries[PAUSE_QUEUE] = "pause_queue"
+        self.reverse_queries[RESUME_QUEUE] = "resume_queue"
+        self.reverse_queries[LIST_QUEUES] = "list_queue_states"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
@@ -158,9 +169,34 @@ class InMemoryConnector(testing.InMemoryConnector):
     ) -> list[dict[str, Any]]:
         """The worker's batched claim, with the same order, filters and lock rules as its SQL.
 
-        A ready job of a task outside `task_names` is not taken, but still comes first in
-        its lock's order, as in the SQL.
+        A ready job of a task outside `task_names`, or of a paused queue, is not taken, but
+        still comes first in its lock's order, as in the SQL.
         """
+        return self._claim(
+            queues=queues,
+            task_names=task_names,
+            limit=limit,
+            worker_id=worker_id,
+            paused=set(self.queue_pauses),
+        )
+
+    async def fetch_jobs_ignoring_pauses_all(
+        self, *, queues: list[str] | None, task_names: list[str] | None, limit: int, worker_id: int
+    ) -> list[dict[str, Any]]:
+        """The claim of a database without dawdle_queue_pauses: paused queues are claimed."""
+        return self._claim(
+            queues=queues, task_names=task_names, limit=limit, worker_id=worker_id, paused=set()
+        )
+
+    def _claim(
+        self,
+        *,
+        queues: list[str] | None,
+        task_names: list[str] | None,
+        limit: int,
+        worker_id: int,
+        paused: set[str],
+    ) -> list[dict[str, Any]]:
         now = utils.utcnow()
         ready = sorted(
             (
@@ -181,6 +217,8 @@ class InMemoryConnector(testing.InMemoryConnector):
             if len(claimed) == limit:
                 break
             if queues is not None and job["queue_name"] not in queues:
+                continue
+            if job["queue_name"] in paused:
                 continue
             if task_names is not None and job["task_name"] not in task_names:
                 continue
@@ -205,12 +243,24 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def claim_jobs_timed_all(
         self, *, timed_tasks: list[str], **claim: Any
     ) -> list[dict[str, Any]]:
-        """The claim with each timed task's `first_run_age`, as its SQL reads the events.
+        """The claim with each timed task's `first_run_age`, as its SQL reads the events."""
+        return self._with_first_run_age(await self.fetch_jobs_all(**claim), timed_tasks)
 
-        The claim appends each job's own 'started' event last; the SQL's snapshot does not
+    async def claim_jobs_timed_ignoring_pauses_all(
+        self, *, timed_tasks: list[str], **claim: Any
+    ) -> list[dict[str, Any]]:
+        """The same, on a database without dawdle_queue_pauses."""
+        claimed = await self.fetch_jobs_ignoring_pauses_all(**claim)
+        return self._with_first_run_age(claimed, timed_tasks)
+
+    def _with_first_run_age(
+        self, claimed: list[dict[str, Any]], timed_tasks: list[str]
+    ) -> list[dict[str, Any]]:
+        """Claimed rows with `first_run_age` for the jobs of `timed_tasks`.
+
+        The claim appended each job's own 'started' event last; the SQL's snapshot does not
         see it, so it is left out here.
         """
-        claimed = await self.fetch_jobs_all(**claim)
         now = utils.utcnow()
         rows = []
         for job in claimed:
@@ -268,6 +318,37 @@ class InMemoryConnector(testing.InMemoryConnector):
             )
         return {"recorded": recorded}
 
+    async def pause_queue_all(self, *, queue: str, reason: str | None) -> list[dict[str, Any]]:
+        """Pause `queue` unless it is paused; a row if it was not, as the SQL returns."""
+        if queue in self.queue_pauses:
+            return []
+        self.queue_pauses[queue] = {
+            "queue_name": queue,
+            "paused_at": utils.utcnow(),
+            "paused_by": PAUSED_BY,
+            "reason": reason,
+        }
+        return [{"queue_name": queue}]
+
+    async def resume_queue_one(self, *, queue: str) -> dict[str, int]:
+        """Resume `queue` and send the `queue_resumed` hint to the listeners of its channels."""
+        if self.queue_pauses.pop(queue, None) is None:
+            return {"resumed": 0, "hints": 0}
+        payload = json.dumps({"type": "queue_resumed", "queue": queue})
+        channels = ("procrastinate_any_queue_v1", f"procrastinate_queue_v1#{queue}")
+        for channel in channels:
+            await self.notify(channel, payload)
+        return {"resumed": 1, "hints": len(channels)}
+
+    async def list_queue_states_all(self) -> list[dict[str, Any]]:
+        """Every queue with jobs or a pause, by name, with its pause if any."""
+        names = {job["queue_name"] for job in self.jobs.values()} | set(self.queue_pauses)
+        empty = {"paused_at": None, "paused_by": None, "reason": None}
+        return [
+            {"queue_name": name, **empty, **self.queue_pauses.get(name, {})}
+            for name in sorted(names)
+        ]
+
     async def recover_stalled_jobs_all(
         self, *, seconds: float, own_jobs: list[int], worker_id: int
     ) -> list[dict[str, Any]]:
@@ -303,6 +384,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self._worker_ids = itertools.count(1)
         # dawdle_worker_tasks; read it through published_tasks(), which applies the cascade.
         self.worker_tasks: dict[int, list[str]] = {}
+        # dawdle_queue_pauses: each paused queue's row, by queue name.
+        self.queue_pauses: dict[str, dict[str, Any]] = {}
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

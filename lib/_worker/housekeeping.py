@@ -20,7 +20,7 @@ from dawdle._periodic import PeriodicDeferrer
 from dawdle._worker.fencing import fence
 from dawdle._worker.joblog import describe, log_job
 from dawdle._worker.lease import heartbeat_timeout
-from dawdle._worker.notifications import Malformed, MalformedLog
+from dawdle._worker.notifications import Hint, Malformed, MalformedLog
 from dawdle._worker.notifications import parse as parse_notification
 from dawdle._worker.state import Running, WorkerState
 from dawdle._worker.store import JobStore
@@ -227,11 +227,12 @@ class Housekeeping:
             hint = parse_notification(payload)
             if isinstance(hint, Malformed):
                 self._malformed.ignored(channel=channel, payload=payload, malformed=hint)
-            elif hint.type == "abort_job_requested":
+            elif isinstance(hint, Hint) and hint.type == "abort_job_requested":
                 if hint.job_id in state.running:
                     state.abort_hinted.set()  # confirmed in the database before any abort
             else:
-                state.wake_claimer.set()  # a forged one costs one claim query: harmless
+                # A job inserted or a queue resumed. A forged one costs one claim query.
+                state.wake_claimer.set()
 
         async def on_listening() -> None:
             state.wake_claimer.set()  # whatever was announced while not listening: claim now

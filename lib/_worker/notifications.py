@@ -4,7 +4,8 @@ Any role that can connect may `pg_notify` on Procrastinate's channels, no privil
 so a payload is parsed defensively and acted on only where a forged one is harmless: a
 `job_inserted` wakes the claimer (a forged one costs one claim query), an
 `abort_job_requested` makes the worker ask the database which of its jobs were really
-asked to abort. Anything else is ignored, with one warning per kind of problem.
+asked to abort, a `queue_resumed` (dawdle's, sent when a queue is resumed) wakes the claimer
+as well. Anything else is ignored, with one warning per kind of problem.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Final, Literal
 
 logger = logging.getLogger("dawdle.worker")
 
-HINT_TYPES: Final = ("job_inserted", "abort_job_requested")
+HINT_TYPES: Final = ("job_inserted", "abort_job_requested", "queue_resumed")
 # The most of a bad payload that a warning quotes.
 QUOTED: Final = 100
 
@@ -30,13 +31,20 @@ class Hint:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueResumed:
+    """dawdle's hint that a queue was resumed (or anyone's forged one): time to claim."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """A payload that is not a notification dawdle knows; `problem` names the kind."""
 
     problem: str
 
 
-def parse(payload: str) -> Hint | Malformed:
+def parse(payload: str) -> Hint | QueueResumed | Malformed:
     """The hint a payload carries, or what is wrong with it."""
     try:
         data = json.loads(payload)
@@ -47,6 +55,9 @@ def parse(payload: str) -> Hint | Malformed:
     kind = data.get("type")
     if kind not in HINT_TYPES:
         return Malformed("an unknown type")
+    if kind == "queue_resumed":
+        queue = data.get("queue")
+        return QueueResumed(queue) if isinstance(queue, str) else Malformed("no string queue")
     job_id = data.get("job_id")
     if isinstance(job_id, bool) or not isinstance(job_id, int):
         return Malformed("no integer job_id")

@@ -139,7 +139,8 @@ class Running:
 
     def since_first_run(self) -> float:
         """Seconds from the job's first run to now; from this run's claim if none is recorded."""
-        return (self.first_run_age or 0.0) + time.monotonic() - self.claimed_at
+        # Never negative, even if an event's time was written from a clock ahead of now().
+        return max(0.0, (self.first_run_age or 0.0) + time.monotonic() - self.claimed_at)
 
     def enter_thread(self) -> bool:
         """In the job's thread, before the job: False if the shutdown skipped it (don't run)."""

@@ -6,9 +6,10 @@ the worker must act on come out as dawdle's errors, so the worker never sees psy
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, LiteralString
 
 import anyio
 import psycopg
@@ -17,7 +18,9 @@ from procrastinate import exceptions, jobs
 from dawdle._errors import DawdleError
 from dawdle._sql import (
     CLAIM_JOBS_TIMED,
+    CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS,
+    FETCH_JOBS_IGNORING_PAUSES,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
@@ -32,6 +35,19 @@ if TYPE_CHECKING:
 # The longest a claim or an outcome write may take before it counts as failed (and is
 # retried): what a half-open connection would otherwise hold up forever (Procrastinate #1513).
 QUERY_TIMEOUT: Final = 30.0
+
+# Without dawdle_queue_pauses, how long the claims ignore pauses before trying the table
+# again (so `dawdle schema --apply` takes effect without restarting the worker).
+PAUSES_RECHECK: Final = 60.0
+
+logger = logging.getLogger("dawdle.worker")
+
+
+# Each claim, and the same claim with the first run of the jobs of tasks with a deadline.
+_TIMED_CLAIMS: Final[dict[str, LiteralString]] = {
+    FETCH_JOBS: CLAIM_JOBS_TIMED,
+    FETCH_JOBS_IGNORING_PAUSES: CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+}
 
 
 class WorkerNotRegistered(DawdleError):  # noqa: N818 (reads as a state)
@@ -55,6 +71,8 @@ class JobStore:
         self._connector = app.connector
         self._manager = app.job_manager
         self._tasks = app.tasks
+        # When the claim last found no dawdle_queue_pauses (anyio's clock); None: it has it.
+        self._pauses_missing_at: float | None = None
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -98,30 +116,59 @@ class JobStore:
     ) -> list[Claimed]:
         """Take up to `limit` ready jobs for the worker, highest priority first.
 
-        Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue).
-        The jobs of `timed_tasks` (tasks with a job deadline) come with the age of their
-        first run, read in the same statement.
+        Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue),
+        never of a paused queue. Without dawdle's table of pauses, claims ignore pauses
+        (one warning) and try the table again every PAUSES_RECHECK seconds. The jobs of
+        `timed_tasks` (tasks with a job deadline) come with the age of their first run,
+        read in the same statement.
         """
-        query, extra = FETCH_JOBS, {}
+        arguments: dict[str, Any] = {
+            "queues": queues,
+            "task_names": task_names,
+            "limit": limit,
+            "worker_id": worker_id,
+        }
         if timed_tasks:  # apps without job deadlines send the plain claim
-            query, extra = CLAIM_JOBS_TIMED, {"timed_tasks": timed_tasks}
-        try:
-            with anyio.fail_after(QUERY_TIMEOUT):
-                rows = await self._connector.execute_query_all_async(
-                    query,
-                    queues=queues,
-                    task_names=task_names,
-                    limit=limit,
-                    worker_id=worker_id,
-                    **extra,
-                )
-        except exceptions.ConnectorException as exc:
-            if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
-                raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
-            raise
+            arguments["timed_tasks"] = timed_tasks
+        missing_at = self._pauses_missing_at
+        now = anyio.current_time()
+        if missing_at is not None and now - missing_at < PAUSES_RECHECK:
+            rows = await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
+        else:
+            try:
+                rows = await self._fetch(FETCH_JOBS, arguments)
+            except exceptions.ConnectorException as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                    raise
+                if missing_at is None:
+                    logger.warning(
+                        "queue pauses are ignored: the database has no dawdle_queue_pauses "
+                        "table; run `dawdle schema --apply`",
+                        extra={"action": "queue_pauses_ignored"},
+                    )
+                self._pauses_missing_at = now
+                rows = await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
+            else:
+                self._pauses_missing_at = None
         claimed = [Claimed(jobs.Job.from_row(row), row.get("first_run_age")) for row in rows]
         claimed.sort(key=lambda one: (-one.job.priority, one.job.id))
         return claimed
+
+    async def _fetch(self, query: LiteralString, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run a claim statement, within QUERY_TIMEOUT; a pruned worker's claim is refused.
+
+        With `timed_tasks` among the arguments, the claim that also reads first runs.
+        """
+        if "timed_tasks" in arguments:
+            query = _TIMED_CLAIMS[query]
+        try:
+            with anyio.fail_after(QUERY_TIMEOUT):
+                return await self._connector.execute_query_all_async(query, **arguments)
+        except exceptions.ConnectorException as exc:
+            if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):
+                worker_id = arguments["worker_id"]
+                raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
+            raise
 
     async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> int:
         """Write the verdicts of jobs still 'doing' for this worker; how many it wrote.

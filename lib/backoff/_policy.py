@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import datetime
+import email.utils
+import importlib
 import math
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from procrastinate import BaseRetryStrategy, RetryDecision
 from procrastinate.jobs import Job
 
-from dawdle._errors import ConfigurationError, leaves
+from dawdle._errors import ConfigurationError
 from dawdle._validate import integer, is_number, number
+from dawdle.backoff._seeded import SplitMix
 from dawdle.backoff._strategies import DEFAULT_MAX_DELAY, Backoff, Exponential, Jitter
 
-ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
+
+RetryAfter: TypeAlias = Literal["max", "hint", "ignore"]
+"""How a Retry-After hint is used: the larger of hint and backoff, the hint alone, or not."""
+
+MAX_JOB_DELAY: Final = 100 * 365.25 * 86400.0
+"""The longest a job waits for its retry, in seconds (100 years): past it, `retry_at` would
+leave the dates Python and PostgreSQL can store, so a longer wait is shortened to this."""
+
+_RETRY_AFTER_MODES: Final = ("max", "hint", "ignore")
+
+# Jitter on hints spreads retries apart; it is not a security boundary.
+_HINT_RNG: Final = random.Random()  # noqa: S311
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +41,9 @@ class Decision:
     retry: bool
     delay: float | None
     reason: str
+    backoff_delay: float | None = None
+    """The backoff's own draw behind a retry's delay, before any Retry-After hint: what
+    `retrying()` passes back as `previous_delay`, so `DecorrelatedJitter` follows its walk."""
 
     def __post_init__(self) -> None:
         # Invariant the retry loops rely on: a retry always has a delay, a refusal never has.
@@ -52,6 +71,15 @@ class RetryEvent:
     job_id: int | None = None
 
 
+def _duration(where: str, value: object, *, above: float | None = None) -> float:
+    """`value` (seconds or a timedelta) as finite seconds >= 0; `where` names it if not."""
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if above is None:
+        return number(where, value, at_least=0)
+    return number(where, value, above=above)
+
+
 def _exception_types(where: str, value: object) -> tuple[type[BaseException], ...]:
     """`value`, one exception class or a tuple of them, as a tuple; `where` names it."""
     types = value if isinstance(value, tuple) else (value,)
@@ -63,16 +91,145 @@ def _exception_types(where: str, value: object) -> tuple[type[BaseException], ..
     return types
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    """The longest valid `retry_after` (seconds or timedelta) carried by `exc` or its leaves."""
-    hints: list[float] = []
-    for candidate in (exc, *leaves(exc)):
-        hint = getattr(candidate, "retry_after", None)
-        if isinstance(hint, datetime.timedelta):
-            hint = hint.total_seconds()
-        if is_number(hint) and math.isfinite(hint):
-            hints.append(max(0.0, float(hint)))
-    return max(hints, default=None)
+def _hint_seconds(value: object, now: datetime.datetime) -> float | None:
+    """A Retry-After hint in seconds (inf past the float range), or None if it is not one.
+
+    Seconds (int or float), a timedelta, an absolute datetime (naive ones read as UTC) or an
+    HTTP header's text (delay-seconds or an HTTP-date). A date in the past means now (0 s);
+    a negative or NaN delay is not a hint, as RFC 9110 allows none.
+    """
+    if isinstance(value, str):
+        value = value.strip()
+        if value.isdigit():
+            value = int(value)
+        else:
+            try:
+                value = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+    if isinstance(value, datetime.datetime):
+        when = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return max(0.0, (when - now).total_seconds())
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if not is_number(value) or value != value or value < 0:  # noqa: PLR0124 (NaN test)
+        return None
+    return float(value) if value < 2**1023 else math.inf
+
+
+def _retry_after(exc: BaseException, now: datetime.datetime | None) -> float | None:
+    """The longest valid `retry_after` hint carried by `exc`, its groups or their leaves."""
+    if not isinstance(exc, BaseExceptionGroup) and not hasattr(exc, "retry_after"):
+        return None  # the common case, without building lists or reading the clock
+    now = now or datetime.datetime.now(datetime.UTC)
+    hints = (_hint_seconds(getattr(node, "retry_after", None), now) for node in _nodes(exc))
+    return max((hint for hint in hints if hint is not None), default=None)
+
+
+def _nodes(exc: BaseException) -> list[BaseException]:
+    """`exc` and, if it is a group, every group and leaf nested in it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [exc, *(node for inner in exc.exceptions for node in _nodes(inner))]
+    return [exc]
+
+
+def _matches(node: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """A leaf matches any of `types`; a group only a group class named in `types` itself."""
+    if isinstance(node, BaseExceptionGroup):
+        return any(
+            issubclass(kind, BaseExceptionGroup) and isinstance(node, kind) for kind in types
+        )
+    return isinstance(node, types)
+
+
+def _retryable(
+    exc: BaseException, retry_on: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """None if `exc` is covered by `retry_on`, else the first leaf or group that is not.
+
+    A group is covered if a group class in `retry_on` matches it, or else if everything in
+    it is covered.
+    """
+    if _matches(exc, retry_on):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            refused = _retryable(inner, retry_on)
+            if refused is not None:
+                return refused
+        return None
+    return exc
+
+
+def _unwanted(
+    exc: BaseException,
+    retry_on: tuple[type[BaseException], ...],
+    give_up_on: tuple[type[BaseException], ...],
+) -> str | None:
+    """Why `retry_on` and `give_up_on` refuse `exc`, or None if they allow a retry."""
+    if not isinstance(exc, BaseExceptionGroup):  # the common case, without the tree walk
+        if isinstance(exc, give_up_on):
+            return f"{type(exc).__name__} is in give_up_on"
+        if not isinstance(exc, retry_on):
+            return f"{type(exc).__name__} is not in retry_on"
+        return None
+    for node in _nodes(exc):
+        if _matches(node, give_up_on):
+            return f"{type(node).__name__} is in give_up_on"
+    refused = _retryable(exc, retry_on)
+    if refused is not None:
+        return f"{type(refused).__name__} is not in retry_on"
+    return None
+
+
+def _dotted_name(where: str, value: object) -> str:
+    """The importable `module.qualname` of a class or module-level function, checked."""
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+        name = f"{module}.{qualname}"
+        try:
+            if _resolve(where, name) is value:
+                return name
+        except ConfigurationError:
+            pass
+    raise ConfigurationError(
+        f"{where}: {value!r} is not importable by name (a lambda, a local function or an "
+        "instance), so it cannot be written as data"
+    )
+
+
+def _resolve(where: str, name: object) -> Any:
+    """The object a dotted name points at: the longest importable module, then attributes."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{where} must be dotted names, got {name!r}")
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            value: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                value = getattr(value, attribute)
+        except AttributeError:
+            break
+        return value
+    raise ConfigurationError(f"{where}: {name!r} does not resolve to an importable object")
+
+
+def _retry_after_mode(value: object) -> RetryAfter:
+    """`value` as a mode; True and False, the earlier spelling, mean "max" and "ignore"."""
+    if value is True:
+        return "max"
+    if value is False:
+        return "ignore"
+    for mode in _RETRY_AFTER_MODES:
+        if value == mode:
+            return mode
+    raise ConfigurationError(
+        f'RetryPolicy: retry_after must be "max", "hint" or "ignore", got {value!r}'
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,17 +238,29 @@ class RetryPolicy(BaseRetryStrategy):
 
     `max_attempts` counts every run, the first included: `max_attempts=3` means one run and
     up to two retries. (Procrastinate's `RetryStrategy(max_attempts=n)` counts retries, so it
-    allows n + 1 runs.) `None` means no limit. `deadline` is in seconds since the first
-    attempt; a job's runs are bounded by `max_attempts` since a job does not record when its
-    first run started. An exception group is retried only if every leaf is in `retry_on`
-    and none is in `give_up_on`. An exception with a `retry_after` attribute (seconds or a
-    timedelta) sets the wait, still capped at the backoff's `max_delay`.
+    allows n + 1 runs.) `None` means no limit. `deadline` is in seconds since the first run
+    (for a job, its first run as the worker measures it); a retry whose wait would end past
+    it is refused. An exception group is retried if a group class in `retry_on` matches it,
+    or else if every leaf is in `retry_on`; it is given up if `give_up_on` matches it (a
+    group class) or any group or leaf in it.
+
+    Retry-After: an exception (or a group's member) with a `retry_after` attribute (seconds,
+    a timedelta, an absolute datetime or an HTTP header's text) hints at the wait.
+    `retry_after="max"` waits the larger of hint and backoff (as the AWS SDKs do), `"hint"`
+    the hint alone, `"ignore"` the backoff alone. A hint above `retry_after_max` seconds
+    gives up rather than wait that long (as Envoy does); `retry_after_jitter=p` stretches a
+    hint by up to p of itself, never shortening it.
+
+    `on_retry` is called with a `RetryEvent` when `retry()`, `retrying()` or the worker has
+    decided to retry, before the wait; `decide` itself calls nothing.
 
     A policy is a value: it compares and hashes by its options (not `rng`), copies, and
-    pickles unless `retry_if` is a lambda or a local function, which pickle cannot store.
-    A deep copy or an unpickled policy has its own copy of `rng` in its current state, so it
-    draws the delays the original would draw next; a shallow copy shares the original's `rng`.
-    `dataclasses.replace` re-validates.
+    pickles unless `retry_if` or `on_retry` is a lambda or a local function, which pickle
+    cannot store. A deep copy or an unpickled policy has its own copy of `rng` in its
+    current state, so it draws the delays the original would draw next; a shallow copy
+    shares the original's `rng`. `dataclasses.replace` re-validates. `to_dict()` and
+    `from_dict()` write it as plain data and back (exception classes and functions as
+    dotted names; `rng` is left out).
     """
 
     backoff: Backoff = field(default_factory=lambda: Exponential(1.0, 2.0, jitter="full"))
@@ -100,15 +269,13 @@ class RetryPolicy(BaseRetryStrategy):
     retry_on: ExceptionTypes = (Exception,)
     give_up_on: ExceptionTypes = ()
     retry_if: Callable[[BaseException], bool] | None = None
-    retry_after: bool = True
+    retry_after: RetryAfter = "max"
+    retry_after_max: float = DEFAULT_MAX_DELAY
+    retry_after_jitter: float = 0.0
     on_retry: Callable[[RetryEvent], None] | None = None
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.on_retry is not None and not callable(self.on_retry):
-            raise ConfigurationError(
-                f"RetryPolicy: on_retry must be callable, got {self.on_retry!r}"
-            )
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(
                 f"RetryPolicy: backoff must be a dawdle.backoff strategy, got {self.backoff!r}"
@@ -116,7 +283,7 @@ class RetryPolicy(BaseRetryStrategy):
         if self.max_attempts is not None:
             integer("RetryPolicy: max_attempts (None for no limit)", self.max_attempts, at_least=1)
         if self.deadline is not None:
-            deadline = number("RetryPolicy: deadline", self.deadline, above=0)
+            deadline = _duration("RetryPolicy: deadline", self.deadline, above=0)
             object.__setattr__(self, "deadline", deadline)
         object.__setattr__(
             self, "retry_on", _exception_types("RetryPolicy: retry_on", self.retry_on)
@@ -124,64 +291,117 @@ class RetryPolicy(BaseRetryStrategy):
         object.__setattr__(
             self, "give_up_on", _exception_types("RetryPolicy: give_up_on", self.give_up_on)
         )
-        if self.retry_if is not None and not callable(self.retry_if):
-            raise ConfigurationError(
-                f"RetryPolicy: retry_if must be callable, got {self.retry_if!r}"
-            )
+        for name in ("retry_if", "on_retry"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"RetryPolicy: {name} must be callable, got {value!r}")
+        object.__setattr__(self, "retry_after", _retry_after_mode(self.retry_after))
+        ceiling = _duration("RetryPolicy: retry_after_max", self.retry_after_max)
+        object.__setattr__(self, "retry_after_max", ceiling)
+        spread = number(
+            "RetryPolicy: retry_after_jitter", self.retry_after_jitter, at_least=0, at_most=1
+        )
+        object.__setattr__(self, "retry_after_jitter", spread)
+
+    def _max_runs(self) -> int | None:
+        """How many runs the policy allows in all (None: no limit)."""
+        return self.max_attempts
 
     def decide(
         self,
         exc: BaseException,
         *,
         attempt: int,
-        elapsed: float | None = None,
+        elapsed: float | datetime.timedelta | None = None,
         rng: random.Random | None = None,
+        previous_delay: float | None = None,
+        now: datetime.datetime | None = None,
     ) -> Decision:
-        """Decide about `exc`, raised by run number `attempt` (1 = first), `elapsed` s in."""
+        """Decide about `exc`, raised by run number `attempt` (1 = first), `elapsed` s in.
+
+        `previous_delay` is the previous decision's `backoff_delay`, if known; `now` is
+        what an absolute Retry-After date is measured from (default: the current time).
+        A NaN or negative `elapsed` raises ConfigurationError.
+        """
         integer("attempt", attempt, at_least=1)
+        seconds_in = None if elapsed is None else _duration("elapsed", elapsed)
+        refusal = self._refusal(exc, attempt)
+        if refusal is not None:
+            return refusal
         name = type(exc).__name__
-        for leaf in leaves(exc):
-            if isinstance(leaf, self.give_up_on):
-                return Decision(
-                    retry=False, delay=None, reason=f"{type(leaf).__name__} is in give_up_on"
-                )
-            if not isinstance(leaf, self.retry_on):
-                return Decision(
-                    retry=False, delay=None, reason=f"{type(leaf).__name__} is not in retry_on"
-                )
-        if self.retry_if is not None and not self.retry_if(exc):
-            return Decision(retry=False, delay=None, reason=f"retry_if rejected {name}")
-        if self.max_attempts is not None and attempt >= self.max_attempts:
-            return Decision(
-                retry=False,
-                delay=None,
-                reason=f"{name} on attempt {attempt} of {self.max_attempts}: none left",
+        rng = rng or self.rng
+        backoff = self.backoff.delay(attempt, rng, previous=previous_delay)
+        hint = None if self.retry_after == "ignore" else _retry_after(exc, now)
+        if hint is not None and hint > self.retry_after_max:
+            return _refusal(
+                f"{name} on attempt {attempt}: retry_after={hint:g}s is above "
+                f"retry_after_max={self.retry_after_max:g}s"
             )
-        delay = self.backoff.delay(attempt, rng or self.rng)
-        why = "backoff"
-        hint = _retry_after(exc) if self.retry_after else None
-        if hint is not None:
-            delay, why = min(hint, self.backoff.max_delay), f"retry_after={hint:g}s"
-        if self.deadline is not None and elapsed is not None and elapsed + delay > self.deadline:
-            return Decision(
-                retry=False,
-                delay=None,
-                reason=f"{name} on attempt {attempt}: waiting {delay:.3f}s after {elapsed:.3f}s "
-                f"would pass the {self.deadline:g}s deadline",
+        delay, why = self._wait(backoff, hint, rng)
+        deadline = self.deadline
+        if seconds_in is not None and deadline is not None and seconds_in + delay > deadline:
+            return _refusal(
+                f"{name} on attempt {attempt}: waiting {delay:.3f}s after {seconds_in:.3f}s "
+                f"would pass the {deadline:g}s deadline"
             )
-        limit = "" if self.max_attempts is None else f" of {self.max_attempts}"
+        runs = self._max_runs()
+        limit = "" if runs is None else f" of {runs}"
         next_run = f"attempt {attempt + 1}{limit} in {delay:.3f}s ({why})"
-        return Decision(retry=True, delay=delay, reason=f"{name} on attempt {attempt}; {next_run}")
+        return Decision(
+            retry=True,
+            delay=delay,
+            reason=f"{name} on attempt {attempt}; {next_run}",
+            backoff_delay=backoff,
+        )
+
+    def _refusal(self, exc: BaseException, attempt: int) -> Decision | None:
+        """A refusal if `exc` is not to be retried after run `attempt`, whatever the wait."""
+        # __post_init__ made both tuples.
+        give_up_on = cast("tuple[type[BaseException], ...]", self.give_up_on)
+        retry_on = cast("tuple[type[BaseException], ...]", self.retry_on)
+        unwanted = _unwanted(exc, retry_on, give_up_on)
+        if unwanted is not None:
+            return _refusal(unwanted)
+        name = type(exc).__name__
+        if self.retry_if is not None and not self.retry_if(exc):
+            return _refusal(f"retry_if rejected {name}")
+        runs = self._max_runs()
+        if runs is not None and attempt >= runs:
+            return _refusal(f"{name} on attempt {attempt} of {runs}: none left")
+        return None
+
+    def _wait(
+        self, backoff: float, hint: float | None, rng: random.Random | None
+    ) -> tuple[float, str]:
+        """The wait chosen from the backoff's draw and a hint within the ceiling, and why."""
+        if hint is None:
+            return backoff, "backoff"
+        if self.retry_after_jitter:
+            hint *= (rng or _HINT_RNG).uniform(1.0, 1.0 + self.retry_after_jitter)
+        if self.retry_after == "hint":
+            return hint, f"retry_after={hint:g}s"
+        if hint >= backoff:
+            return hint, f"retry_after={hint:g}s, above the backoff's {backoff:.3f}s"
+        return backoff, f"backoff, above retry_after={hint:g}s"
 
     def decide_job(self, exception: BaseException, *, job: Job, elapsed: float | None) -> Decision:
         """Decide about a job whose run number `job.attempts + 1` raised `exception`.
 
         `elapsed` is the seconds since the job's first run (None if unknown). The jitter is
         drawn from a generator seeded by the job's id and attempt, so a decision replays.
+        A wait longer than `MAX_JOB_DELAY` is shortened to it, and the reason says so.
         """
         attempt = job.attempts + 1
-        seeded = random.Random(f"{job.id}/{attempt}")  # noqa: S311 (jitter, not security)
-        return self.decide(exception, attempt=attempt, elapsed=elapsed, rng=seeded)
+        seeded = SplitMix(job.id or 0, attempt)
+        decision = self.decide(exception, attempt=attempt, elapsed=elapsed, rng=seeded)
+        if decision.delay is None or decision.delay <= MAX_JOB_DELAY:
+            return decision
+        return Decision(
+            retry=True,
+            delay=MAX_JOB_DELAY,
+            reason=f"{decision.reason}, shortened to MAX_JOB_DELAY={MAX_JOB_DELAY:g}s",
+            backoff_delay=decision.backoff_delay,
+        )
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         """Procrastinate's hook: a job that ran `job.attempts + 1` times has failed."""
@@ -191,15 +411,70 @@ class RetryPolicy(BaseRetryStrategy):
         retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=decision.delay)
         return RetryDecision(retry_at=retry_at)
 
+    def to_dict(self) -> dict[str, object]:
+        """The policy as plain data: classes and functions as dotted names, `rng` left out.
+
+        A `retry_if` or `on_retry` that is not importable by name (a lambda, a local
+        function, a bound method) raises ConfigurationError naming it.
+        """
+        data: dict[str, object] = {"type": type(self).__name__}
+        for item in fields(self):
+            if not item.init or item.name == "rng":
+                continue
+            value = getattr(self, item.name)
+            where = f"{type(self).__name__}.to_dict: {item.name}"
+            if isinstance(value, Backoff):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = [_dotted_name(where, kind) for kind in value]
+            elif callable(value):
+                value = _dotted_name(where, value)
+            data[item.name] = value
+        return data
+
+    @staticmethod
+    def from_dict(data: Mapping[str, object]) -> RetryPolicy:
+        """The policy `to_dict` wrote; a name that does not resolve raises ConfigurationError."""
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"RetryPolicy.from_dict needs a mapping, got {data!r}")
+        arguments: dict[str, Any] = dict(data)
+        kind = arguments.pop("type", "RetryPolicy")
+        policy_class = _POLICIES.get(kind) if isinstance(kind, str) else None
+        if policy_class is None:
+            raise ConfigurationError(
+                f"RetryPolicy.from_dict: type must be one of {', '.join(_POLICIES)}, got {kind!r}"
+            )
+        accepted = {item.name for item in fields(policy_class) if item.init} - {"rng"}
+        unknown = sorted(set(arguments) - accepted)
+        if unknown:
+            raise ConfigurationError(f"{kind}.from_dict: unknown keys {', '.join(unknown)}")
+        for name, value in arguments.items():
+            where = f"{kind}.from_dict: {name}"
+            if name == "backoff" and isinstance(value, Mapping):
+                arguments[name] = Backoff.from_dict(value)
+            elif name in _EXCEPTION_FIELDS and isinstance(value, str):
+                arguments[name] = _resolve(where, value)
+            elif name in _EXCEPTION_FIELDS and isinstance(value, list | tuple):
+                arguments[name] = tuple(_resolve(where, item) for item in value)
+            elif name in _FUNCTION_FIELDS and value is not None:
+                arguments[name] = _resolve(where, value)
+        return policy_class(**arguments)
+
+
+def _refusal(reason: str) -> Decision:
+    return Decision(retry=False, delay=None, reason=reason)
+
 
 @dataclass(frozen=True)
 class ExponentialBackoffStrategy(RetryPolicy):
-    """Short form of `RetryPolicy(backoff=Exponential(base_delay, 2.0, ...), max_attempts=...)`.
+    """Procrastinate-style short form: exponential waits from `base_delay`, doubling.
 
-    As in `RetryPolicy`, `max_attempts` counts runs: the default 3 is a run and two retries,
-    after `base_delay` and `2 * base_delay` seconds. Its own arguments are its fields, so it
-    pickles, copies and `dataclasses.replace`s like any policy; `backoff` and `retry_on` are
-    derived from them.
+    Its argument names are those of Procrastinate's `RetryStrategy`, and so is their
+    meaning: `max_attempts` counts retries, so `max_attempts=3` allows four runs (the first
+    and three retries, after `base_delay`, `2 * base_delay` and `4 * base_delay` seconds,
+    without jitter unless `jitter=` says), `None` no limit; `retry_exceptions` lists what is
+    retried. Its own arguments are its fields, so it pickles, copies, `dataclasses.replace`s
+    and `to_dict`s like any policy; `backoff` and `retry_on` are derived from them.
     """
 
     max_attempts: int | None = 3
@@ -213,7 +488,9 @@ class ExponentialBackoffStrategy(RetryPolicy):
     retry_on: ExceptionTypes = field(init=False, repr=False)
     give_up_on: ExceptionTypes = field(default=(), init=False, repr=False)
     retry_if: Callable[[BaseException], bool] | None = field(default=None, init=False, repr=False)
-    retry_after: bool = field(default=True, init=False, repr=False)
+    retry_after: RetryAfter = field(default="max", init=False, repr=False)
+    retry_after_max: float = field(default=DEFAULT_MAX_DELAY, init=False, repr=False)
+    retry_after_jitter: float = field(default=0.0, init=False, repr=False)
     on_retry: Callable[[RetryEvent], None] | None = field(default=None, init=False, repr=False)
     rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -230,3 +507,14 @@ class ExponentialBackoffStrategy(RetryPolicy):
         object.__setattr__(self, "backoff", backoff)
         object.__setattr__(self, "retry_on", retry_on)
         super().__post_init__()
+
+    def _max_runs(self) -> int | None:
+        return None if self.max_attempts is None else self.max_attempts + 1
+
+
+_POLICIES: Final[dict[str, type[RetryPolicy]]] = {
+    "RetryPolicy": RetryPolicy,
+    "ExponentialBackoffStrategy": ExponentialBackoffStrategy,
+}
+_EXCEPTION_FIELDS: Final = ("retry_on", "give_up_on", "retry_exceptions")
+_FUNCTION_FIELDS: Final = ("retry_if", "on_retry")

@@ -14,8 +14,9 @@ from typing import ParamSpec, TypeVar
 import anyio
 import anyio.lowlevel
 
+from dawdle._errors import ConfigurationError
 from dawdle.backoff._budget import RetryBudget
-from dawdle.backoff._policy import Decision, RetryPolicy
+from dawdle.backoff._policy import Decision, RetryEvent, RetryPolicy
 
 logger = logging.getLogger("dawdle.backoff")
 
@@ -70,6 +71,9 @@ class Retrying:
 
     ``async for attempt in retrying(policy): with attempt: ...`` sleeps through anyio and
     reads anyio's clock, so fake clocks work; the plain ``for`` form sleeps with `time.sleep`.
+    `on_retry` (default: the policy's) is called with a `RetryEvent` before each wait. Each
+    decision is given the previous one's backoff draw, so `DecorrelatedJitter` follows
+    AWS's recursion from the wait it actually drew.
     """
 
     def __init__(
@@ -77,21 +81,24 @@ class Retrying:
         policy: RetryPolicy,
         *,
         budget: RetryBudget | None = None,
-        on_retry: Callable[[Decision], None] | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
     ) -> None:
         self.policy = policy
         self.budget = budget
-        self.on_retry = on_retry
+        self.on_retry = on_retry if on_retry is not None else policy.on_retry
         self._number = 0
         self._started = 0.0
+        self._previous_delay: float | None = None
         self._failure: Exception | None = None
 
     def __aiter__(self) -> Retrying:
         self._number = 0
+        self._previous_delay = None
         return self
 
     def __iter__(self) -> Retrying:
         self._number = 0
+        self._previous_delay = None
         return self
 
     async def __anext__(self) -> Attempt:
@@ -126,7 +133,12 @@ class Retrying:
         failure, self._failure = self._failure, None
         if failure is None:
             return None
-        decision = self.policy.decide(failure, attempt=self._number, elapsed=now - self._started)
+        decision = self.policy.decide(
+            failure,
+            attempt=self._number,
+            elapsed=max(0.0, now - self._started),
+            previous_delay=self._previous_delay,
+        )
         if decision.retry and self.budget is not None and not self.budget.try_acquire_retry():
             decision = Decision(
                 retry=False, delay=None, reason=f"{decision.reason}; but the retry budget is spent"
@@ -135,9 +147,11 @@ class Retrying:
             logger.debug("giving up: %s", decision.reason)
             raise failure
         logger.info("retrying: %s", decision.reason)
-        if self.on_retry is not None:
-            self.on_retry(decision)
         assert decision.delay is not None  # noqa: S101 (a retry decision always has a delay)
+        self._previous_delay = decision.backoff_delay
+        if self.on_retry is not None:
+            event = RetryEvent(self._number, decision.delay, decision.reason, failure)
+            self.on_retry(event)
         return decision.delay
 
 
@@ -145,32 +159,49 @@ def retrying(
     policy: RetryPolicy,
     *,
     budget: RetryBudget | None = None,
-    on_retry: Callable[[Decision], None] | None = None,
+    on_retry: Callable[[RetryEvent], None] | None = None,
 ) -> Retrying:
     """Loop over attempts until success: see `Retrying` for the async and sync forms."""
     return Retrying(policy, budget=budget, on_retry=on_retry)
 
 
 def retry(
-    policy: RetryPolicy, *, budget: RetryBudget | None = None
+    policy: RetryPolicy,
+    *,
+    budget: RetryBudget | None = None,
+    on_retry: Callable[[RetryEvent], None] | None = None,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    """Decorate a sync or async function so that each call is retried under `policy`."""
+    """Decorate a sync or async callable so that each call is retried under `policy`.
+
+    Async means a coroutine function or an object whose `__call__` is one. A generator
+    function, sync or async, is refused: calling it only makes the generator, so there is
+    nothing to retry; retry the work inside it with `retrying()`.
+    """
 
     def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-        if inspect.iscoroutinefunction(fn):
+        call = getattr(fn, "__call__", None)  # noqa: B004 (the method itself, to inspect)
+        if any(
+            inspect.isgeneratorfunction(item) or inspect.isasyncgenfunction(item)
+            for item in (fn, call)
+        ):
+            raise ConfigurationError(
+                f"retry() cannot retry the generator function {fn!r}: retry the work "
+                "inside it with retrying()"
+            )
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
 
             @functools.wraps(fn)
             async def call_async(*args: P.args, **kwargs: P.kwargs) -> object:
-                async for attempt in Retrying(policy, budget=budget):
+                async for attempt in Retrying(policy, budget=budget, on_retry=on_retry):
                     with attempt:
-                        return await fn(*args, **kwargs)
+                        return await fn(*args, **kwargs)  # type: ignore[misc]
                 raise _exhausted()
 
             return call_async  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def call_sync(*args: P.args, **kwargs: P.kwargs) -> T:
-            for attempt in Retrying(policy, budget=budget):
+            for attempt in Retrying(policy, budget=budget, on_retry=on_retry):
                 with attempt:
                     return fn(*args, **kwargs)
             raise _exhausted()

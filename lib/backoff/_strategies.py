@@ -7,9 +7,11 @@ values that compare, hash, pickle and copy by their arguments.
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, fields, is_dataclass
 from typing import Final, Literal, TypeAlias, cast
 
 from dawdle._errors import ConfigurationError
@@ -45,7 +47,14 @@ def _apply_jitter(delay: float, jitter: Jitter, max_delay: float, rng: random.Ra
     if jitter == "equal":
         return delay / 2 + rng.uniform(0.0, delay / 2)
     assert isinstance(jitter, float)  # noqa: S101 (narrowing for mypy; _jitter ensures it)
-    return min(max_delay, delay * rng.uniform(1.0 - jitter, 1.0 + jitter))
+    # The spread is cut at the cap rather than the draw clamped to it: clamping would put
+    # every draw above the cap on the cap itself, the very herd jitter is there to spread.
+    return rng.uniform(delay * (1.0 - jitter), min(max_delay, delay * (1.0 + jitter)))
+
+
+def _as_float(count: int) -> float:
+    """`count` as a float, inf past the float range (an int of 10**400 does not convert)."""
+    return float(count) if count < 2**1023 else math.inf
 
 
 class Backoff(ABC):
@@ -58,13 +67,46 @@ class Backoff(ABC):
     __slots__ = ()
     max_delay: float
 
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (1 = the first retry)."""
-        return self._draw(integer("attempt", attempt, at_least=1), rng or _DEFAULT_RNG)
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, *, previous: float | None = None
+    ) -> float:
+        """Seconds to wait before retry number `attempt` (1 = the first retry).
+
+        `previous` is the delay this strategy gave before the previous retry, when the caller
+        knows it (`retrying()` does); only `DecorrelatedJitter` uses it.
+        """
+        checked = integer("attempt", attempt, at_least=1)
+        if previous is not None:
+            previous = number("previous", previous, at_least=0)
+        return self._draw(checked, rng or _DEFAULT_RNG, previous)
 
     @abstractmethod
-    def _draw(self, attempt: int, rng: random.Random) -> float:
+    def _draw(self, attempt: int, rng: random.Random, previous: float | None) -> float:
         """The delay before retry `attempt` (already checked), randomised with `rng`."""
+
+    def to_dict(self) -> dict[str, object]:
+        """The strategy as plain data (JSON-ready): its type name and its arguments."""
+        assert is_dataclass(self)  # noqa: S101 (every concrete strategy is a dataclass)
+        return {"type": type(self).__name__} | {
+            item.name: getattr(self, item.name) for item in fields(self) if item.init
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, object]) -> Backoff:
+        """The strategy `to_dict` described; a bad type or argument raises ConfigurationError."""
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"backoff must be a mapping, got {data!r}")
+        arguments = dict(data)
+        kind = arguments.pop("type", None)
+        strategy = _STRATEGIES.get(kind) if isinstance(kind, str) else None
+        if strategy is None:
+            raise ConfigurationError(
+                f"backoff: type must be one of {', '.join(sorted(_STRATEGIES))}, got {kind!r}"
+            )
+        try:
+            return strategy(**arguments)
+        except TypeError as exc:
+            raise ConfigurationError(f"{kind}: bad arguments {arguments!r}: {exc}") from None
 
     def _set(self, name: str, value: object) -> None:
         """Store a validated, normalised argument: only `__init__` and `__post_init__` call it."""
@@ -83,7 +125,7 @@ class _Jittered(Backoff):
     __slots__ = ()
     jitter: Jitter
 
-    def _draw(self, attempt: int, rng: random.Random) -> float:
+    def _draw(self, attempt: int, rng: random.Random, previous: float | None) -> float:
         return _apply_jitter(self._capped_delay(attempt), self.jitter, self.max_delay, rng)
 
     @abstractmethod
@@ -139,8 +181,10 @@ class Linear(_Jittered):
         self._check_within_cap("initial", self.initial)
 
     def _capped_delay(self, attempt: int) -> float:
+        if self.step == 0:
+            return self.initial  # 0 * inf would be NaN
         # A huge step times a huge attempt is inf, never an exception; min() caps it.
-        return min(self.max_delay, self.initial + self.step * (attempt - 1))
+        return min(self.max_delay, self.initial + self.step * _as_float(attempt - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +205,10 @@ class Exponential(_Jittered):
         self._check_within_cap("initial", self.initial)
 
     def _capped_delay(self, attempt: int) -> float:
+        if self.factor == 1.0:
+            return self.initial  # a factor of 1 never grows, however many retries
         try:
-            delay = self.initial * self.factor ** (attempt - 1)
+            delay: float = self.initial * self.factor ** _as_float(attempt - 1)
         except OverflowError:
             return self.max_delay
         return min(self.max_delay, delay)
@@ -170,11 +216,16 @@ class Exponential(_Jittered):
 
 @dataclass(frozen=True, slots=True)
 class DecorrelatedJitter(Backoff):
-    """Uniform in [initial, min(max_delay, initial * 3 ** attempt)]: the AWS decorrelated family.
+    """AWS's decorrelated jitter: each wait is uniform in [initial, 3 * the previous wait].
 
-    AWS draws from [initial, 3 * previous delay]; without state we draw from the envelope that
-    recursion grows into, so the spread widens with each attempt and, unlike a capped
-    exponential, retries never pile up on `max_delay` itself.
+    The first wait is uniform in [initial, 3 * initial]. One difference from AWS's
+    `min(cap, uniform(initial, 3 * previous))`: the cap bounds the range, not the draw, so
+    waits that reach `max_delay` spread over [initial, max_delay] instead of landing on it.
+    Given `previous` (as `retrying()` does), one step is drawn from it; without it (a job,
+    which stores no previous wait) the recursion is replayed from `initial` with `rng`,
+    which gives the same distribution for the wait before retry `attempt`. A replay runs at
+    most `256 + 64 * ln(max_delay / initial)` steps, by when the walk has long reached the
+    cap, so a huge attempt costs no more than that.
     """
 
     initial: float = 1.0
@@ -185,9 +236,23 @@ class DecorrelatedJitter(Backoff):
         self._set("initial", number("DecorrelatedJitter: initial", self.initial, above=0))
         self._check_within_cap("initial", self.initial)
 
-    def _draw(self, attempt: int, rng: random.Random) -> float:
-        try:
-            ceiling = min(self.max_delay, self.initial * 3.0**attempt)
-        except OverflowError:
-            ceiling = self.max_delay
-        return rng.uniform(self.initial, ceiling)
+    def _draw(self, attempt: int, rng: random.Random, previous: float | None) -> float:
+        if previous is not None:
+            return self._step(max(previous, self.initial), rng)
+        wait = self.initial
+        for _ in range(min(attempt, self._replay_limit())):
+            wait = self._step(wait, rng)
+        return wait
+
+    def _step(self, previous: float, rng: random.Random) -> float:
+        return rng.uniform(self.initial, min(self.max_delay, 3.0 * previous))
+
+    def _replay_limit(self) -> int:
+        # The log of the wait drifts up by ln 3 - 1 (about 0.1) a step with unit variance,
+        # so it reaches the cap after about 10 * ln(max_delay / initial) steps on average.
+        return 256 + math.ceil(64 * math.log(self.max_delay / self.initial))
+
+
+_STRATEGIES: Final[dict[str, type[Backoff]]] = {
+    strategy.__name__: strategy for strategy in (Constant, Linear, Exponential, DecorrelatedJitter)
+}

@@ -19,6 +19,7 @@ from procrastinate import schema
 from psycopg import conninfo
 
 from dawdle import App, PsycopgConnector
+from dawdle._dawdle_schema import DAWDLE_TABLES, WORKER_TASKS_DDL
 from dawdle._schema import Applied, apply_script
 from dawdle._sql import PUBLISH_TASKS
 
@@ -61,7 +62,7 @@ async def test_apply_on_a_fresh_database_creates_both_and_is_idempotent(app: App
     await app.schema_manager.apply_schema_async()
     await app.schema_manager.apply_schema_async()
     after = await app.schema_manager.check_schema_async()
-    assert (before.present, before.dawdle_missing) == (False, ("dawdle_worker_tasks",))
+    assert (before.present, before.dawdle_missing) == (False, DAWDLE_TABLES)
     assert after.complete
     assert after.dawdle_missing == ()
 
@@ -73,7 +74,7 @@ async def test_apply_adds_dawdle_tables_beside_an_existing_procrastinate_schema(
     await app.schema_manager.apply_schema_async()
     after = await app.schema_manager.check_schema_async()
     assert before.current
-    assert before.dawdle_missing == ("dawdle_worker_tasks",)
+    assert before.dawdle_missing == DAWDLE_TABLES
     assert after.complete
     assert after.version == before.version
 
@@ -106,7 +107,7 @@ async def test_concurrent_applies_on_a_fresh_database_all_succeed(
     """Three applies at once on an empty schema: none fails, one creates it all, two see it."""
     results = await apply_concurrently(scratch_dsn, 3)
     assert sorted(result.procrastinate for result in results) == [False, False, True]
-    assert sorted(result.dawdle_tables for result in results) == [(), (), ("dawdle_worker_tasks",)]
+    assert sorted(result.dawdle_tables for result in results) == [(), (), DAWDLE_TABLES]
     assert (await app.schema_manager.check_schema_async()).complete
 
 
@@ -117,7 +118,7 @@ async def test_concurrent_applies_beside_procrastinate_schema_create_our_table_o
     await procrastinate_schema_only(app)
     results = await apply_concurrently(scratch_dsn, 3)
     assert [result.procrastinate for result in results] == [False] * 3
-    assert sorted(result.dawdle_tables for result in results) == [(), (), ("dawdle_worker_tasks",)]
+    assert sorted(result.dawdle_tables for result in results) == [(), (), DAWDLE_TABLES]
     assert (await app.schema_manager.check_schema_async()).complete
 
 
@@ -140,7 +141,7 @@ async def test_apply_when_complete_creates_nothing(app: App) -> None:
     """A second apply reports that it created nothing."""
     first = await app.schema_manager.apply_async()
     second = await app.schema_manager.apply_async()
-    assert first == Applied(procrastinate=True, dawdle_tables=("dawdle_worker_tasks",))
+    assert first == Applied(procrastinate=True, dawdle_tables=DAWDLE_TABLES)
     assert second == Applied(procrastinate=False, dawdle_tables=())
 
 
@@ -174,13 +175,31 @@ async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
     assert (await app.schema_manager.check_schema_async()).complete
 
 
-async def test_table_comment_names_the_dawdle_schema_version(app: App) -> None:
-    """The table says which dawdle schema version brought it."""
+@pytest.mark.parametrize(
+    ("table", "version"), [("dawdle_worker_tasks", 1), ("dawdle_queue_pauses", 2)]
+)
+async def test_table_comment_names_the_dawdle_schema_version(
+    app: App, table: str, version: int
+) -> None:
+    """Each table says which dawdle schema version brought it."""
     await app.schema_manager.apply_schema_async()
     row = await app.connector.execute_query_one_async(
-        "SELECT obj_description('dawdle_worker_tasks'::regclass, 'pg_class') AS comment"
+        "SELECT obj_description(%(table)s::regclass, 'pg_class') AS comment", table=table
     )
-    assert row["comment"].startswith("dawdle schema 1:")
+    assert row["comment"].startswith(f"dawdle schema {version}:")
+
+
+async def test_apply_upgrades_dawdle_schema_1_with_the_pauses_table(app: App) -> None:
+    """A database of dawdle schema 1: check names dawdle_queue_pauses; apply adds it alone."""
+    await procrastinate_schema_only(app)
+    await app.connector.execute_query_async(WORKER_TASKS_DDL)
+    before = await app.schema_manager.check_schema_async()
+    applied = await app.schema_manager.apply_async()
+    after = await app.schema_manager.check_schema_async()
+    assert before.dawdle_missing == ("dawdle_queue_pauses",)
+    assert applied == Applied(procrastinate=False, dawdle_tables=("dawdle_queue_pauses",))
+    assert after.complete
+    assert await app.pause_queue_async("mail")
 
 
 async def test_procrastinate_prune_and_unregister_take_the_published_row(app: App) -> None:

@@ -59,12 +59,27 @@ def test_proportional_jitter_spreads_around_the_delay() -> None:
 
 
 def test_proportional_jitter_is_still_capped() -> None:
-    """Jitter above the cap is clipped to max_delay, never beyond."""
+    """At the cap, proportional jitter is uniform below it: never beyond, never piled on it."""
     rng = random.Random(5)
     backoff = Exponential(10.0, jitter=0.5, max_delay=10.0)
-    samples = [backoff.delay(1, rng) for _ in range(1_000)]
-    assert max(samples) == 10.0
+    samples = [backoff.delay(1, rng) for _ in range(SAMPLES)]
+    assert 10.0 not in samples
     assert min(samples) >= 5.0
+    assert max(samples) <= 10.0
+    assert uniform_fit(samples, 5.0, 10.0) < KS_LIMIT
+
+
+def test_proportional_jitter_near_the_cap_puts_no_mass_on_it() -> None:
+    """The issue's case: Exponential(1, 2, jitter=0.2, max_delay=10).delay(30) is never 10.0."""
+    rng = random.Random(7)
+    backoff = Exponential(1.0, 2.0, jitter=0.2, max_delay=10.0)
+    samples = [backoff.delay(30, rng) for _ in range(SAMPLES)]
+    assert samples.count(10.0) == 0
+    assert uniform_fit(samples, 8.0, 10.0) < KS_LIMIT
+    below_cap = Exponential(1.0, 2.0, jitter=0.2, max_delay=9.0)
+    near = [below_cap.delay(4, rng) for _ in range(SAMPLES)]  # the curve is 8 s, the cap 9 s
+    assert near.count(9.0) == 0
+    assert uniform_fit(near, 6.4, 9.0) < KS_LIMIT
 
 
 def test_no_jitter_is_exact() -> None:

@@ -633,14 +633,16 @@ def test_schema_check_and_apply_report_dawdle_tables(
     health_dsn: str, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     """--check exits 1 naming a missing dawdle table; --apply creates it; --check then passes."""
-    execute(health_dsn, "DROP TABLE dawdle_worker_tasks")
+    execute(health_dsn, "DROP TABLE dawdle_worker_tasks, dawdle_queue_pauses")
     assert main(["schema", "--check", "--backend", backend]) == 1
     assert capsys.readouterr().out == (
-        "present: yes\nversion: 3.4.0\nmissing: none\ndawdle tables missing: dawdle_worker_tasks\n"
+        "present: yes\nversion: 3.4.0\nmissing: none\n"
+        "dawdle tables missing: dawdle_worker_tasks, dawdle_queue_pauses\n"
     )
     assert main(["schema", "--apply", "--backend", backend]) == 0
     assert capsys.readouterr().out == (
-        "schema already current (version 3.4.0); dawdle tables: created dawdle_worker_tasks\n"
+        "schema already current (version 3.4.0); "
+        "dawdle tables: created dawdle_worker_tasks, dawdle_queue_pauses\n"
     )
     assert main(["schema", "--check", "--backend", backend]) == 0
     assert capsys.readouterr().out.endswith("dawdle tables missing: none\n")

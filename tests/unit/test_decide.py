@@ -12,7 +12,7 @@ from procrastinate.job_context import AbortReason
 
 from dawdle import App, ConfigurationError, InMemoryConnector, JobTimeout, Outcome, Snooze
 from dawdle._worker.outcomes import Verdict, decide, job_deadline
-from dawdle.backoff import Constant, RetryPolicy
+from dawdle.backoff import MAX_JOB_DELAY, Constant, RetryPolicy
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 NEVER = jobs.DeleteJobCondition.NEVER
@@ -384,10 +384,10 @@ def test_a_policy_retry_carries_the_event_its_hook_receives() -> None:
     assert verdict.retry_at == NOW + datetime.timedelta(seconds=event.delay)
 
 
-def test_a_policy_delay_past_the_last_date_is_due_then() -> None:
-    """Constant(1e12) on a job is due at the last datetime, not an OverflowError."""
+def test_a_policy_delay_of_centuries_is_due_within_max_job_delay() -> None:
+    """Constant(1e12) on a job is due MAX_JOB_DELAY later, not an OverflowError."""
     verdict = verdict_of(ValueError(), retry=RetryPolicy(backoff=Constant(1e12)))
-    assert verdict.retry_at == datetime.datetime.max.replace(tzinfo=datetime.UTC)
+    assert verdict.retry_at == NOW + datetime.timedelta(seconds=MAX_JOB_DELAY)
 
 
 def test_a_policy_subclass_overriding_procrastinates_hook_is_asked_through_it() -> None:

@@ -20,10 +20,10 @@ class TestExponentialBackoffStrategy:
         ]
 
     def test_max_attempts_enforcement(self) -> None:
-        """max_attempts=3 allows three runs: two retries, then it gives up."""
+        """max_attempts=3 allows three retries (four runs), as Procrastinate's RetryStrategy."""
         strategy = ExponentialBackoffStrategy(max_attempts=3, base_delay=1.0)
-        assert strategy.decide(ValueError(), attempt=2).retry
-        assert not strategy.decide(ValueError(), attempt=3).retry
+        assert strategy.decide(ValueError(), attempt=3).retry
+        assert not strategy.decide(ValueError(), attempt=4).retry
 
     def test_max_delay_capping(self) -> None:
         """No wait exceeds max_delay, however many retries came before."""

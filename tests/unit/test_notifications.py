@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dawdle._worker.notifications import Hint, Malformed, MalformedLog, parse
+from dawdle._worker.notifications import Hint, Malformed, MalformedLog, QueueResumed, parse
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,9 @@ from dawdle._worker.notifications import Hint, Malformed, MalformedLog, parse
     [
         ('{"type": "job_inserted", "job_id": 3}', Hint("job_inserted", 3)),
         ('{"type": "abort_job_requested", "job_id": 7}', Hint("abort_job_requested", 7)),
+        ('{"type": "queue_resumed", "queue": "mail"}', QueueResumed("mail")),
+        ('{"type": "queue_resumed", "queue": 7}', Malformed("no string queue")),
+        ('{"type": "queue_resumed"}', Malformed("no string queue")),
         ("not json", Malformed("not JSON")),
         ("[" * 100_000, Malformed("not JSON")),
         ("[]", Malformed("not a JSON object")),
@@ -26,8 +29,8 @@ from dawdle._worker.notifications import Hint, Malformed, MalformedLog, parse
         ('{"job_id": 7}', Malformed("an unknown type")),
     ],
 )
-def test_parse(payload: str, parsed: Hint | Malformed) -> None:
-    """Procrastinate's two payloads parse; anything else says what is wrong with it."""
+def test_parse(payload: str, parsed: Hint | QueueResumed | Malformed) -> None:
+    """Procrastinate's two payloads and dawdle's resume parse; anything else says what is wrong."""
     assert parse(payload) == parsed
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 
@@ -9,7 +10,7 @@ from procrastinate.jobs import Job
 from procrastinate.testing import InMemoryConnector
 
 from dawdle import ConfigurationError
-from dawdle.backoff import Constant, Exponential, RetryPolicy
+from dawdle.backoff import Constant, Exponential, ExponentialBackoffStrategy, RetryPolicy
 
 
 class RateLimitedError(Exception):
@@ -99,11 +100,14 @@ def test_retry_after_is_honoured(hint: object) -> None:
     assert "retry_after=7s" in decision.reason
 
 
-def test_retry_after_is_capped_and_can_be_ignored() -> None:
-    """retry_after is capped at max_delay, and ignored when retry_after=False."""
-    capped = RetryPolicy(backoff=Constant(1.0, max_delay=60.0), max_attempts=5)
-    assert capped.decide(RateLimitedError(3600), attempt=1).delay == 60.0
+def test_retry_after_is_not_capped_at_max_delay_and_can_be_ignored() -> None:
+    """A hint above the backoff's max_delay is waited in full; retry_after=False ignores it."""
+    policy = RetryPolicy(backoff=Constant(1.0, max_delay=60.0), max_attempts=5)
+    decision = policy.decide(RateLimitedError(600), attempt=1)
+    assert decision.delay == 600.0
+    assert "retry_after=600s" in decision.reason
     ignoring = RetryPolicy(backoff=Constant(1.0), max_attempts=5, retry_after=False)
+    assert ignoring.retry_after == "ignore"
     assert ignoring.decide(RateLimitedError(30), attempt=1).delay == 1.0
 
 
@@ -187,3 +191,74 @@ def test_accepted_by_app_task_next_to_procrastinate_strategies() -> None:
     assert exception is not None
     assert ours.get_retry_exception(exception=ValueError(), job=job(attempts=3)) is None
     assert theirs.get_retry_exception(exception=ValueError(), job=job(attempts=2)) is not None
+
+
+def test_a_group_class_in_retry_on_matches_the_group_itself() -> None:
+    """retry_on=ExceptionGroup retries a group whatever its leaves; a bare leaf still is not."""
+    policy = RetryPolicy(retry_on=ExceptionGroup, max_attempts=5)
+    assert policy.decide(ExceptionGroup("g", [ValueError(), KeyError()]), attempt=1).retry
+    assert not policy.decide(ValueError(), attempt=1).retry
+    nested = RetryPolicy(retry_on=(OSError, ExceptionGroup), max_attempts=5)
+    assert nested.decide(
+        ExceptionGroup("outer", [ExceptionGroup("in", [KeyError()])]), attempt=1
+    ).retry
+
+
+def test_a_group_class_in_give_up_on_matches_the_group_itself() -> None:
+    """give_up_on=ExceptionGroup gives up on any group, even one of retryable leaves."""
+    policy = RetryPolicy(give_up_on=ExceptionGroup, max_attempts=5)
+    refused = policy.decide(ExceptionGroup("g", [ConnectionError()]), attempt=1)
+    assert not refused.retry
+    assert refused.reason == "ExceptionGroup is in give_up_on"
+    assert policy.decide(ConnectionError(), attempt=1).retry
+
+
+def test_decide_job_is_reproducible_and_seeded_per_job() -> None:
+    """The same job and attempt always get the same jittered wait; other jobs get others."""
+    policy = RetryPolicy(max_attempts=None)
+    first = policy.decide_job(OSError(), job=job(attempts=4), elapsed=None)
+    assert first == policy.decide_job(OSError(), job=job(attempts=4), elapsed=None)
+    others = {
+        policy.decide_job(
+            OSError(),
+            job=Job(id=n, queue="q", lock=None, queueing_lock=None, task_name="t", attempts=4),
+            elapsed=None,
+        ).delay
+        for n in range(2, 40)
+    }
+    assert len(others) > 30
+
+
+def test_decide_job_applies_the_deadline_to_elapsed() -> None:
+    """A job 59 s past its first run, with a 60 s deadline and a 2 s wait, is not retried."""
+    policy = RetryPolicy(backoff=Constant(2.0), deadline=60, max_attempts=None)
+    assert policy.decide_job(OSError(), job=job(attempts=1), elapsed=10.0).retry
+    late = policy.decide_job(OSError(), job=job(attempts=1), elapsed=59.0)
+    assert not late.retry
+    assert "60s deadline" in late.reason
+
+
+def test_exponential_backoff_strategy_counts_retries_like_procrastinate() -> None:
+    """max_attempts=3 gives four runs in both dawdle's short form and Procrastinate's strategy."""
+    ours = ExponentialBackoffStrategy(max_attempts=3)
+    theirs = RetryStrategy(max_attempts=3)
+    for attempts in range(6):
+        mine = ours.get_retry_decision(exception=ValueError(), job=job(attempts=attempts))
+        procrastinates = theirs.get_retry_decision(exception=ValueError(), job=job(attempts))
+        assert (mine is None) == (procrastinates is None), attempts
+    assert ours.get_retry_decision(exception=ValueError(), job=job(attempts=3)) is None
+
+
+def test_exponential_backoff_strategy_replaces_its_max_attempts() -> None:
+    """dataclasses.replace(ExponentialBackoffStrategy(), max_attempts=5) is a new strategy."""
+    replaced = dataclasses.replace(ExponentialBackoffStrategy(), max_attempts=5)
+    assert replaced.max_attempts == 5
+    assert replaced.decide(ValueError(), attempt=5).retry
+    assert not replaced.decide(ValueError(), attempt=6).retry
+
+
+def test_default_jitter_of_each_entry_point() -> None:
+    """As documented: RetryPolicy() has full jitter; Exponential() and the short form have none."""
+    assert RetryPolicy().backoff == Exponential(1.0, 2.0, jitter="full")
+    assert Exponential().jitter == "none"
+    assert ExponentialBackoffStrategy().backoff.jitter == "none"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
 
+from dawdle import ConfigurationError
 from dawdle.backoff import (
     Constant,
-    Decision,
     Exponential,
     RetryBudget,
+    RetryEvent,
     RetryPolicy,
     retry,
     retrying,
@@ -121,7 +123,7 @@ async def test_cancellation_during_the_wait() -> None:
 
 async def test_on_retry_sees_each_decision() -> None:
     """on_retry receives every decision to retry, with its delay and reason."""
-    seen: list[Decision] = []
+    seen: list[RetryEvent] = []
     flaky = Flaky(failures=2)
     policy = RetryPolicy(backoff=Exponential(0.1, 3.0), max_attempts=5)
     async for attempt in retrying(policy, on_retry=seen.append):
@@ -150,3 +152,57 @@ async def test_success_on_the_first_attempt() -> None:
         with attempt:
             pass
     assert attempt.number == 1
+
+
+async def test_on_retry_gets_a_retry_event_before_each_wait() -> None:
+    """The policy's on_retry sees attempt, delay, reason and exception before the wait starts."""
+    events: list[tuple[RetryEvent, float]] = []
+    flaky = Flaky(failures=2)
+    policy = RetryPolicy(
+        backoff=Exponential(1.0, 2.0),
+        max_attempts=5,
+        on_retry=lambda event: events.append((event, anyio.current_time())),
+    )
+    async for attempt in retrying(policy):
+        with attempt:
+            await flaky()
+    assert [(event.attempt, event.delay) for event, _ in events] == [(1, 1.0), (2, 2.0)]
+    assert [type(event.exception) for event, _ in events] == [ConnectionError] * 2
+    assert all(event.job_id is None for event, _ in events)
+    assert "ConnectionError on attempt 2" in events[1][0].reason
+    # Each event came at the failure, before the wait that follows it.
+    assert [when for _, when in events] == pytest.approx(flaky.calls[:2])
+
+
+async def test_on_retry_argument_replaces_the_policys_hook() -> None:
+    """retry(policy, on_retry=f) calls f instead of the policy's own hook."""
+    from_policy: list[RetryEvent] = []
+    from_call: list[RetryEvent] = []
+    policy = RetryPolicy(backoff=Constant(0.5), max_attempts=3, on_retry=from_policy.append)
+    flaky = Flaky(failures=1)
+    assert await retry(policy, on_retry=from_call.append)(flaky)() == "ok"
+    assert [event.delay for event in from_call] == [0.5]
+    assert from_policy == []
+
+
+async def test_object_with_async_call_is_retried() -> None:
+    """retry() on an object whose __call__ is async awaits it and retries each failure."""
+    flaky = Flaky(failures=2)
+    wrapped = retry(RetryPolicy(backoff=Constant(1.0), max_attempts=5))(flaky)
+    assert await wrapped() == "ok"
+    assert len(flaky.calls) == 3
+    assert gaps(flaky.calls) == [1.0, 1.0]
+
+
+def test_generator_functions_are_refused() -> None:
+    """retry() on a generator function, sync or async, says why instead of running it once."""
+
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    for fn in (agen, gen):
+        with pytest.raises(ConfigurationError, match="generator function"):
+            retry(RetryPolicy())(fn)

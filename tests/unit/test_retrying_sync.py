@@ -8,8 +8,8 @@ import pytest
 
 from dawdle.backoff import (
     Constant,
-    Decision,
     Exponential,
+    RetryEvent,
     RetryPolicy,
     instant_sleeps,
     retry,
@@ -37,7 +37,7 @@ def test_sync_decorator_retries_then_returns() -> None:
 
 def test_sync_loop_reports_the_delays_it_would_sleep() -> None:
     """The plain for-loop form asks the policy for the same delays as the async one."""
-    seen: list[Decision] = []
+    seen: list[RetryEvent] = []
     attempts = 0
     with instant_sleeps(), pytest.raises(OSError, match="down"):
         for attempt in retrying(

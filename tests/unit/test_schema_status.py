@@ -18,7 +18,7 @@ def test_absent_schema() -> None:
     assert status.version is None
     assert not status.current
     assert "procrastinate_fetch_job_v2" in status.missing
-    assert status.dawdle_missing == ("dawdle_worker_tasks",)
+    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_queue_pauses")
 
 
 def test_current_schema() -> None:
@@ -63,5 +63,15 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_worker_tasks",)
+    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_queue_pauses")
     refuse_outdated(status)
+
+
+def test_schema_of_dawdle_version_1_misses_the_pauses_table() -> None:
+    """A database applied by dawdle schema 1 has dawdle_worker_tasks only: pauses are missing."""
+    status = schema_status(
+        present=True, functions=sorted(expected_functions()), tables=["dawdle_worker_tasks"]
+    )
+    assert status.current
+    assert not status.complete
+    assert status.dawdle_missing == ("dawdle_queue_pauses",)
