@@ -7,12 +7,15 @@ On connector x runtime, except where a test says why not.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import anyio
 import procrastinate
+import psycopg
 import pytest
 
 from dawdle import App, InMemoryConnector, RetryPolicy
+from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
 from dawdle.backoff import Constant, RetryEvent
 from tests.durability.worker.helpers import (
     actions,
@@ -189,6 +192,53 @@ async def test_a_first_run_on_procrastinates_worker_starts_the_deadline(
     assert await job_states(app) == {job_id: ("failed", 2)}
     [record] = log.of("job_error")
     assert "deadline" in record.getMessage()
+
+
+async def test_the_claim_that_reads_first_runs_leaves_paused_queues_alone(app: App) -> None:
+    """A task with a deadline in a paused queue waits; the same task elsewhere runs."""
+    ran: list[str] = []
+
+    @app.task(name="timed", retry=RetryPolicy(deadline=60))
+    async def timed(queue: str) -> None:
+        ran.append(queue)
+
+    await app.pause_queue_async("held")
+    try:
+        held = await timed.configure(queue="held").defer_async(queue="held")
+        free = await timed.configure(queue="free").defer_async(queue="free")
+        await work(app)
+    finally:
+        await app.resume_queue_async("held")  # pauses outlive the test's truncation
+    assert ran == ["free"]
+    assert await job_states(app) == {held: ("todo", 0), free: ("succeeded", 1)}
+
+
+@pytest.fixture
+def without_pauses_table(app: App, schema_dsn: str) -> Iterator[None]:
+    """The database as dawdle schema 1 left it: no dawdle_queue_pauses, for one test."""
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE dawdle_queue_pauses")
+    try:
+        yield
+    finally:
+        with psycopg.connect(schema_dsn, autocommit=True) as conn:
+            conn.execute(QUEUE_PAUSES_DDL)
+
+
+@postgres_only("the in-memory database always has dawdle's tables")
+async def test_without_the_pauses_table_the_deadline_still_counts_from_the_first_run(
+    app: App, without_pauses_table: None
+) -> None:
+    """No dawdle_queue_pauses: the claim that ignores pauses reads first runs too."""
+
+    @app.task(name="old", retry=RetryPolicy(max_attempts=None, deadline=60))
+    async def old() -> None:
+        raise ConnectionError("still down")
+
+    job_id = await old.defer_async()
+    await backdate_first_run(app, job_id, 3600)
+    await work(app)
+    assert await job_states(app) == {job_id: ("failed", 1)}
 
 
 async def set_attempts(app: App, job_id: int, attempts: int) -> None:

@@ -20,12 +20,12 @@ import anyio
 import psycopg
 import pytest
 from procrastinate import connector as procrastinate_connector
-from procrastinate import exceptions, jobs
+from procrastinate import exceptions
 
 from dawdle import App, ConfigurationError, PsycopgConnector
 from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
 from dawdle._sql import FETCH_JOBS, FETCH_JOBS_IGNORING_PAUSES
-from dawdle._worker.store import JobStore
+from dawdle._worker.store import Claimed, JobStore
 from tests.durability.worker.helpers import (
     forge_notification,
     job_states,
@@ -101,10 +101,11 @@ def claims(monkeypatch: pytest.MonkeyPatch) -> Iterator[Claims]:
     log = Claims()
     original = JobStore.claim
 
-    async def recorded(store: JobStore, **arguments: Any) -> list[jobs.Job]:
+    async def recorded(store: JobStore, **arguments: Any) -> list[Claimed]:
         after_watched = log.watched.is_set()
         claimed = await original(store, **arguments)
-        log.send.send_nowait(([job.id for job in claimed if job.id is not None], after_watched))
+        ids = [one.job.id for one in claimed if one.job.id is not None]
+        log.send.send_nowait((ids, after_watched))
         return claimed
 
     monkeypatch.setattr(JobStore, "claim", recorded)
