@@ -7,19 +7,19 @@ import math
 
 from dawdle._errors import ConfigurationError
 from dawdle._validate import is_number
+from dawdle.backoff import MAX_JOB_DELAY
 
 # The latest time a job can be scheduled at: Python's last datetime (PostgreSQL reaches further).
 LATEST: datetime.datetime = datetime.datetime.max.replace(tzinfo=datetime.UTC)
-# Longer than any delay that ends before LATEST; longer delays are kept as this one.
-LONGEST: float = 1e15
 
 
 class Snooze(Exception):  # noqa: N818 (reads as what the task asks for, like River's JobSnooze)
     """Raised by a task: run this job again later, without spending an attempt.
 
     `Snooze(30)` or `Snooze(timedelta(seconds=30))` reschedules the job 30 s after its run
-    ends; `Snooze(datetime(..., tzinfo=UTC))` reschedules it at that time (a past time: at
-    once). The job goes back to 'todo' with its `attempts` unchanged, so its retry policy's
+    ends (a delay over `dawdle.backoff.MAX_JOB_DELAY`, 100 years, is shortened to it, as a
+    retry's is); `Snooze(datetime(..., tzinfo=UTC))` reschedules it at that time (a past
+    time: at once). The job goes back to 'todo' with its `attempts` unchanged, so its retry policy's
     `max_attempts` is untouched; a job whose abort was requested ends aborted instead. A
     negative, NaN or infinite delay, or a naive datetime, is refused here with
     `ConfigurationError` naming it.
@@ -48,7 +48,10 @@ class Snooze(Exception):  # noqa: N818 (reads as what the task asks for, like Ri
 
 
 def later(now: datetime.datetime, seconds: float) -> datetime.datetime:
-    """`seconds` (finite, >= 0) after `now`, or LATEST if that is past the last date."""
+    """`seconds` (finite, >= 0) after `now`, or LATEST if that is past the last date.
+
+    Waits are at most MAX_JOB_DELAY; this keeps the sum a date even so, near year 9999.
+    """
     if seconds >= (LATEST - now).total_seconds():
         return LATEST
     return now + datetime.timedelta(seconds=seconds)
@@ -65,14 +68,14 @@ def _parse(when: object) -> tuple[float | None, datetime.datetime | None]:
     if isinstance(when, datetime.timedelta):
         if when < datetime.timedelta(0):
             raise ConfigurationError(f"Snooze: a timedelta must be >= 0, got {when!r}")
-        return when.total_seconds(), None
+        return min(when.total_seconds(), MAX_JOB_DELAY), None
     if is_number(when):
         if when < 0 or (isinstance(when, float) and not math.isfinite(when)):
             raise ConfigurationError(
                 f"Snooze: seconds must be a finite number >= 0, got {when!r:.100}"
             )
-        # An int too large for a float is still a delay: past the latest date, like 1e300.
-        return float(min(when, LONGEST)), None
+        # Shortened as a retry's wait is (an int too large for a float included).
+        return float(min(when, MAX_JOB_DELAY)), None
     raise ConfigurationError(
         "Snooze: give seconds, a timedelta or an aware datetime, "
         f"got {type(when).__name__} {when!r:.100}"

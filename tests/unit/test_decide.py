@@ -304,11 +304,12 @@ def test_a_snooze_during_the_shutdown_is_put_back_by_a_cancellation() -> None:
     assert verdict.outcome is Outcome.PUT_BACK
 
 
-def test_a_very_long_snooze_is_due_at_the_latest_date() -> None:
-    """Snooze(1e300) or 10**400 seconds is due at the last datetime, not an OverflowError."""
-    latest = datetime.datetime.max.replace(tzinfo=datetime.UTC)
-    assert verdict_of(Snooze(1e300)).retry_at == latest
-    assert verdict_of(Snooze(10**400)).retry_at == latest
+def test_a_very_long_snooze_is_shortened_to_max_job_delay() -> None:
+    """Snooze(1e300), 10**400 s or timedelta.max: due MAX_JOB_DELAY later, as a retry would be."""
+    due = NOW + datetime.timedelta(seconds=MAX_JOB_DELAY)
+    assert verdict_of(Snooze(1e300)).retry_at == due
+    assert verdict_of(Snooze(10**400)).retry_at == due
+    assert verdict_of(Snooze(datetime.timedelta.max)).retry_at == due
 
 
 @pytest.mark.parametrize(
