@@ -8,11 +8,13 @@ A scenario that needs a real server takes `@postgres_only(reason)` from `helpers
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import psycopg
 import pytest
 
 from dawdle import App, InMemoryConnector, PsycopgConnector
+from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
 
 TRUNCATE = (
     "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers, "
@@ -41,3 +43,15 @@ async def admin(schema_dsn: str) -> AsyncIterator[App]:
     admin = App(connector=PsycopgConnector(conninfo=schema_dsn, max_size=2))
     async with admin.open_async():
         yield admin
+
+
+@pytest.fixture
+def without_pauses_table(app: App, schema_dsn: str) -> Iterator[None]:
+    """The database as dawdle schema 1 left it: no dawdle_queue_pauses, for one test."""
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE dawdle_queue_pauses")
+    try:
+        yield
+    finally:
+        with psycopg.connect(schema_dsn, autocommit=True) as conn:
+            conn.execute(QUEUE_PAUSES_DDL)

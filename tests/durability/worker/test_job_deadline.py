@@ -7,15 +7,12 @@ On connector x runtime, except where a test says why not.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import procrastinate
-import psycopg
 import pytest
 
 from dawdle import App, InMemoryConnector, RetryPolicy
-from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
 from dawdle.backoff import Constant, RetryEvent
 from tests.durability.worker.helpers import (
     actions,
@@ -211,18 +208,6 @@ async def test_the_claim_that_reads_first_runs_leaves_paused_queues_alone(app: A
         await app.resume_queue_async("held")  # pauses outlive the test's truncation
     assert ran == ["free"]
     assert await job_states(app) == {held: ("todo", 0), free: ("succeeded", 1)}
-
-
-@pytest.fixture
-def without_pauses_table(app: App, schema_dsn: str) -> Iterator[None]:
-    """The database as dawdle schema 1 left it: no dawdle_queue_pauses, for one test."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE dawdle_queue_pauses")
-    try:
-        yield
-    finally:
-        with psycopg.connect(schema_dsn, autocommit=True) as conn:
-            conn.execute(QUEUE_PAUSES_DDL)
 
 
 @postgres_only("the in-memory database always has dawdle's tables")

@@ -17,13 +17,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
-import psycopg
 import pytest
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions
 
 from dawdle import App, ConfigurationError, PsycopgConnector
-from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
 from dawdle._sql import FETCH_JOBS, FETCH_JOBS_IGNORING_PAUSES
 from dawdle._worker.store import Claimed, JobStore
 from tests.durability.worker.helpers import (
@@ -231,18 +229,6 @@ async def test_a_bad_queue_name_is_refused_by_name(app: App, name: object) -> No
         await app.pause_queue_async(name)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="a queue name must be"):
         await app.resume_queue_async(name)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def without_pauses_table(app: App, schema_dsn: str) -> Iterator[None]:
-    """The database as dawdle schema 1 left it: no dawdle_queue_pauses, for one test."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE dawdle_queue_pauses")
-    try:
-        yield
-    finally:
-        with psycopg.connect(schema_dsn, autocommit=True) as conn:
-            conn.execute(QUEUE_PAUSES_DDL)
 
 
 @postgres_only("the in-memory database always has dawdle's tables")
