@@ -308,7 +308,7 @@ class ModeResult:
 
     mode: str
     available: bool
-    missing: list[str] = field(default_factory=list)
+    why: str = ""  # why it did not run
     figures: dict[str, float] = field(default_factory=dict)
     timeline: list[int] = field(default_factory=list)  # calls per bucket from T0
     recovered_slot: int = 0  # the timeline's slot in which the dependency recovered
@@ -362,12 +362,22 @@ def run_mode(dsn: str, mode: str, settings: OutageSettings) -> ModeResult:
     """Run the scenario once with `mode`'s task options; its figures."""
     missing = missing_names(mode)
     if missing:
-        return ModeResult(mode, available=False, missing=missing)
+        why = f"not available in this build (dawdle has no {', '.join(missing)})"
+        return ModeResult(mode, available=False, why=why)
+    try:
+        make_app(dsn, mode, settings)  # the workers' app, built here first: no connection yet
+    except (TypeError, ValueError, dawdle.DawdleError) as exc:
+        why = f"not available in this build (the task refused its options: {exc})"
+        return ModeResult(mode, available=False, why=why)
     started = time.perf_counter()
     _execute(dsn, RESET)
-    with worker_processes(dsn, mode, settings):
-        time.sleep(settings.settle)
-        t0, recovered, drained = anyio.run(_drive, dsn, settings)
+    try:
+        with worker_processes(dsn, mode, settings):
+            time.sleep(settings.settle)
+            t0, recovered, drained = anyio.run(_drive, dsn, settings)
+    except RuntimeError as exc:  # a worker process that did not start or did not exit 0
+        print(exc, file=sys.stderr)
+        return ModeResult(mode, available=False, why="failed: its worker processes failed")
     (row,) = _execute(dsn, FIGURES, recovered=recovered, drained=drained)
     slots = _execute(dsn, TIMELINE, t0=t0, drained=drained, bucket=settings.bucket)
     timeline = [0] * (max((slot["slot"] for slot in slots), default=-1) + 1)
@@ -446,10 +456,7 @@ def render(results: list[ModeResult], settings: OutageSettings, server: str, dat
     lines.append("")
     for result in results:
         if not result.available:
-            lines.append(
-                f"{result.mode}: not available in this build (dawdle has no "
-                f"{', '.join(result.missing)}); skipped"
-            )
+            lines.append(f"{result.mode}: {result.why}; skipped")
             continue
         during = " ".join(
             f"{n / settings.bucket:.0f}" for n in result.timeline[: result.recovered_slot]
