@@ -251,14 +251,14 @@ async def test_sigkill_loses_no_job_and_reruns_only_the_running_ones(
 async def test_a_job_that_kills_its_worker_each_run_fails_after_max_recoveries(
     app: App, fault_dsn: str, workers: WorkerProcesses, anyio_backend: str
 ) -> None:
-    """A job that SIGKILLs its worker: three workers die, the fourth fails it (max 2)."""
+    """A job that SIGKILLs its worker: three workers die, the fourth fails it (max 2, CLI)."""
     (job_id,) = await defer(app, 1, task="fault.poison")
-    poisoned = {**RESCUER, "stalled_worker_timeout": 1.0, "max_recoveries": 2}
+    quick = {**RESCUER, "stalled_worker_timeout": 1.0}
     for _ in range(3):  # the first run, then after each of two recoveries
-        victim = await workers.start(fault_dsn, anyio_backend, **poisoned)
+        victim = await workers.start(fault_dsn, anyio_backend, "--max-recoveries=2", **quick)
         assert await workers.wait(victim, within=20) == -signal.SIGKILL
     assert await statuses(app) == {job_id: ("doing", 0)}
-    last = await workers.start(fault_dsn, anyio_backend, **poisoned)
+    last = await workers.start(fault_dsn, anyio_backend, "--max-recoveries=2", **quick)
 
     async def failed() -> bool:
         return await statuses(app) == {job_id: ("failed", 0)}
