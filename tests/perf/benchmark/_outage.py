@@ -436,7 +436,9 @@ def render(results: list[ModeResult], settings: OutageSettings, server: str, dat
         f"RetryPolicy(Exponential(1, 2, jitter='full', max_delay={settings.max_delay:g}), "
         f"max_attempts={settings.max_attempts}). The drain ends when every job deferred "
         f"before the recovery has finished (at most {settings.drain_cap:g} s after it). "
-        "Calls are counted by the dependency itself (one row each, server clock).",
+        "Calls are counted by the dependency itself (one row each, server clock). A job's "
+        "jitter is drawn from a generator seeded by its id and attempt, and ids start at 1 "
+        "in each mode, so every mode (and every run) meets the same draws.",
         "",
     ]
     ran = [result for result in results if result.available]
