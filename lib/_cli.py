@@ -24,7 +24,7 @@ from typing import Any, Final, NoReturn
 import anyio
 
 from dawdle._cli_app import load_app
-from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_commands import NO_LIMIT, cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
 from dawdle._cli_embedded import add_embedded_parser
 from dawdle._cli_errors import (
     EXIT_INTERRUPTED,
@@ -74,6 +74,18 @@ def _positive_int(text: str) -> int:
         return integer("a count", int(text), at_least=1)
     except ValueError:  # not an int (int()), or below 1 (integer()'s ConfigurationError)
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {shown(text)}") from None
+
+
+def _max_recoveries(text: str) -> int | str:
+    """An int >= 0, or "none" (no limit), for argparse; or its error naming the value."""
+    if text.strip().lower() == NO_LIMIT:
+        return NO_LIMIT
+    try:
+        return integer("a count", int(text), at_least=0)
+    except ValueError:  # not an int (int()), or below 0 (integer()'s ConfigurationError)
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0 or 'none', got {shown(text)}"
+        ) from None
 
 
 def _priority(text: str) -> int:
@@ -276,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("leave", "fail"),
         help="jobs of tasks the app does not register: leave them for a worker that knows "
         "them (the default), or claim and fail them as Procrastinate's worker does",
+    )
+    worker.add_argument(
+        "--max-recoveries",
+        type=_max_recoveries,
+        metavar="N",
+        help="fail a job recovered from dead or stalled workers more than N times in a row, "
+        "instead of putting it back (default: 5; 'none': no limit)",
     )
     worker.set_defaults(run=cmd_worker, parser=worker)
 

@@ -32,6 +32,9 @@ from dawdle._worker.state import abandoned_threads
 if TYPE_CHECKING:
     import procrastinate
 
+# `dawdle worker --max-recoveries none`: no limit (max_recoveries=None).
+NO_LIMIT: Final = "none"
+
 # A worker whose heartbeat is older than this is not counted as alive by `healthcheck`.
 HEARTBEAT_FRESH_SECONDS: Final = 30
 
@@ -178,6 +181,8 @@ def cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     }
     # Only what was given: the rest comes from the app's worker_defaults.
     options = {key: value for key, value in given.items() if value is not None}
+    if args.max_recoveries is not None:
+        options["max_recoveries"] = None if args.max_recoveries == NO_LIMIT else args.max_recoveries
 
     async def run() -> int:
         """Open the app, check the schema, work until stopped."""

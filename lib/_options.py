@@ -19,7 +19,9 @@ class WorkerOptions(TypedDict, total=False):
     the app does not register; "fail" claims and fails it, as Procrastinate's worker does.
     `heartbeat_lease` is dawdle's own too: how long a worker goes on without an acknowledged
     heartbeat before it is fenced (stops claiming, stops its jobs); None: halfway between
-    `update_heartbeat_interval` and `stalled_worker_timeout`.
+    `update_heartbeat_interval` and `stalled_worker_timeout`. `max_recoveries` is dawdle's
+    own: a job recovered from dead or stalled workers more than this many times in a row
+    (5 by default) fails instead of being put back; None: no limit.
     """
 
     queues: Iterable[str] | None
@@ -39,3 +41,4 @@ class WorkerOptions(TypedDict, total=False):
     worker_middleware: list[middleware.WorkerMiddleware] | None
     unknown_tasks: UnknownTasks
     heartbeat_lease: float | None
+    max_recoveries: int | None

@@ -34,6 +34,9 @@ from dawdle._sql import (
 
 # The in-memory database has no roles: what its pauses give as `paused_by`.
 PAUSED_BY: Final = "in-memory"
+# The key that marks the events a recovery from a stalled worker wrote (a run cut short),
+# which PostgreSQL tells apart by the 'scheduled' event every other put-back writes.
+RECOVERY_MARK: Final = "dawdle_recovered"
 
 
 class InMemoryConnector(testing.InMemoryConnector):
@@ -350,33 +353,70 @@ class InMemoryConnector(testing.InMemoryConnector):
         ]
 
     async def recover_stalled_jobs_all(
-        self, *, seconds: float, own_jobs: list[int], worker_id: int
+        self,
+        *,
+        seconds: float,
+        own_jobs: list[int],
+        worker_id: int,
+        max_recoveries: int | None,
     ) -> list[dict[str, Any]]:
         """Put back the jobs of workers whose heartbeat is older than `seconds`, as its SQL does.
 
         No attempt is spent; the change leaves its event, as Procrastinate's trigger writes.
+        A job of a stalled worker whose last runs all ended so, more than `max_recoveries`
+        of them, fails instead.
         """
         limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
         recovered = []
         for job in self.jobs.values():
             heartbeat = self.workers.get(job["worker_id"])
             stalled = heartbeat is None or heartbeat < limit or job["worker_id"] == worker_id
-            if job["status"] == "doing" and stalled and job["id"] not in own_jobs:
-                job["status"] = "aborted" if job["abort_requested"] else "todo"
-                job["abort_requested"] = False
-                job["worker_id"] = None
-                if job["status"] == "todo":
-                    job["scheduled_at"] = utils.utcnow()
-                self.events[job["id"]].append(
-                    {
-                        "type": "deferred_for_retry" if job["status"] == "todo" else "aborted",
-                        "at": utils.utcnow(),
-                    }
-                )
-                recovered.append(
-                    {"id": job["id"], "task_name": job["task_name"], "status": job["status"]}
-                )
+            if job["status"] != "doing" or not stalled or job["id"] in own_jobs:
+                continue
+            runs = self._runs_cut_short(job["id"])
+            poisoned = (
+                job["worker_id"] != worker_id
+                and max_recoveries is not None
+                and runs > max_recoveries
+            )
+            if job["abort_requested"]:
+                job["status"] = "aborted"
+            elif poisoned:
+                job["status"] = "failed"
+            else:
+                job["status"] = "todo"
+                job["scheduled_at"] = None
+            job["abort_requested"] = False
+            job["worker_id"] = None
+            event = "deferred_for_retry" if job["status"] == "todo" else job["status"]
+            self.events[job["id"]].append(
+                {"type": event, "at": utils.utcnow(), RECOVERY_MARK: True}
+            )
+            recovered.append(
+                {
+                    "id": job["id"],
+                    "task_name": job["task_name"],
+                    "status": job["status"],
+                    "runs": runs,
+                }
+            )
         return recovered
+
+    def _runs_cut_short(self, job_id: int) -> int:
+        """The job's 'started' events since a run last went back to 'todo' otherwise.
+
+        The SQL counts them since the last 'scheduled' or 'retried' event (every put-back
+        but a recovery sets scheduled_at); this store writes no 'scheduled' event for an
+        outcome, so a 'deferred_for_retry' without the recovery's mark plays its part.
+        """
+        runs = 0
+        for event in reversed(self.events[job_id]):
+            if event["type"] in {"scheduled", "retried"} or (
+                event["type"] == "deferred_for_retry" and not event.get(RECOVERY_MARK)
+            ):
+                break
+            runs += event["type"] == "started"
+        return runs
 
     def reset(self) -> None:
         """Empty the in-memory database (worker ids start again from 1, as after TRUNCATE)."""

@@ -172,16 +172,38 @@ class Housekeeping:
         self._malformed = MalformedLog()
 
     async def recover_stalled_forever(self) -> None:
-        """Put back the jobs of stalled workers, and this worker's lost claims, every beat."""
+        """Put back the jobs of stalled workers, and this worker's lost claims, every beat.
+
+        A job whose worker died in more than `max_recoveries` runs in a row fails instead.
+        """
         state = self._state
         seconds = state.settings.stalled_worker_timeout
+        max_recoveries = state.settings.max_recoveries
         while True:
             await self._store.prune_stalled_workers(seconds)
             async with state.claim_lock:
                 rows = await self._store.recover_stalled(
-                    seconds=seconds, own_job_ids=state.own_job_ids(), worker_id=state.worker_id
+                    seconds=seconds,
+                    own_job_ids=state.own_job_ids(),
+                    worker_id=state.worker_id,
+                    max_recoveries=max_recoveries,
                 )
             for row in rows:
+                if row["status"] == "failed":
+                    logger.error(
+                        "job %s[%s] failed: its worker died or stalled in its last %s runs in "
+                        "a row, more than max_recoveries=%s",
+                        row["task_name"],
+                        row["id"],
+                        row["runs"],
+                        max_recoveries,
+                        extra={
+                            "action": "job_failed_recovery_limit",
+                            "job_id": row["id"],
+                            "runs": row["runs"],
+                        },
+                    )
+                    continue
                 logger.warning(
                     "recovered job %s[%s] from a stalled worker: now %s",
                     row["task_name"],

@@ -51,6 +51,9 @@ class WorkerSettings:
     # dawdle's own: "leave" claims only jobs of the app's tasks; "fail" claims any job and
     # fails those of unknown tasks (TaskNotFound), as Procrastinate's worker does.
     unknown_tasks: UnknownTasks
+    # dawdle's own: a job of a stalled worker whose last runs all ended with their worker
+    # dead or stalled, more than this many in a row, fails when recovered (None: no limit).
+    max_recoveries: int | None
 
 
 @dataclass

@@ -195,11 +195,24 @@ class JobStore:
         await self._manager.prune_stalled_workers(seconds)
 
     async def recover_stalled(
-        self, *, seconds: float, own_job_ids: list[int], worker_id: int | None
+        self,
+        *,
+        seconds: float,
+        own_job_ids: list[int],
+        worker_id: int | None,
+        max_recoveries: int | None,
     ) -> list[dict[str, Any]]:
-        """Put back jobs of stalled workers, and this worker's unknown ones; the rows changed."""
+        """Put back jobs of stalled workers (failing poison jobs), and this worker's unknown ones.
+
+        The rows changed: id, task_name, status, and `runs`, the job's last runs in a row
+        that ended with their worker dead or stalled, this one included.
+        """
         return await self._connector.execute_query_all_async(
-            RECOVER_STALLED_JOBS, seconds=seconds, own_jobs=own_job_ids, worker_id=worker_id
+            RECOVER_STALLED_JOBS,
+            seconds=seconds,
+            own_jobs=own_job_ids,
+            worker_id=worker_id,
+            max_recoveries=max_recoveries,
         )
 
     async def reclaim(self, *, worker_id: int, job_ids: list[int]) -> set[int]:

@@ -67,6 +67,11 @@ class Worker:
     with the defaults) stops claiming and stops its running jobs (async ones cancelled and
     put back, sync ones see `should_abort()`), before another worker may recover them as
     stalled; it resumes once a heartbeat gets through again.
+
+    Poison jobs: a job recovered from dead or stalled workers more than `max_recoveries`
+    times in a row (its worker process killed by each run: a crash, the OOM killer) fails
+    instead of being put back again; None: no limit. A recovery spends no attempt, so
+    without this limit such a job would run for ever.
     """
 
     def __init__(  # noqa: PLR0917 (Procrastinate's Worker takes these positionally too)
@@ -89,6 +94,7 @@ class Worker:
         worker_middleware: list[middleware.WorkerMiddleware] | None = None,
         unknown_tasks: UnknownTasks = "leave",
         heartbeat_lease: float | None = None,
+        max_recoveries: int | None = 5,
     ) -> None:
         def interval(option: str, value: float) -> float:
             return number(f"Worker: {option}", value, above=0, finite=False)
@@ -154,6 +160,9 @@ class Worker:
             task_middleware=tuple(task_middleware or ()),
             worker_middleware=tuple(worker_middleware or ()),
             unknown_tasks=unknown_tasks,
+            max_recoveries=None
+            if max_recoveries is None
+            else integer("Worker: max_recoveries", max_recoveries, at_least=0),
         )
         self.stats = WorkerStats()
         self._state: WorkerState | None = None

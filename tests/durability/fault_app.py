@@ -13,6 +13,8 @@ through the worker's own connector, so the tests read what ran, where and when:
   events (its `attempts` column skips runs cut short by a dead worker or a shutdown). A
   second run under the same number would violate the key.
 - `fault_once`: one row per job, keyed by job id, for the exactly-once test.
+
+`fault.poison` writes nothing: it kills its worker process (SIGKILL) each time it runs.
 """
 
 from __future__ import annotations
@@ -153,6 +155,11 @@ def make_app(dsn: str | None = None) -> App:
         if hold:
             await anyio.sleep(hold)
         await connector.execute_query_async(END_ONCE, job_id=job.id)
+
+    @app.task(name="fault.poison")
+    async def poison() -> None:
+        """Kill this worker process, as a segfault or the OOM killer would, at every run."""
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @app.task(
         name="fault.soak",

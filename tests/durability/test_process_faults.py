@@ -248,6 +248,34 @@ async def test_sigkill_loses_no_job_and_reruns_only_the_running_ones(
             assert finished
 
 
+async def test_a_job_that_kills_its_worker_each_run_fails_after_max_recoveries(
+    app: App, fault_dsn: str, workers: WorkerProcesses, anyio_backend: str
+) -> None:
+    """A job that SIGKILLs its worker: three workers die, the fourth fails it (max 2, CLI)."""
+    (job_id,) = await defer(app, 1, task="fault.poison")
+    quick = {**RESCUER, "stalled_worker_timeout": 1.0}
+    for _ in range(3):  # the first run, then after each of two recoveries
+        victim = await workers.start(fault_dsn, anyio_backend, "--max-recoveries=2", **quick)
+        assert await workers.wait(victim, within=20) == -signal.SIGKILL
+    assert await statuses(app) == {job_id: ("doing", 0)}
+    last = await workers.start(fault_dsn, anyio_backend, "--max-recoveries=2", **quick)
+
+    async def failed() -> bool:
+        return await statuses(app) == {job_id: ("failed", 0)}
+
+    await wait_for(failed, within=20, what="the job failed", workers=workers, alive=(last,))
+    assert await workers.stop(last) == 0
+    assert f"fault.poison[{job_id}] failed: its worker died or stalled in its last 3 runs" in (
+        workers.tails(100)
+    )
+    events = await fetch(
+        app,
+        "SELECT type::text FROM procrastinate_events WHERE job_id = %(id)s ORDER BY id",
+        id=job_id,
+    )
+    assert [row["type"] for row in events].count("started") == 3
+
+
 async def test_frozen_workers_late_outcome_leaves_the_rerun_alone(
     app: App, fault_dsn: str, workers: WorkerProcesses, anyio_backend: str
 ) -> None:

@@ -49,6 +49,7 @@ async def main() -> None:
         await report.defer_async(day="monday")
         await app.run_worker_async(concurrency=4, wait=False, unknown_tasks="fail")
         await app.run_worker_async(wait=False, stalled_worker_timeout=60, heartbeat_lease=40.0)
+        await app.run_worker_async(wait=False, max_recoveries=None)
         options: WorkerOptions = {"queues": ["mail"], "name": None, "delete_jobs": "successful"}
         await app.run_worker_async(**options)
 

@@ -119,12 +119,18 @@ def test_worker_options_parse_to_worker_options() -> None:
             "trio",
             "--unknown-tasks",
             "fail",
+            "--max-recoveries",
+            "0",
             "-vv",
         ]
     )
     assert args.queues == ["mail", "reports"]
     assert (args.concurrency, args.wait, args.delete_jobs) == (8, False, "successful")
     assert args.unknown_tasks == "fail"
+    assert args.max_recoveries == 0
+    assert build_parser().parse_args(["worker", "--max-recoveries", "None"]).max_recoveries == (
+        "none"
+    )
     assert (args.shutdown_graceful_timeout, args.backend, args.verbose) == (2.5, "trio", 2)
 
 
@@ -132,7 +138,7 @@ def test_worker_options_left_out_stay_unset() -> None:
     """Options not given are None, so the app's worker_defaults apply; asyncio by default."""
     args = build_parser().parse_args(["worker", "--app", "m:app"])
     assert args.queues is args.concurrency is args.wait is args.delete_jobs is None
-    assert args.unknown_tasks is None
+    assert args.unknown_tasks is args.max_recoveries is None
     assert args.backend == "asyncio"
     assert build_parser().parse_args(["worker", "--wait"]).wait is True
 
@@ -146,6 +152,8 @@ def test_worker_options_left_out_stay_unset() -> None:
         ("--shutdown-graceful-timeout", "inf"),
         ("--delete-jobs", "sometimes"),
         ("--unknown-tasks", "skip"),
+        ("--max-recoveries", "-1"),
+        ("--max-recoveries", "few"),
         ("--backend", "curio"),
     ],
 )

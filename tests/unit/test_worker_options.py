@@ -14,6 +14,9 @@ from dawdle import App, ConfigurationError, InMemoryConnector, Worker
         ({"fetch_job_polling_interval": -1}, "fetch_job_polling_interval"),
         ({"delete_jobs": "sometimes"}, "delete_jobs"),
         ({"unknown_tasks": "skip"}, "unknown_tasks.*'skip'"),
+        ({"max_recoveries": -1}, "max_recoveries.*-1"),
+        ({"max_recoveries": 2.5}, "max_recoveries.*2.5"),
+        ({"max_recoveries": True}, "max_recoveries.*True"),
     ],
 )
 def test_bad_worker_options_are_named(

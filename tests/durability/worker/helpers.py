@@ -126,12 +126,16 @@ async def insert_raw_job(app: App, task_name: str, args: str = "{}") -> int:
 
 
 async def strand_with_dead_worker(app: App, job_id: int) -> None:
-    """Leave `job_id` doing, claimed by a worker whose last heartbeat was an hour ago."""
+    """Leave `job_id` doing, claimed by a worker whose last heartbeat was an hour ago.
+
+    As a claim does, the change leaves a 'started' event (PostgreSQL's trigger writes it).
+    """
     connector = app.connector
     if isinstance(connector, InMemoryConnector):
         dead = (await connector.register_worker_one())["worker_id"]
         connector.workers[dead] = utils.utcnow() - datetime.timedelta(hours=1)
         connector.jobs[job_id].update(status="doing", worker_id=dead)
+        connector.events[job_id].append({"type": "started", "at": utils.utcnow()})
         return
     row = await connector.execute_query_one_async(
         "INSERT INTO procrastinate_workers (last_heartbeat) "

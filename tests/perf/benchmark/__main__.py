@@ -1,5 +1,7 @@
 """`python -m tests.perf.benchmark [--quick] [--output DIR] [--dsn DSN]`: run every benchmark.
 
+`--scenario outage` runs the outage scenario instead (`_outage`), on a fresh database too.
+
 One run, one fresh database, three configurations (see `_configurations`). The families run
 in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
 worker, throughput by queue depth, several worker processes, and memory (whose job count
@@ -23,6 +25,7 @@ from tests.perf.benchmark import (
     _idle,
     _latency,
     _memory,
+    _outage,
     _processes,
     _retry,
     _worked,
@@ -46,6 +49,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=ROOT / "perf-results",
         help="directory for the JSON and the charts (default: perf-results/ in the repository)",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=("standard", "outage"),
+        default="standard",
+        help="standard: the comparison with Procrastinate (default); outage: a dependency "
+        "down for 30 s under four worker processes, without and with the retry budget and "
+        "the breaker (about 4 minutes; see _outage)",
     )
     parser.add_argument(
         "--dsn",
@@ -80,6 +91,10 @@ def _measure(dsn: str, settings: Settings, started: float) -> list[Section]:
 def main(argv: list[str] | None = None) -> None:
     """Run every benchmark, print the report, write the JSON and the charts."""
     args = _parse(argv)
+    if args.scenario == "outage":
+        with server(args.dsn) as (server_dsn, _), fresh_database(server_dsn) as dsn:
+            _outage.main(dsn, quick=args.quick, output=args.output)
+        return
     settings = QUICK if args.quick else FULL
     started, date, load = time.perf_counter(), datetime.now().astimezone(), os.getloadavg()[0]
     with server(args.dsn) as (server_dsn, source), fresh_database(server_dsn) as dsn:
