@@ -6,6 +6,7 @@ from procrastinate import JobContext as JobContext
 
 from dawdle._app import App as App
 from dawdle._app import Blueprint as Blueprint
+from dawdle._budget_fleet import FleetRetryBudget as FleetRetryBudget
 from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector as PsycopgConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
@@ -32,6 +33,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DawdleError",
     "ExponentialBackoffStrategy",
+    "FleetRetryBudget",
     "InMemoryConnector",
     "JobContext",
     "JobTimeout",

@@ -65,14 +65,14 @@ FETCH_JOBS_IGNORING_PAUSES: Final = _FETCH_JOBS_TEMPLATE.format(paused="")
 # todo change still leaves its 'deferred_for_retry' event (Procrastinate's trigger), so
 # such runs stay visible. As in Procrastinate, a retry of a job whose abort was requested
 # ends it; unlike Procrastinate (which marks it failed), as aborted.
-RECORD_OUTCOMES: Final = """
+_RECORD_OUTCOMES_TEMPLATE: Final = """
 WITH outcome AS (
     SELECT *
       FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(retry_at)s::timestamptz[],
                   %(priorities)s::integer[], %(queues)s::varchar[], %(locks)s::text[],
                   %(spent)s::boolean[])
            AS o(id, status, retry_at, priority, queue_name, lock, spent)
-), removed AS (
+){budget}, removed AS (
     DELETE FROM procrastinate_jobs AS job
      USING outcome
      WHERE job.id = outcome.id AND outcome.status = 'delete'
@@ -88,18 +88,117 @@ WITH outcome AS (
            abort_requested = false,
            attempts = job.attempts + CASE WHEN outcome.spent THEN 1 ELSE 0 END,
            scheduled_at = CASE
-               WHEN outcome.status = 'todo' AND NOT job.abort_requested THEN outcome.retry_at
+               WHEN outcome.status = 'todo' AND NOT job.abort_requested THEN {retry_at}
                ELSE job.scheduled_at
            END,
            priority = COALESCE(outcome.priority, job.priority),
            queue_name = COALESCE(outcome.queue_name, job.queue_name),
            lock = COALESCE(outcome.lock, job.lock)
-      FROM outcome
+      FROM outcome{pushed_join}
      WHERE job.id = outcome.id AND outcome.status <> 'delete'
        AND job.status = 'doing' AND job.worker_id = %(worker_id)s
     RETURNING job.id
 )
-SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded
+SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded{pushed}
+"""
+
+# The fleet retry budget (`FleetRetryBudget`), in the same statement: the batch's jobs of
+# budgeted tasks (`budget_names` are the names and aliases jobs carry, `budget_tasks` the
+# task each stands for, with its settings) count their first runs (a spent run of a job
+# with no attempt yet) and their retries (a spent run going back to 'todo'). The UPDATE
+# locks each task's row, so concurrent batches take turns and each sees the last one's
+# slots (on a row changed meanwhile, PostgreSQL re-evaluates SET on its new version).
+# Retries take slots `spacing` seconds apart in order of due time: retry k (from 0) runs
+# at k * spacing + greatest(next free slot, max over j <= k of (due_j - j * spacing)),
+# the closed form of "the later of its due time and the previous retry's slot plus
+# spacing". exp() is kept from underflowing (an error in PostgreSQL). A job whose task
+# has no row yet (or no budget) keeps its due time.
+# The first runs of the task, decayed since counted_at, with the batch's: their weight
+# falls to 1/e in a window. SET sees the row as it was, so each expression starts from it.
+_DECAYED_FIRST_RUNS: Final = """(budget.first_runs * exp(-least(
+                   greatest(extract(epoch FROM now() - budget.counted_at)::float8, 0)
+                   / counted.window_seconds, 700))
+               + counted.first_runs)"""
+# Seconds between two retries: the rate is ratio * first runs per second, plus the floor.
+_SPACING: Final = f"""(1.0 / (counted.ratio * {_DECAYED_FIRST_RUNS} / counted.window_seconds
+                     + counted.min_per_second))"""
+_BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
+    SELECT outcome.id, outcome.retry_at, setting.task_name, setting.ratio,
+           setting.min_per_second, setting.window_seconds,
+           outcome.spent AND job.attempts = 0 AS first_run,
+           outcome.status = 'todo' AND outcome.spent AND NOT job.abort_requested AS retry
+      FROM outcome
+      JOIN procrastinate_jobs AS job ON job.id = outcome.id
+      JOIN unnest(%(budget_names)s::text[], %(budget_tasks)s::text[],
+                  %(budget_ratios)s::float8[], %(budget_floors)s::float8[],
+                  %(budget_windows)s::float8[])
+           AS setting(name, task_name, ratio, min_per_second, window_seconds)
+        ON setting.name = job.task_name
+     WHERE job.status = 'doing' AND job.worker_id = %(worker_id)s
+), counted AS (
+    SELECT task_name, ratio, min_per_second, window_seconds,
+           count(*) FILTER (WHERE first_run) AS first_runs,
+           count(*) FILTER (WHERE retry) AS retries
+      FROM budgeted
+     GROUP BY task_name, ratio, min_per_second, window_seconds
+), ranked AS (
+    SELECT id, task_name, retry_at,
+           row_number() OVER (PARTITION BY task_name ORDER BY retry_at, id) - 1 AS rank
+      FROM budgeted
+     WHERE retry
+), budget AS (
+    UPDATE dawdle_retry_budgets AS budget
+       SET first_runs = {first_runs},
+           counted_at = now(),
+           spacing = {spacing},
+           previous_next_retry_at = budget.next_retry_at,
+           next_retry_at = COALESCE((
+               SELECT greatest(budget.next_retry_at,
+                               max(ranked.retry_at - ranked.rank
+                                   * make_interval(secs => {spacing})))
+                      + counted.retries * make_interval(secs => {spacing})
+                 FROM ranked
+                WHERE ranked.task_name = budget.task_name), budget.next_retry_at)
+      FROM counted
+     WHERE budget.task_name = counted.task_name
+    RETURNING budget.task_name, budget.previous_next_retry_at, budget.spacing
+), pushed AS (
+    SELECT id, task_name, retry_at,
+           rank * make_interval(secs => spacing) + greatest(previous_next_retry_at, earliest)
+               AS scheduled_at
+      FROM (SELECT ranked.*, budget.previous_next_retry_at, budget.spacing,
+                   max(ranked.retry_at - ranked.rank * make_interval(secs => budget.spacing))
+                       OVER (PARTITION BY ranked.task_name ORDER BY ranked.rank) AS earliest
+              FROM ranked
+              JOIN budget USING (task_name)) AS slotted
+)"""
+_BUDGET_CTES: Final = _BUDGET_CTES_TEMPLATE.replace("{first_runs}", _DECAYED_FIRST_RUNS).replace(
+    "{spacing}", _SPACING
+)
+RECORD_OUTCOMES: Final = _RECORD_OUTCOMES_TEMPLATE.format(
+    budget="", retry_at="outcome.retry_at", pushed_join="", pushed=""
+)
+# The same, with the fleet retry budget; it also returns the retries it pushed later.
+RECORD_OUTCOMES_BUDGETED: Final = _RECORD_OUTCOMES_TEMPLATE.format(
+    budget=_BUDGET_CTES,
+    retry_at="COALESCE(pushed.scheduled_at, outcome.retry_at)",
+    pushed_join="\n      LEFT JOIN pushed ON pushed.id = outcome.id",
+    pushed=""",
+       ARRAY(SELECT id FROM pushed WHERE scheduled_at > retry_at ORDER BY id) AS pushed_ids,
+       ARRAY(SELECT task_name FROM pushed WHERE scheduled_at > retry_at ORDER BY id)
+           AS pushed_tasks,
+       ARRAY(SELECT retry_at FROM pushed WHERE scheduled_at > retry_at ORDER BY id)
+           AS pushed_from,
+       ARRAY(SELECT scheduled_at FROM pushed WHERE scheduled_at > retry_at ORDER BY id)
+           AS pushed_to""",
+)
+
+# Creates the budget rows of the worker's budgeted tasks (once per worker, before its first
+# budgeted write); a row already there is kept as it is.
+ADD_RETRY_BUDGETS: Final = """
+INSERT INTO dawdle_retry_budgets (task_name)
+SELECT unnest(%(task_names)s::text[])
+ON CONFLICT (task_name) DO NOTHING
 """
 
 # Jobs left 'doing' by workers whose heartbeat stopped (or that were pruned): put back

@@ -16,11 +16,13 @@ import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
+from dawdle._budget_fleet import BudgetRow, FleetRetryBudget, plan_retries
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
+    ADD_RETRY_BUDGETS,
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS,
@@ -29,6 +31,7 @@ from dawdle._sql import (
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
+    RECORD_OUTCOMES_BUDGETED,
     RECOVER_STALLED_JOBS,
 )
 
@@ -64,6 +67,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[RESUME_QUEUE] = "resume_queue"
         self.reverse_queries[LIST_QUEUES] = "list_queue_states"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
+        self.reverse_queries[RECORD_OUTCOMES_BUDGETED] = "record_outcomes_budgeted"
+        self.reverse_queries[ADD_RETRY_BUDGETS] = "add_retry_budgets"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
         self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
@@ -275,7 +280,77 @@ class InMemoryConnector(testing.InMemoryConnector):
             rows.append({**job, "first_run_age": first_run_age})
         return rows
 
-    async def record_outcomes_one(
+    async def add_retry_budgets_run(self, *, task_names: list[str]) -> None:
+        """Add the budget rows of these tasks; a row already there is kept."""
+        for name in task_names:
+            self.retry_budgets.setdefault(name, BudgetRow(counted_at=utils.utcnow()))
+
+    async def record_outcomes_budgeted_one(
+        self,
+        *,
+        budget_names: list[str],
+        budget_tasks: list[str],
+        budget_ratios: list[float],
+        budget_floors: list[float],
+        budget_windows: list[float],
+        **outcomes: Any,
+    ) -> dict[str, Any]:
+        """The batched outcomes with the fleet retry budget, as its SQL records them."""
+        settings = {
+            name: (task, FleetRetryBudget(ratio, floor, window))
+            for name, task, ratio, floor, window in zip(
+                budget_names,
+                budget_tasks,
+                budget_ratios,
+                budget_floors,
+                budget_windows,
+                strict=True,
+            )
+        }
+        counts: dict[str, tuple[FleetRetryBudget, list[int], list[tuple[datetime.datetime, int]]]]
+        counts = {}
+        for job_id, status, when, counted in zip(
+            outcomes["ids"],
+            outcomes["statuses"],
+            outcomes["retry_at"],
+            outcomes["spent"],
+            strict=True,
+        ):
+            job = self.jobs.get(job_id)
+            if job is None or job["status"] != "doing" or job["worker_id"] != outcomes["worker_id"]:
+                continue
+            task, budget = settings.get(job["task_name"], (None, None))
+            if task is None or budget is None or task not in self.retry_budgets:
+                continue
+            _, first_runs, retries = counts.setdefault(task, (budget, [0], []))
+            first_runs[0] += 1 if counted and job["attempts"] == 0 else 0
+            if status == "todo" and counted and not job["abort_requested"]:
+                retries.append((when, job_id))
+        now = utils.utcnow()
+        planned: dict[int, tuple[str, datetime.datetime, datetime.datetime]] = {}
+        for task, (budget, first_runs, retries) in counts.items():
+            due = {job_id: when for when, job_id in retries}
+            times = plan_retries(
+                budget, self.retry_budgets[task], first_runs=first_runs[0], retries=retries, now=now
+            )
+            planned |= {job_id: (task, due[job_id], at) for job_id, at in times.items()}
+        recorded = self._record_outcomes(
+            **outcomes, scheduled={job_id: at for job_id, (_, _, at) in planned.items()}
+        )
+        pushed = sorted((job_id, *one) for job_id, one in planned.items() if one[2] > one[1])
+        return {
+            "recorded": recorded,
+            "pushed_ids": [one[0] for one in pushed],
+            "pushed_tasks": [one[1] for one in pushed],
+            "pushed_from": [one[2] for one in pushed],
+            "pushed_to": [one[3] for one in pushed],
+        }
+
+    async def record_outcomes_one(self, **outcomes: Any) -> dict[str, int]:
+        """The worker's batched outcomes, as its SQL records them."""
+        return {"recorded": self._record_outcomes(**outcomes, scheduled={})}
+
+    def _record_outcomes(
         self,
         *,
         ids: list[int],
@@ -286,8 +361,9 @@ class InMemoryConnector(testing.InMemoryConnector):
         locks: list[str | None],
         spent: list[bool],
         worker_id: int,
-    ) -> dict[str, int]:
-        """The worker's batched outcomes, as its SQL records them."""
+        scheduled: dict[int, datetime.datetime],
+    ) -> int:
+        """Record the outcomes; a retry in `scheduled` runs at that time instead."""
         recorded = 0
         for job_id, status, when, priority, queue, lock, counted in zip(
             ids, statuses, retry_at, priorities, queues, locks, spent, strict=True
@@ -301,7 +377,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                 continue
             new_status = status
             if status == "todo" and not job["abort_requested"]:
-                job["scheduled_at"] = when
+                job["scheduled_at"] = scheduled.get(job_id, when)
                 for key, value in (("priority", priority), ("queue_name", queue), ("lock", lock)):
                     if value is not None:
                         job[key] = value
@@ -316,7 +392,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                     "at": utils.utcnow(),
                 }
             )
-        return {"recorded": recorded}
+        return recorded
 
     async def pause_queue_all(self, *, queue: str, reason: str | None) -> list[dict[str, Any]]:
         """Pause `queue` unless it is paused; a row if it was not, as the SQL returns."""
@@ -386,6 +462,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.worker_tasks: dict[int, list[str]] = {}
         # dawdle_queue_pauses: each paused queue's row, by queue name.
         self.queue_pauses: dict[str, dict[str, Any]] = {}
+        # dawdle_retry_budgets: each budgeted task's row, by task name.
+        self.retry_budgets: dict[str, BudgetRow] = {}
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

@@ -6,6 +6,7 @@ the worker must act on come out as dawdle's errors, so the worker never sees psy
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ import anyio
 import psycopg
 from procrastinate import exceptions, jobs
 
+from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._errors import DawdleError
 from dawdle._sql import (
+    ADD_RETRY_BUDGETS,
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS,
@@ -25,6 +28,7 @@ from dawdle._sql import (
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
+    RECORD_OUTCOMES_BUDGETED,
     RECOVER_STALLED_JOBS,
 )
 from dawdle._worker.outcomes import Verdict
@@ -39,6 +43,10 @@ QUERY_TIMEOUT: Final = 30.0
 # Without dawdle_queue_pauses, how long the claims ignore pauses before trying the table
 # again (so `dawdle schema --apply` takes effect without restarting the worker).
 PAUSES_RECHECK: Final = 60.0
+
+# Without dawdle_retry_budgets, how long outcomes are written without the fleet retry
+# budget before trying the table again.
+BUDGETS_RECHECK: Final = 60.0
 
 logger = logging.getLogger("dawdle.worker")
 
@@ -64,6 +72,24 @@ class Claimed:
     when no earlier run is recorded (this is its first) or its task was not asked about."""
 
 
+@dataclass(frozen=True, slots=True)
+class PushedRetry:
+    """A retry that its task's fleet retry budget moved later than its backoff said."""
+
+    job_id: int
+    task_name: str
+    due_at: datetime.datetime
+    runs_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What an outcome write did: how many verdicts found their job, and retries pushed."""
+
+    count: int
+    pushed: tuple[PushedRetry, ...] = ()
+
+
 class JobStore:
     """Claims, outcomes, recovery and the worker's registration, on one app's connector."""
 
@@ -73,6 +99,16 @@ class JobStore:
         self._tasks = app.tasks
         # When the claim last found no dawdle_queue_pauses (anyio's clock); None: it has it.
         self._pauses_missing_at: float | None = None
+        # Every name and alias of a task with a fleet retry budget: its task and budget.
+        self._budgets: dict[str, tuple[str, FleetRetryBudget]] = {
+            name: (task.name, budget)
+            for name, task in app.tasks.items()
+            if (budget := getattr(task, "dawdle_retry_budget", None)) is not None
+        }
+        # Whether the budget rows of this worker's tasks were added, and when the outcome
+        # write last found no dawdle_retry_budgets (anyio's clock; None: it has it).
+        self._budget_rows_added = False
+        self._budgets_missing_at: float | None = None
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -170,25 +206,86 @@ class JobStore:
                 raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
             raise
 
-    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> int:
-        """Write the verdicts of jobs still 'doing' for this worker; how many it wrote.
+    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> Recorded:
+        """Write the verdicts of jobs still 'doing' for this worker; what it wrote.
 
         Shielded from cancellation, but not forever: a write cut off is simply written
-        again, since it only touches jobs still 'doing' for this worker.
+        again, since it only touches jobs still 'doing' for this worker. With tasks that
+        have a fleet retry budget, the same statement counts their runs and spaces their
+        retries; without dawdle's table for it, the budget is off (one warning) and the
+        table is tried again every BUDGETS_RECHECK seconds.
         """
+        arguments: dict[str, Any] = {
+            "ids": [verdict.job_id for verdict in verdicts],
+            "statuses": [verdict.status for verdict in verdicts],
+            "retry_at": [verdict.retry_at for verdict in verdicts],
+            "priorities": [verdict.priority for verdict in verdicts],
+            "queues": [verdict.queue for verdict in verdicts],
+            "locks": [verdict.lock for verdict in verdicts],
+            "spent": [verdict.spends_attempt for verdict in verdicts],
+            "worker_id": worker_id,
+        }
+        if not self._budgets or not await self._budget_table_ready():
+            row = await self._write(RECORD_OUTCOMES, arguments)
+            return Recorded(int(row["recorded"]))
+        names = sorted(self._budgets)
+        settings = [self._budgets[name] for name in names]
+        arguments |= {
+            "budget_names": names,
+            "budget_tasks": [task for task, _ in settings],
+            "budget_ratios": [budget.ratio for _, budget in settings],
+            "budget_floors": [budget.min_per_second for _, budget in settings],
+            "budget_windows": [budget.window for _, budget in settings],
+        }
+        try:
+            row = await self._write(RECORD_OUTCOMES_BUDGETED, arguments)
+        except exceptions.ConnectorException as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                raise
+            self._budget_table_missing()
+            return await self.record(verdicts, worker_id=worker_id)
+        pushed = zip(
+            row["pushed_ids"],
+            row["pushed_tasks"],
+            row["pushed_from"],
+            row["pushed_to"],
+            strict=True,
+        )
+        return Recorded(int(row["recorded"]), tuple(PushedRetry(*one) for one in pushed))
+
+    async def _write(self, query: LiteralString, arguments: dict[str, Any]) -> dict[str, Any]:
         with anyio.fail_after(QUERY_TIMEOUT, shield=True):
-            row = await self._connector.execute_query_one_async(
-                RECORD_OUTCOMES,
-                ids=[verdict.job_id for verdict in verdicts],
-                statuses=[verdict.status for verdict in verdicts],
-                retry_at=[verdict.retry_at for verdict in verdicts],
-                priorities=[verdict.priority for verdict in verdicts],
-                queues=[verdict.queue for verdict in verdicts],
-                locks=[verdict.lock for verdict in verdicts],
-                spent=[verdict.spends_attempt for verdict in verdicts],
-                worker_id=worker_id,
+            return await self._connector.execute_query_one_async(query, **arguments)
+
+    async def _budget_table_ready(self) -> bool:
+        """Whether outcomes can be written with the budget (its rows added once per worker)."""
+        missing_at = self._budgets_missing_at
+        if missing_at is not None and anyio.current_time() - missing_at < BUDGETS_RECHECK:
+            return False
+        if not self._budget_rows_added:
+            tasks = sorted({task for task, _ in self._budgets.values()})
+            try:
+                with anyio.fail_after(QUERY_TIMEOUT, shield=True):
+                    await self._connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=tasks)
+            except exceptions.ConnectorException as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                    raise
+                self._budget_table_missing()
+                return False
+            self._budget_rows_added = True
+        self._budgets_missing_at = None
+        return True
+
+    def _budget_table_missing(self) -> None:
+        """Write without the budget for BUDGETS_RECHECK seconds; warn the first time."""
+        if self._budgets_missing_at is None:
+            logger.warning(
+                "fleet retry budgets are off: the database has no dawdle_retry_budgets "
+                "table; run `dawdle schema --apply`",
+                extra={"action": "retry_budgets_off"},
             )
-        return int(row["recorded"])
+        self._budgets_missing_at = anyio.current_time()
+        self._budget_rows_added = False
 
     async def prune_stalled_workers(self, seconds: float) -> None:
         """Remove the rows of workers silent for `seconds` (their jobs become stalled)."""

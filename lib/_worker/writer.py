@@ -75,12 +75,28 @@ class OutcomeWriter:
         while state.unwritten:
             batch = state.unwritten[:MAX_OUTCOME_BATCH]
             worker_id = state.worker_id
-            recorded = await self._store.record(batch, worker_id=worker_id)
+            written = await self._store.record(batch, worker_id=worker_id)
+            recorded = written.count
             if recorded != len(batch):
                 await self._registration.confirm()
                 if state.worker_id != worker_id:
                     continue  # the same batch again, now that its jobs are ours again
             del state.unwritten[: len(batch)]
+            for pushed in written.pushed:
+                logger.info(
+                    "job %d of task %s: retry pushed from %s to %s by the fleet retry budget",
+                    pushed.job_id,
+                    pushed.task_name,
+                    pushed.due_at.isoformat(),
+                    pushed.runs_at.isoformat(),
+                    extra={
+                        "action": "job_retry_budget_pushed",
+                        "job_id": pushed.job_id,
+                        "task_name": pushed.task_name,
+                        "due_at": pushed.due_at,
+                        "runs_at": pushed.runs_at,
+                    },
+                )
             if recorded != len(batch):
                 logger.warning(
                     "%d of %d outcomes found their job no longer 'doing' (recovered by "
