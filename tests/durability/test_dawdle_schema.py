@@ -218,9 +218,7 @@ async def test_apply_upgrades_dawdle_schema_2_with_the_retry_budgets_table(app: 
     assert applied == Applied(procrastinate=False, dawdle_tables=("dawdle_retry_budgets",))
     assert again == Applied(procrastinate=False, dawdle_tables=())
     assert after.complete
-    assert [state.name for state in await app.list_queue_states_async() if state.paused] == [
-        "mail"
-    ]
+    assert [state.name for state in await app.list_queue_states_async() if state.paused] == ["mail"]
 
 
 async def test_procrastinate_prune_and_unregister_take_the_published_row(app: App) -> None:

@@ -47,7 +47,7 @@ def test_bad_settings_are_refused_naming_the_setting(options: dict[str, float], 
 def test_a_task_refuses_a_retry_budget_of_another_type() -> None:
     """retry_budget= takes a FleetRetryBudget only, and says what it got."""
     app = App(connector=InMemoryConnector())
-    with pytest.raises(ConfigurationError, match="retry_budget must be a dawdle.FleetRetryBudget"):
+    with pytest.raises(ConfigurationError, match=r"retry_budget must be a dawdle\.FleetRetry"):
         app.task(name="x", retry_budget=0.2)  # type: ignore[arg-type]
 
 
@@ -113,6 +113,6 @@ def test_retries_take_slots_in_order_of_due_time() -> None:
 
 
 def test_spacing_is_the_inverse_of_the_allowed_rate() -> None:
-    """spacing = 1 / (ratio * first_runs / window + min_per_second)."""
+    """The spacing is 1 / (ratio * first_runs / window + min_per_second)."""
     budget = FleetRetryBudget(ratio=0.2, min_per_second=1.0, window=60.0)
     assert spacing_seconds(budget, 600) == pytest.approx(1 / 3)
