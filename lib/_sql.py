@@ -146,6 +146,14 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
            row_number() OVER (PARTITION BY task_name ORDER BY retry_at, id) - 1 AS rank
       FROM budgeted
      WHERE retry
+), locked AS (
+    -- Rows are locked in name order, so two batches of several budgeted tasks never
+    -- deadlock; the UPDATE below only reaches a row through its lock here.
+    SELECT budget.task_name
+      FROM dawdle_retry_budgets AS budget
+     WHERE budget.task_name IN (SELECT task_name FROM counted)
+     ORDER BY budget.task_name
+       FOR UPDATE
 ), budget AS (
     UPDATE dawdle_retry_budgets AS budget
        SET first_runs = {first_runs},
@@ -160,6 +168,7 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
                  FROM ranked
                 WHERE ranked.task_name = budget.task_name), budget.next_retry_at)
       FROM counted
+      JOIN locked USING (task_name)
      WHERE budget.task_name = counted.task_name
     RETURNING budget.task_name, budget.previous_next_retry_at, budget.spacing
 ), pushed AS (

@@ -119,8 +119,14 @@ async def test_without_the_table_the_budget_is_off_with_one_warning(app: App) ->
         await app.connector.execute_query_async(RETRY_BUDGETS_DDL)
 
 
-async def record_retries(app: App, worker_id: int, ids: list[int], due: datetime.datetime) -> None:
-    """Write one batch of retries of task `shared` as the worker's statement does."""
+async def record_retries(
+    app: App,
+    worker_id: int,
+    ids: list[int],
+    due: datetime.datetime,
+    tasks: tuple[str, ...] = ("shared",),
+) -> None:
+    """Write one batch of retries of `tasks` as the worker's statement does."""
     count = len(ids)
     await app.connector.execute_query_one_async(
         RECORD_OUTCOMES_BUDGETED,
@@ -132,22 +138,23 @@ async def record_retries(app: App, worker_id: int, ids: list[int], due: datetime
         locks=[None] * count,
         spent=[True] * count,
         worker_id=worker_id,
-        budget_names=["shared"],
-        budget_tasks=["shared"],
-        budget_ratios=[0.0],
-        budget_floors=[1.0],
-        budget_windows=[60.0],
+        budget_names=list(tasks),
+        budget_tasks=list(tasks),
+        budget_ratios=[0.0] * len(tasks),
+        budget_floors=[1.0] * len(tasks),
+        budget_windows=[60.0] * len(tasks),
     )
 
 
-async def doing_jobs(app: App, worker_id: int, count: int) -> list[int]:
-    """`count` jobs of task `shared`, claimed by `worker_id` (no attempt yet)."""
+async def doing_jobs(app: App, worker_id: int, count: int, task: str = "shared") -> list[int]:
+    """`count` jobs of `task`, claimed by `worker_id` (no attempt yet)."""
     rows = await app.connector.execute_query_all_async(
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, worker_id) "
-        "SELECT 'default', 'shared', '{}', 'doing', %(worker_id)s FROM generate_series(1, "
+        "SELECT 'default', %(task)s, '{}', 'doing', %(worker_id)s FROM generate_series(1, "
         "%(count)s) RETURNING id",
         worker_id=worker_id,
         count=count,
+        task=task,
     )
     return [row["id"] for row in rows]
 
@@ -169,6 +176,31 @@ async def test_concurrent_batches_never_share_a_slot(app: App, admin: App) -> No
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
     assert len(times) == 40
     assert gaps == pytest.approx([1.0] * 39, abs=1e-3)
+
+
+@postgres_only("deadlocks between concurrent statements are the point: PostgreSQL's row locks")
+async def test_concurrent_batches_of_two_budgeted_tasks_do_not_deadlock(
+    app: App, admin: App
+) -> None:
+    """Batches holding both tasks' jobs, in either order, written at once: all recorded."""
+    await clear_budgets(app)
+    await app.connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=["alpha", "beta"])
+    due = datetime.datetime.now(datetime.UTC)
+    for _ in range(5):
+        batches = []
+        for order in (("alpha", "beta"), ("beta", "alpha")) * 2:
+            worker_id = await app.job_manager.register_worker()
+            ids = [job for task in order for job in await doing_jobs(app, worker_id, 3, task)]
+            batches.append((worker_id, ids))
+        async with anyio.create_task_group() as group:
+            for index, (worker_id, ids) in enumerate(batches):
+                connection = app if index % 2 else admin
+                group.start_soon(record_retries, connection, worker_id, ids, due, ("alpha", "beta"))
+    rows = await job_rows(app)
+    assert {row.status for row in rows} == {"todo"}
+    for task in ("alpha", "beta"):
+        times = [row.scheduled_at for row in rows if row.task_name == task]
+        assert len(set(times)) == len(times) == 60
 
 
 @postgres_only("compares the SQL with its Python twin, which the in-memory connector runs")
