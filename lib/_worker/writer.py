@@ -10,7 +10,7 @@ import anyio
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.outcomes import Verdict
 from dawdle._worker.state import Wakeup, WorkerState
-from dawdle._worker.store import JobStore
+from dawdle._worker.store import BreakerMoved, JobStore
 from dawdle._worker.supervision import Restarts
 
 logger = logging.getLogger("dawdle.worker")
@@ -82,6 +82,8 @@ class OutcomeWriter:
                 if state.worker_id != worker_id:
                     continue  # the same batch again, now that its jobs are ours again
             del state.unwritten[: len(batch)]
+            for moved in written.moved:
+                _log_breaker(moved)
             for pushed in written.pushed:
                 logger.info(
                     "job %d of task %s: retry pushed from %s to %s by the fleet retry budget",
@@ -105,3 +107,17 @@ class OutcomeWriter:
                     len(batch),
                 )
             state.wake_claimer.set()
+
+
+def _log_breaker(moved: BreakerMoved) -> None:
+    """Log a breaker that this write opened (a warning) or closed, once for the fleet."""
+    extra = {"action": f"breaker_{moved.state}", "task_name": moved.task_name}
+    if moved.state == "open":
+        logger.warning(
+            "breaker of task %s open until %s: no worker claims its jobs meanwhile",
+            moved.task_name,
+            moved.open_until.isoformat(),
+            extra={**extra, "open_until": moved.open_until},
+        )
+    else:
+        logger.info("breaker of task %s %s", moved.task_name, moved.state, extra=extra)

@@ -177,7 +177,12 @@ async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
 
 @pytest.mark.parametrize(
     ("table", "version"),
-    [("dawdle_worker_tasks", 1), ("dawdle_queue_pauses", 2), ("dawdle_retry_budgets", 3)],
+    [
+        ("dawdle_worker_tasks", 1),
+        ("dawdle_queue_pauses", 2),
+        ("dawdle_retry_budgets", 3),
+        ("dawdle_breakers", 3),
+    ],
 )
 async def test_table_comment_names_the_dawdle_schema_version(
     app: App, table: str, version: int
@@ -197,16 +202,14 @@ async def test_apply_upgrades_dawdle_schema_1_with_the_pauses_table(app: App) ->
     before = await app.schema_manager.check_schema_async()
     applied = await app.schema_manager.apply_async()
     after = await app.schema_manager.check_schema_async()
-    assert before.dawdle_missing == ("dawdle_queue_pauses", "dawdle_retry_budgets")
-    assert applied == Applied(
-        procrastinate=False, dawdle_tables=("dawdle_queue_pauses", "dawdle_retry_budgets")
-    )
+    assert before.dawdle_missing == DAWDLE_TABLES[1:]
+    assert applied == Applied(procrastinate=False, dawdle_tables=DAWDLE_TABLES[1:])
     assert after.complete
     assert await app.pause_queue_async("mail")
 
 
-async def test_apply_upgrades_dawdle_schema_2_with_the_retry_budgets_table(app: App) -> None:
-    """A database of dawdle schema 2: check names dawdle_retry_budgets; apply adds it alone."""
+async def test_apply_upgrades_dawdle_schema_2_with_the_budgets_and_breakers(app: App) -> None:
+    """A database of dawdle schema 2: check names schema 3's two tables; apply adds them alone."""
     await procrastinate_schema_only(app)
     await app.connector.execute_query_async(WORKER_TASKS_DDL + QUEUE_PAUSES_DDL)
     await app.pause_queue_async("mail")
@@ -214,8 +217,10 @@ async def test_apply_upgrades_dawdle_schema_2_with_the_retry_budgets_table(app: 
     applied = await app.schema_manager.apply_async()
     again = await app.schema_manager.apply_async()
     after = await app.schema_manager.check_schema_async()
-    assert before.dawdle_missing == ("dawdle_retry_budgets",)
-    assert applied == Applied(procrastinate=False, dawdle_tables=("dawdle_retry_budgets",))
+    assert before.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
+    assert applied == Applied(
+        procrastinate=False, dawdle_tables=("dawdle_retry_budgets", "dawdle_breakers")
+    )
     assert again == Applied(procrastinate=False, dawdle_tables=())
     assert after.complete
     assert [state.name for state in await app.list_queue_states_async() if state.paused] == ["mail"]

@@ -22,6 +22,7 @@ def test_absent_schema() -> None:
         "dawdle_worker_tasks",
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
+        "dawdle_breakers",
     )
 
 
@@ -71,6 +72,7 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
         "dawdle_worker_tasks",
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
+        "dawdle_breakers",
     )
     refuse_outdated(status)
 
@@ -82,11 +84,15 @@ def test_schema_of_dawdle_version_1_misses_the_later_tables() -> None:
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_queue_pauses", "dawdle_retry_budgets")
+    assert status.dawdle_missing == (
+        "dawdle_queue_pauses",
+        "dawdle_retry_budgets",
+        "dawdle_breakers",
+    )
 
 
-def test_schema_of_dawdle_version_2_misses_the_retry_budgets_table() -> None:
-    """A database applied by dawdle schema 2 lacks dawdle_retry_budgets alone."""
+def test_schema_of_dawdle_version_2_misses_the_budgets_and_breakers_tables() -> None:
+    """A database applied by dawdle schema 2 lacks schema 3's two tables alone."""
     status = schema_status(
         present=True,
         functions=sorted(expected_functions()),
@@ -94,4 +100,4 @@ def test_schema_of_dawdle_version_2_misses_the_retry_budgets_table() -> None:
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_retry_budgets",)
+    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
