@@ -74,7 +74,10 @@ FETCH_JOBS_IGNORING_PAUSES: Final = _FETCH_JOBS_TEMPLATE.replace("{paused}", "")
 # take turns on each: a claim takes at most the probes left, counts them and makes the
 # breaker half-open with their lease (probe_lease seconds) running, all in this statement.
 # The jobs come back with `probe_of`, the breaker's state before this claim ('open' on
-# the first probe of a trip: the worker logs the half-open transition) or NULL.
+# the first probe of a trip: the worker logs the half-open transition) or NULL. Probes
+# come first within `limit`; the limits are constants, so that the planner knows the claim
+# is small (with the limit as an expression it planned a hash join over every job, and
+# PostgreSQL compiled it with JIT: 400 ms a claim at 100,000 jobs).
 _BLOCKED_BY_BREAKERS: Final = """
        AND (job.task_name::text || '') <> ALL (
             ARRAY(SELECT unnest(breaker.names) FROM dawdle_breakers AS breaker
@@ -108,7 +111,7 @@ WITH probing AS (
       FROM procrastinate_jobs AS job
      WHERE{ready_unblocked}
      ORDER BY job.priority DESC, job.id ASC
-     LIMIT %(limit)s - (SELECT count(*) FROM probe)
+     LIMIT %(limit)s
      FOR UPDATE OF job SKIP LOCKED
 ), probed AS (
     UPDATE dawdle_breakers AS breaker
@@ -121,8 +124,9 @@ WITH probing AS (
 ), claimed AS (
     UPDATE procrastinate_jobs AS job
        SET status = 'doing', worker_id = %(worker_id)s
-      FROM (SELECT id, NULL::text AS probe_of FROM candidate
-            UNION ALL SELECT id, state FROM probe) AS chosen
+      FROM (SELECT id, state AS probe_of FROM probe
+            UNION ALL SELECT id, NULL FROM candidate
+            LIMIT %(limit)s) AS chosen
      WHERE job.id = chosen.id
     RETURNING {claimed_columns}, chosen.probe_of
 )
