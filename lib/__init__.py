@@ -6,6 +6,8 @@ from procrastinate import JobContext as JobContext
 
 from dawdle._app import App as App
 from dawdle._app import Blueprint as Blueprint
+from dawdle._breaker import Breaker as Breaker
+from dawdle._budget_fleet import FleetRetryBudget as FleetRetryBudget
 from dawdle._connector.memory import InMemoryConnector as InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector as PsycopgConnector
 from dawdle._errors import ConfigurationError as ConfigurationError
@@ -28,10 +30,12 @@ from dawdle.backoff import RetryPolicy as RetryPolicy
 __all__ = [
     "App",
     "Blueprint",
+    "Breaker",
     "ConfigurationError",
     "DatabaseUnavailable",
     "DawdleError",
     "ExponentialBackoffStrategy",
+    "FleetRetryBudget",
     "InMemoryConnector",
     "JobContext",
     "JobTimeout",

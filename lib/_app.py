@@ -18,7 +18,10 @@ from typing_extensions import TypeVar as DefaultTypeVar
 from typing_extensions import Unpack
 
 from dawdle import _validate
+from dawdle._breaker import Breaker
+from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._connector.psycopg import PsycopgConnector
+from dawdle._errors import ConfigurationError
 from dawdle._options import WorkerOptions
 from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
 from dawdle._schema import SchemaManager
@@ -36,7 +39,7 @@ C_co = DefaultTypeVar(
 
 
 class Blueprint(procrastinate.Blueprint):
-    """Procrastinate's `Blueprint`, whose tasks take `timeout=` as well."""
+    """Procrastinate's `Blueprint`, whose tasks take `timeout=`, `retry_budget=`, `breaker=`."""
 
     @overload
     def task(
@@ -53,6 +56,8 @@ class Blueprint(procrastinate.Blueprint):
         queueing_lock: str | None = None,
         task_middleware: list[middleware.TaskMiddleware] | None = None,
         timeout: float | None = None,
+        retry_budget: FleetRetryBudget | None = None,
+        breaker: Breaker | None = None,
     ) -> Callable[[Callable[P, R]], tasks.Task[P, R, P]]: ...
     @overload
     def task(
@@ -69,6 +74,8 @@ class Blueprint(procrastinate.Blueprint):
         queueing_lock: str | None = None,
         task_middleware: list[middleware.TaskMiddleware] | None = None,
         timeout: float | None = None,
+        retry_budget: FleetRetryBudget | None = None,
+        breaker: Breaker | None = None,
     ) -> Callable[
         [Callable[Concatenate[procrastinate.JobContext, P], R]],
         tasks.Task[Concatenate[procrastinate.JobContext, P], R, P],
@@ -89,9 +96,22 @@ class Blueprint(procrastinate.Blueprint):
         queueing_lock: str | None = None,
         task_middleware: list[middleware.TaskMiddleware] | None = None,
         timeout: float | None = None,
+        retry_budget: FleetRetryBudget | None = None,
+        breaker: Breaker | None = None,
     ) -> Any:  # the overloads type it: mypy cannot match their ParamSpec unions to one type
-        """Procrastinate's `task()`; `timeout` cancels an async job after that many seconds."""
+        """Procrastinate's `task()`, plus dawdle's options.
+
+        `timeout` cancels an async job after that many seconds; `retry_budget` caps the
+        task's retries across the fleet (`FleetRetryBudget`); `breaker` stops the fleet
+        claiming its jobs while they mostly fail (`Breaker`).
+        """
         seconds = None if timeout is None else _validate.number("timeout", timeout, above=0)
+        if retry_budget is not None and not isinstance(retry_budget, FleetRetryBudget):
+            raise ConfigurationError(
+                f"retry_budget must be a dawdle.FleetRetryBudget, got {retry_budget!r}"
+            )
+        if breaker is not None and not isinstance(breaker, Breaker):
+            raise ConfigurationError(f"breaker must be a dawdle.Breaker, got {breaker!r}")
         # The overloads above type each call; Procrastinate's own overloads cannot take a
         # `pass_context` that is a plain bool, so forward to their implementation untyped.
         procrastinate_task: Callable[..., Any] = super().task
@@ -110,6 +130,8 @@ class Blueprint(procrastinate.Blueprint):
         def wrap(func: Callable[P, R]) -> tasks.Task[P, R, P]:
             task: tasks.Task[P, R, P] = register(func)
             task.dawdle_timeout = seconds  # type: ignore[attr-defined]
+            task.dawdle_retry_budget = retry_budget  # type: ignore[attr-defined]
+            task.dawdle_breaker = breaker  # type: ignore[attr-defined]
             return task
 
         return wrap if _func is None else wrap(_func)

@@ -4,7 +4,8 @@ Procrastinate's tables are never changed, so a Procrastinate worker sharing the 
 works as before. dawdle's tables only refer to Procrastinate's (a worker's published tasks
 go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
-Version 1 brought `dawdle_worker_tasks`; version 2, `dawdle_queue_pauses`.
+Version 1 brought `dawdle_worker_tasks`; version 2, `dawdle_queue_pauses`; version 3,
+`dawdle_retry_budgets` and `dawdle_breakers`.
 
 Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
 comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
@@ -52,10 +53,63 @@ COMMENT ON TABLE dawdle_queue_pauses IS
     'dawdle schema 2: paused queues, whose jobs no dawdle worker claims until resumed';
 """
 
-DAWDLE_TABLES: Final = (WORKER_TASKS_TABLE, QUEUE_PAUSES_TABLE)
+RETRY_BUDGETS_TABLE: Final = "dawdle_retry_budgets"
+
+# The fleet retry budget of each task that has one (`FleetRetryBudget`), one small row per
+# task, updated by the statement that records outcomes: the first runs counted with decay
+# (as of counted_at), and the time before which no further retry of the task may run.
+# previous_next_retry_at is that time before the last update, which the outcome statement
+# reads back (PostgreSQL 15's RETURNING gives only new values) to place each retry.
+RETRY_BUDGETS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_retry_budgets (
+    task_name text PRIMARY KEY,
+    first_runs double precision NOT NULL DEFAULT 0,
+    counted_at timestamp with time zone NOT NULL DEFAULT now(),
+    next_retry_at timestamp with time zone NOT NULL DEFAULT 'epoch',
+    previous_next_retry_at timestamp with time zone NOT NULL DEFAULT 'epoch',
+    spacing double precision NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE dawdle_retry_budgets IS
+    'dawdle schema 3: the fleet retry budget of each task, updated with its outcomes';
+"""
+
+BREAKERS_TABLE: Final = "dawdle_breakers"
+
+# The circuit breaker of each task that has one (`Breaker`), one small row per task: its
+# state, the calls and failures counted with decay (as of counted_at), how many trips in a
+# row (for the doubling of the open time), until when it stays open (when 'half_open':
+# until when its probes hold their places), and the probes running. `names` are the task's
+# name and aliases, which the claim filters jobs by; max_probes and probe_lease are the
+# task's settings, written by its workers, which the claim reads. previous_state is the
+# state before the last outcome write, which reads it back to log transitions.
+BREAKERS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_breakers (
+    task_name text PRIMARY KEY,
+    names text[] NOT NULL,
+    state text NOT NULL DEFAULT 'closed' CHECK (state IN ('closed', 'open', 'half_open')),
+    previous_state text NOT NULL DEFAULT 'closed',
+    calls double precision NOT NULL DEFAULT 0,
+    failures double precision NOT NULL DEFAULT 0,
+    counted_at timestamp with time zone NOT NULL DEFAULT now(),
+    trips integer NOT NULL DEFAULT 0,
+    open_until timestamp with time zone NOT NULL DEFAULT 'epoch',
+    probes integer NOT NULL DEFAULT 0,
+    max_probes integer NOT NULL DEFAULT 1,
+    probe_lease double precision NOT NULL DEFAULT 600
+);
+COMMENT ON TABLE dawdle_breakers IS
+    'dawdle schema 3: the circuit breaker of each task, counted with its outcomes';
+"""
+
+DAWDLE_TABLES: Final = (
+    WORKER_TASKS_TABLE,
+    QUEUE_PAUSES_TABLE,
+    RETRY_BUDGETS_TABLE,
+    BREAKERS_TABLE,
+)
 
 # All of dawdle's DDL in one script, applied as Procrastinate applies its own schema.
-DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL + QUEUE_PAUSES_DDL
+DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL + QUEUE_PAUSES_DDL + RETRY_BUDGETS_DDL + BREAKERS_DDL
 
 
 def missing_tables(present: list[str]) -> tuple[str, ...]:

@@ -16,20 +16,34 @@ import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
+from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
+from dawdle._budget_fleet import BudgetRow, FleetRetryBudget, plan_retries
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
 from dawdle._sql import (
+    ADD_BREAKER,
+    ADD_RETRY_BUDGETS,
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_WITH_BREAKERS,
     FETCH_JOBS,
     FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_WITH_BREAKERS,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
+    RECORD_OUTCOMES_BUDGETED,
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+    RECORD_OUTCOMES_WITH_BREAKERS,
     RECOVER_STALLED_JOBS,
+)
+
+# The arguments of the outcome statement that every version of it takes.
+_OUTCOME_KEYS: Final = frozenset(
+    {"ids", "statuses", "retry_at", "priorities", "queues", "locks", "spent", "worker_id"}
 )
 
 # The in-memory database has no roles: what its pauses give as `paused_by`.
@@ -67,6 +81,15 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[RESUME_QUEUE] = "resume_queue"
         self.reverse_queries[LIST_QUEUES] = "list_queue_states"
         self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
+        self.reverse_queries[RECORD_OUTCOMES_BUDGETED] = "record_outcomes_budgeted"
+        self.reverse_queries[ADD_RETRY_BUDGETS] = "add_retry_budgets"
+        self.reverse_queries[RECORD_OUTCOMES_WITH_BREAKERS] = "record_outcomes_with_breakers"
+        self.reverse_queries[RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS] = (
+            "record_outcomes_budgeted_with_breakers"
+        )
+        self.reverse_queries[ADD_BREAKER] = "add_breaker"
+        self.reverse_queries[FETCH_JOBS_WITH_BREAKERS] = "fetch_jobs_with_breakers"
+        self.reverse_queries[CLAIM_JOBS_TIMED_WITH_BREAKERS] = "claim_jobs_timed_with_breakers"
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
         self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
@@ -191,6 +214,17 @@ class InMemoryConnector(testing.InMemoryConnector):
             queues=queues, task_names=task_names, limit=limit, worker_id=worker_id, paused=set()
         )
 
+    async def fetch_jobs_with_breakers_all(self, **claim: Any) -> list[dict[str, Any]]:
+        """The claim with breakers: open ones' tasks skipped, probes taken, as its SQL does."""
+        return self._claim(**claim, paused=set(self.queue_pauses), breakers=True)
+
+    async def claim_jobs_timed_with_breakers_all(
+        self, *, timed_tasks: list[str], **claim: Any
+    ) -> list[dict[str, Any]]:
+        """The same, with each timed task's `first_run_age`."""
+        claimed = await self.fetch_jobs_with_breakers_all(**claim)
+        return self._with_first_run_age(claimed, timed_tasks)
+
     def _claim(
         self,
         *,
@@ -199,6 +233,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         limit: int,
         worker_id: int,
         paused: set[str],
+        breakers: bool = False,
     ) -> list[dict[str, Any]]:
         now = utils.utcnow()
         ready = sorted(
@@ -215,18 +250,28 @@ class InMemoryConnector(testing.InMemoryConnector):
             if job["lock"] is not None:
                 first_of_lock.setdefault(job["lock"], job["id"])
         held = set(self.current_locks)
-        claimed: list[dict[str, Any]] = []
+
+        def claimable(job: dict[str, Any]) -> bool:
+            lock = job["lock"]
+            return not (
+                (queues is not None and job["queue_name"] not in queues)
+                or job["queue_name"] in paused
+                or (task_names is not None and job["task_name"] not in task_names)
+                or (lock is not None and (lock in held or first_of_lock[lock] != job["id"]))
+            )
+
+        probes = self._take_probes(ready, claimable, limit, task_names) if breakers else {}
+        blocked = {
+            name
+            for row in (self.breakers.values() if breakers else ())
+            if row.state != "closed"
+            for name in row.names
+        }
+        claimed = [job for job in ready if job["id"] in probes]
         for job in ready:
             if len(claimed) == limit:
                 break
-            if queues is not None and job["queue_name"] not in queues:
-                continue
-            if job["queue_name"] in paused:
-                continue
-            if task_names is not None and job["task_name"] not in task_names:
-                continue
-            lock = job["lock"]
-            if lock is not None and (lock in held or first_of_lock[lock] != job["id"]):
+            if job["task_name"] in blocked or not claimable(job):
                 continue
             claimed.append(job)
         if claimed and worker_id not in self.workers:
@@ -241,7 +286,32 @@ class InMemoryConnector(testing.InMemoryConnector):
             job["status"] = "doing"
             job["worker_id"] = worker_id
             self.events[job["id"]].append({"type": "started", "at": now})
+        if breakers:
+            return [{**job, "probe_of": probes.get(job["id"])} for job in claimed]
         return claimed
+
+    def _take_probes(
+        self,
+        ready: list[dict[str, Any]],
+        claimable: Callable[[dict[str, Any]], bool],
+        limit: int,
+        task_names: list[str] | None,
+    ) -> dict[int, str]:
+        """Probe jobs of breakers that may probe, by job id: the breaker's state before."""
+        now = utils.utcnow()
+        probes: dict[int, str] = {}
+        for task in sorted(self.breakers):
+            row = self.breakers[task]
+            free = free_probes(row, now)
+            if free <= 0 or (task_names is not None and not set(row.names) & set(task_names)):
+                continue
+            taken = [
+                job["id"] for job in ready if job["task_name"] in row.names and claimable(job)
+            ][: min(free, limit - len(probes))]
+            if taken:
+                probes |= dict.fromkeys(taken, row.state)
+                take_probes(row, len(taken), now)
+        return probes
 
     async def claim_jobs_timed_all(
         self, *, timed_tasks: list[str], **claim: Any
@@ -278,7 +348,154 @@ class InMemoryConnector(testing.InMemoryConnector):
             rows.append({**job, "first_run_age": first_run_age})
         return rows
 
-    async def record_outcomes_one(
+    async def add_retry_budgets_run(self, *, task_names: list[str]) -> None:
+        """Add the budget rows of these tasks; a row already there is kept."""
+        for name in task_names:
+            self.retry_budgets.setdefault(name, BudgetRow(counted_at=utils.utcnow()))
+
+    async def add_breaker_run(
+        self, *, task_name: str, names: list[str], max_probes: int, probe_lease: float
+    ) -> None:
+        """Add a task's breaker row, or refresh its names and probe settings."""
+        row = self.breakers.setdefault(task_name, BreakerRow(counted_at=utils.utcnow()))
+        row.names, row.max_probes, row.probe_lease = tuple(names), max_probes, probe_lease
+
+    async def record_outcomes_budgeted_one(self, **arguments: Any) -> dict[str, Any]:
+        """The batched outcomes with the fleet retry budget, as its SQL records them."""
+        return self._record_fleet(arguments)
+
+    async def record_outcomes_with_breakers_one(self, **arguments: Any) -> dict[str, Any]:
+        """The batched outcomes with breakers, as their SQL records them."""
+        return self._record_fleet(arguments)
+
+    async def record_outcomes_budgeted_with_breakers_one(self, **arguments: Any) -> dict[str, Any]:
+        """The batched outcomes with the fleet retry budget and breakers."""
+        return self._record_fleet(arguments)
+
+    def _owned(self, job_id: int, worker_id: int) -> dict[str, Any] | None:
+        """The job, if it is still 'doing' for this worker (what the SQL updates)."""
+        job = self.jobs.get(job_id)
+        if job is None or job["status"] != "doing" or job["worker_id"] != worker_id:
+            return None
+        return job
+
+    def _record_fleet(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Budgets and breakers as the outcome statement moves them, then the outcomes."""
+        outcomes = {key: value for key, value in arguments.items() if key in _OUTCOME_KEYS}
+        now = utils.utcnow()
+        result: dict[str, Any] = {}
+        scheduled: dict[int, datetime.datetime] = {}
+        if "budget_names" in arguments:
+            planned = self._plan_budgets(arguments, now)
+            scheduled = {job_id: at for job_id, (_, _, at) in planned.items()}
+            pushed = sorted((job_id, *one) for job_id, one in planned.items() if one[2] > one[1])
+            result |= {
+                "pushed_ids": [one[0] for one in pushed],
+                "pushed_tasks": [one[1] for one in pushed],
+                "pushed_from": [one[2] for one in pushed],
+                "pushed_to": [one[3] for one in pushed],
+            }
+        if "breaker_names" in arguments:
+            moved = self._move_breakers(arguments, now)
+            result |= {
+                "moved_tasks": [task for task, _, _ in moved],
+                "moved_states": [state for _, state, _ in moved],
+                "moved_open_until": [until for _, _, until in moved],
+            }
+        return {"recorded": self._record_outcomes(**outcomes, scheduled=scheduled), **result}
+
+    def _plan_budgets(
+        self, arguments: dict[str, Any], now: datetime.datetime
+    ) -> dict[int, tuple[str, datetime.datetime, datetime.datetime]]:
+        """Each budgeted retry's task, due time and slot; the budget rows updated."""
+        settings = {
+            name: (task, FleetRetryBudget(ratio, floor, window))
+            for name, task, ratio, floor, window in zip(
+                arguments["budget_names"],
+                arguments["budget_tasks"],
+                arguments["budget_ratios"],
+                arguments["budget_floors"],
+                arguments["budget_windows"],
+                strict=True,
+            )
+        }
+        counts: dict[str, tuple[FleetRetryBudget, list[int], list[tuple[datetime.datetime, int]]]]
+        counts = {}
+        for job_id, status, when, counted in zip(
+            arguments["ids"],
+            arguments["statuses"],
+            arguments["retry_at"],
+            arguments["spent"],
+            strict=True,
+        ):
+            job = self._owned(job_id, arguments["worker_id"])
+            if job is None:
+                continue
+            task, budget = settings.get(job["task_name"], (None, None))
+            if task is None or budget is None or task not in self.retry_budgets:
+                continue
+            _, first_runs, retries = counts.setdefault(task, (budget, [0], []))
+            first_runs[0] += 1 if counted and job["attempts"] == 0 else 0
+            if status == "todo" and counted and not job["abort_requested"]:
+                retries.append((when, job_id))
+        planned: dict[int, tuple[str, datetime.datetime, datetime.datetime]] = {}
+        for task, (budget, first_runs, retries) in counts.items():
+            due = {job_id: when for when, job_id in retries}
+            times = plan_retries(
+                budget, self.retry_budgets[task], first_runs=first_runs[0], retries=retries, now=now
+            )
+            planned |= {job_id: (task, due[job_id], at) for job_id, at in times.items()}
+        return planned
+
+    def _move_breakers(
+        self, arguments: dict[str, Any], now: datetime.datetime
+    ) -> list[tuple[str, str, datetime.datetime]]:
+        """Count the batch's calls on their tasks' breakers; the breakers that changed state."""
+        settings = {
+            name: (task, Breaker(ratio, window, min_calls, open_for, max_open_for, probes))
+            for name, task, ratio, window, min_calls, open_for, max_open_for, probes in zip(
+                arguments["breaker_names"],
+                arguments["breaker_tasks"],
+                arguments["breaker_ratios"],
+                arguments["breaker_windows"],
+                arguments["breaker_min_calls"],
+                arguments["breaker_open_for"],
+                arguments["breaker_max_open_for"],
+                arguments["breaker_probes"],
+                strict=True,
+            )
+        }
+        kinds: dict[str, tuple[Breaker, list[str]]] = {}
+        for job_id, kind in zip(arguments["ids"], arguments["calls"], strict=True):
+            job = self._owned(job_id, arguments["worker_id"])
+            if job is None or kind is None:
+                continue
+            task, breaker = settings.get(job["task_name"], (None, None))
+            if task is None or breaker is None or task not in self.breakers:
+                continue
+            kinds.setdefault(task, (breaker, []))[1].append(kind)
+        moved: list[tuple[str, str, datetime.datetime]] = []
+        for task in sorted(kinds):
+            breaker, seen = kinds[task]
+            row = self.breakers[task]
+            before = row.state
+            calls = Calls(
+                calls=seen.count("success") + seen.count("failure"),
+                failures=seen.count("failure"),
+                probe_successes=seen.count("probe_success"),
+                probe_failures=seen.count("probe_failure"),
+                released=seen.count("probe_released"),
+            )
+            if record_calls(breaker, row, calls, now=now) != before:
+                assert row.open_until is not None  # noqa: S101 (set when it first opened)
+                moved.append((task, row.state, row.open_until))
+        return moved
+
+    async def record_outcomes_one(self, **outcomes: Any) -> dict[str, int]:
+        """The worker's batched outcomes, as its SQL records them."""
+        return {"recorded": self._record_outcomes(**outcomes, scheduled={})}
+
+    def _record_outcomes(
         self,
         *,
         ids: list[int],
@@ -289,8 +506,9 @@ class InMemoryConnector(testing.InMemoryConnector):
         locks: list[str | None],
         spent: list[bool],
         worker_id: int,
-    ) -> dict[str, int]:
-        """The worker's batched outcomes, as its SQL records them."""
+        scheduled: dict[int, datetime.datetime],
+    ) -> int:
+        """Record the outcomes; a retry in `scheduled` runs at that time instead."""
         recorded = 0
         for job_id, status, when, priority, queue, lock, counted in zip(
             ids, statuses, retry_at, priorities, queues, locks, spent, strict=True
@@ -304,7 +522,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                 continue
             new_status = status
             if status == "todo" and not job["abort_requested"]:
-                job["scheduled_at"] = when
+                job["scheduled_at"] = scheduled.get(job_id, when)
                 for key, value in (("priority", priority), ("queue_name", queue), ("lock", lock)):
                     if value is not None:
                         job[key] = value
@@ -319,7 +537,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                     "at": utils.utcnow(),
                 }
             )
-        return {"recorded": recorded}
+        return recorded
 
     async def pause_queue_all(self, *, queue: str, reason: str | None) -> list[dict[str, Any]]:
         """Pause `queue` unless it is paused; a row if it was not, as the SQL returns."""
@@ -426,6 +644,10 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.worker_tasks: dict[int, list[str]] = {}
         # dawdle_queue_pauses: each paused queue's row, by queue name.
         self.queue_pauses: dict[str, dict[str, Any]] = {}
+        # dawdle_retry_budgets: each budgeted task's row, by task name.
+        self.retry_budgets: dict[str, BudgetRow] = {}
+        # dawdle_breakers: each task's breaker row, by task name.
+        self.breakers: dict[str, BreakerRow] = {}
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

@@ -6,6 +6,7 @@ the worker must act on come out as dawdle's errors, so the worker never sees psy
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,19 +16,28 @@ import anyio
 import psycopg
 from procrastinate import exceptions, jobs
 
+from dawdle._breaker import Breaker
+from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._errors import DawdleError
 from dawdle._sql import (
+    ADD_BREAKER,
+    ADD_RETRY_BUDGETS,
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_WITH_BREAKERS,
     FETCH_JOBS,
     FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_WITH_BREAKERS,
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
+    RECORD_OUTCOMES_BUDGETED,
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+    RECORD_OUTCOMES_WITH_BREAKERS,
     RECOVER_STALLED_JOBS,
 )
-from dawdle._worker.outcomes import Verdict
+from dawdle._worker.outcomes import Outcome, Verdict
 
 if TYPE_CHECKING:
     import procrastinate
@@ -40,6 +50,10 @@ QUERY_TIMEOUT: Final = 30.0
 # again (so `dawdle schema --apply` takes effect without restarting the worker).
 PAUSES_RECHECK: Final = 60.0
 
+# Without dawdle schema 3's tables (dawdle_retry_budgets, dawdle_breakers), how long the
+# worker goes without fleet retry budgets and breakers before trying the tables again.
+FLEET_TABLES_RECHECK: Final = 60.0
+
 logger = logging.getLogger("dawdle.worker")
 
 
@@ -47,7 +61,30 @@ logger = logging.getLogger("dawdle.worker")
 _TIMED_CLAIMS: Final[dict[str, LiteralString]] = {
     FETCH_JOBS: CLAIM_JOBS_TIMED,
     FETCH_JOBS_IGNORING_PAUSES: CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    FETCH_JOBS_WITH_BREAKERS: CLAIM_JOBS_TIMED_WITH_BREAKERS,
 }
+# The outcome statement, by (with the fleet retry budget, with breakers).
+_OUTCOME_WRITES: Final[dict[tuple[bool, bool], LiteralString]] = {
+    (False, False): RECORD_OUTCOMES,
+    (True, False): RECORD_OUTCOMES_BUDGETED,
+    (False, True): RECORD_OUTCOMES_WITH_BREAKERS,
+    (True, True): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+}
+# What a verdict tells a breaker: a call that succeeded or failed (None: no call, as a
+# snooze, a put-back or an abort say nothing of the dependency).
+_CALLS: Final[dict[Outcome, str]] = {
+    Outcome.SUCCEEDED: "success",
+    Outcome.FAILED: "failure",
+    Outcome.RETRY: "failure",
+}
+
+
+def call_kind(verdict: Verdict, *, probe: bool) -> str | None:
+    """How the outcome statement counts `verdict` for its task's breaker (see `_sql`)."""
+    kind = _CALLS.get(verdict.outcome)
+    if not probe:
+        return kind
+    return "probe_released" if kind is None else f"probe_{kind}"
 
 
 class WorkerNotRegistered(DawdleError):  # noqa: N818 (reads as a state)
@@ -64,6 +101,34 @@ class Claimed:
     when no earlier run is recorded (this is its first) or its task was not asked about."""
 
 
+@dataclass(frozen=True, slots=True)
+class PushedRetry:
+    """A retry that its task's fleet retry budget moved later than its backoff said."""
+
+    job_id: int
+    task_name: str
+    due_at: datetime.datetime
+    runs_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What an outcome write did: verdicts that found their job, retries pushed, breakers moved."""
+
+    count: int
+    pushed: tuple[PushedRetry, ...] = ()
+    moved: tuple[BreakerMoved, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerMoved:
+    """A task's breaker that an outcome write opened or closed."""
+
+    task_name: str
+    state: str
+    open_until: datetime.datetime
+
+
 class JobStore:
     """Claims, outcomes, recovery and the worker's registration, on one app's connector."""
 
@@ -73,6 +138,24 @@ class JobStore:
         self._tasks = app.tasks
         # When the claim last found no dawdle_queue_pauses (anyio's clock); None: it has it.
         self._pauses_missing_at: float | None = None
+        # Every name and alias of a task with a fleet retry budget: its task and budget.
+        self._budgets: dict[str, tuple[str, FleetRetryBudget]] = {
+            name: (task.name, budget)
+            for name, task in app.tasks.items()
+            if (budget := getattr(task, "dawdle_retry_budget", None)) is not None
+        }
+        # Every name and alias of a task with a breaker: its task and breaker.
+        self._breakers: dict[str, tuple[str, Breaker]] = {
+            name: (task.name, breaker)
+            for name, task in app.tasks.items()
+            if (breaker := getattr(task, "dawdle_breaker", None)) is not None
+        }
+        # Whether the rows of this worker's budgets and breakers were added, and when the
+        # worker last found dawdle schema 3's tables missing (anyio's clock; None: found).
+        self._fleet_rows_added = False
+        self._fleet_missing_at: float | None = None
+        # Claimed jobs that probe a half-open breaker, until their verdict is written.
+        self._probes: set[int] = set()
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -130,6 +213,44 @@ class JobStore:
         }
         if timed_tasks:  # apps without job deadlines send the plain claim
             arguments["timed_tasks"] = timed_tasks
+        rows = await self._claim_with_breakers(arguments)
+        if rows is None:
+            rows = await self._claim_rows(arguments)
+        claimed = [Claimed(jobs.Job.from_row(row), row.get("first_run_age")) for row in rows]
+        claimed.sort(key=lambda one: (-one.job.priority, one.job.id))
+        return claimed
+
+    async def _claim_with_breakers(self, arguments: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The claim that skips tasks whose breaker is open and takes probes; None: no breakers.
+
+        Logs the half-open transition of a breaker whose first probe this claim took.
+        """
+        if not self._breakers or not await self._fleet_tables_ready():
+            return None
+        try:
+            rows = await self._fetch(FETCH_JOBS_WITH_BREAKERS, arguments)
+        except exceptions.ConnectorException as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                raise
+            self._fleet_tables_missing()
+            return None
+        half_open: dict[str, int] = {}
+        for row in rows:
+            if row.get("probe_of") is not None:
+                self._probes.add(row["id"])
+                if row["probe_of"] == "open":
+                    half_open.setdefault(row["task_name"], row["id"])
+        for task_name, job_id in half_open.items():
+            logger.info(
+                "breaker of task %s half-open: job %d probes",
+                task_name,
+                job_id,
+                extra={"action": "breaker_half_open", "task_name": task_name, "job_id": job_id},
+            )
+        return rows
+
+    async def _claim_rows(self, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+        """The claim without breakers: skipping paused queues if the database has pauses."""
         missing_at = self._pauses_missing_at
         now = anyio.current_time()
         if missing_at is not None and now - missing_at < PAUSES_RECHECK:
@@ -150,9 +271,7 @@ class JobStore:
                 rows = await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
             else:
                 self._pauses_missing_at = None
-        claimed = [Claimed(jobs.Job.from_row(row), row.get("first_run_age")) for row in rows]
-        claimed.sort(key=lambda one: (-one.job.priority, one.job.id))
-        return claimed
+        return rows
 
     async def _fetch(self, query: LiteralString, arguments: dict[str, Any]) -> list[dict[str, Any]]:
         """Run a claim statement, within QUERY_TIMEOUT; a pruned worker's claim is refused.
@@ -170,25 +289,143 @@ class JobStore:
                 raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
             raise
 
-    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> int:
-        """Write the verdicts of jobs still 'doing' for this worker; how many it wrote.
+    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> Recorded:
+        """Write the verdicts of jobs still 'doing' for this worker; what it wrote.
 
         Shielded from cancellation, but not forever: a write cut off is simply written
-        again, since it only touches jobs still 'doing' for this worker.
+        again, since it only touches jobs still 'doing' for this worker. With tasks that
+        have a fleet retry budget, the same statement counts their runs and spaces their
+        retries; with tasks that have a breaker, it counts their calls and moves their
+        breakers. Without dawdle schema 3's tables both are off (one warning each) and the
+        tables are tried again every FLEET_TABLES_RECHECK seconds.
         """
+        arguments: dict[str, Any] = {
+            "ids": [verdict.job_id for verdict in verdicts],
+            "statuses": [verdict.status for verdict in verdicts],
+            "retry_at": [verdict.retry_at for verdict in verdicts],
+            "priorities": [verdict.priority for verdict in verdicts],
+            "queues": [verdict.queue for verdict in verdicts],
+            "locks": [verdict.lock for verdict in verdicts],
+            "spent": [verdict.spends_attempt for verdict in verdicts],
+            "worker_id": worker_id,
+        }
+        fleet = await self._fleet_tables_ready()
+        budget, breaker = fleet and bool(self._budgets), fleet and bool(self._breakers)
+        if budget:
+            arguments |= self._budget_arguments()
+        if breaker:
+            arguments |= self._breaker_arguments(verdicts)
+        try:
+            row = await self._write(_OUTCOME_WRITES[budget, breaker], arguments)
+        except exceptions.ConnectorException as exc:
+            if not (fleet and isinstance(exc.__cause__, psycopg.errors.UndefinedTable)):
+                raise
+            self._fleet_tables_missing()
+            return await self.record(verdicts, worker_id=worker_id)
+        self._probes.difference_update(verdict.job_id for verdict in verdicts)
+        pushed = zip(
+            row.get("pushed_ids", ()),
+            row.get("pushed_tasks", ()),
+            row.get("pushed_from", ()),
+            row.get("pushed_to", ()),
+            strict=True,
+        )
+        moved = zip(
+            row.get("moved_tasks", ()),
+            row.get("moved_states", ()),
+            row.get("moved_open_until", ()),
+            strict=True,
+        )
+        return Recorded(
+            int(row["recorded"]),
+            tuple(PushedRetry(*one) for one in pushed),
+            tuple(BreakerMoved(*one) for one in moved),
+        )
+
+    def _budget_arguments(self) -> dict[str, Any]:
+        """The settings of the budgeted tasks, by every name and alias of theirs."""
+        names = sorted(self._budgets)
+        settings = [self._budgets[name] for name in names]
+        return {
+            "budget_names": names,
+            "budget_tasks": [task for task, _ in settings],
+            "budget_ratios": [budget.ratio for _, budget in settings],
+            "budget_floors": [budget.min_per_second for _, budget in settings],
+            "budget_windows": [budget.window for _, budget in settings],
+        }
+
+    def _breaker_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+        """What each verdict tells a breaker, and the breakers' settings by name and alias."""
+        names = sorted(self._breakers)
+        settings = [self._breakers[name] for name in names]
+        return {
+            "calls": [call_kind(one, probe=one.job_id in self._probes) for one in verdicts],
+            "breaker_names": names,
+            "breaker_tasks": [task for task, _ in settings],
+            "breaker_ratios": [breaker.failure_ratio for _, breaker in settings],
+            "breaker_windows": [breaker.window for _, breaker in settings],
+            "breaker_min_calls": [breaker.min_calls for _, breaker in settings],
+            "breaker_open_for": [breaker.open_for for _, breaker in settings],
+            "breaker_max_open_for": [breaker.max_open_for for _, breaker in settings],
+            "breaker_probes": [breaker.half_open_probes for _, breaker in settings],
+        }
+
+    async def _write(self, query: LiteralString, arguments: dict[str, Any]) -> dict[str, Any]:
         with anyio.fail_after(QUERY_TIMEOUT, shield=True):
-            row = await self._connector.execute_query_one_async(
-                RECORD_OUTCOMES,
-                ids=[verdict.job_id for verdict in verdicts],
-                statuses=[verdict.status for verdict in verdicts],
-                retry_at=[verdict.retry_at for verdict in verdicts],
-                priorities=[verdict.priority for verdict in verdicts],
-                queues=[verdict.queue for verdict in verdicts],
-                locks=[verdict.lock for verdict in verdicts],
-                spent=[verdict.spends_attempt for verdict in verdicts],
-                worker_id=worker_id,
+            return await self._connector.execute_query_one_async(query, **arguments)
+
+    async def _fleet_tables_ready(self) -> bool:
+        """Whether budgets and breakers can be used now (their rows added once per worker)."""
+        if not (self._budgets or self._breakers):
+            return False
+        missing_at = self._fleet_missing_at
+        if missing_at is not None and anyio.current_time() - missing_at < FLEET_TABLES_RECHECK:
+            return False
+        if not self._fleet_rows_added:
+            try:
+                with anyio.fail_after(QUERY_TIMEOUT, shield=True):
+                    await self._add_fleet_rows()
+            except exceptions.ConnectorException as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                    raise
+                self._fleet_tables_missing()
+                return False
+            self._fleet_rows_added = True
+        self._fleet_missing_at = None
+        return True
+
+    async def _add_fleet_rows(self) -> None:
+        """Add the budget and breaker rows of this worker's tasks (breakers' settings too)."""
+        if self._budgets:
+            tasks = sorted({task for task, _ in self._budgets.values()})
+            await self._connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=tasks)
+        breakers = dict(self._breakers.values())
+        for task, breaker in sorted(breakers.items(), key=lambda item: item[0]):
+            names = sorted(name for name, (owner, _) in self._breakers.items() if owner == task)
+            await self._connector.execute_query_async(
+                ADD_BREAKER,
+                task_name=task,
+                names=names,
+                max_probes=breaker.half_open_probes,
+                probe_lease=breaker.max_open_for,
             )
-        return int(row["recorded"])
+
+    def _fleet_tables_missing(self) -> None:
+        """Go without budgets and breakers for FLEET_TABLES_RECHECK seconds; warn the first time."""
+        if self._fleet_missing_at is None:
+            for used, feature, action in (
+                (self._budgets, "fleet retry budgets", "retry_budgets_off"),
+                (self._breakers, "circuit breakers", "breakers_off"),
+            ):
+                if used:
+                    logger.warning(
+                        "%s are off: the database lacks dawdle schema 3's tables "
+                        "(dawdle_retry_budgets, dawdle_breakers); run `dawdle schema --apply`",
+                        feature,
+                        extra={"action": action},
+                    )
+        self._fleet_missing_at = anyio.current_time()
+        self._fleet_rows_added = False
 
     async def prune_stalled_workers(self, seconds: float) -> None:
         """Remove the rows of workers silent for `seconds` (their jobs become stalled)."""

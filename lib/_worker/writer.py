@@ -10,7 +10,7 @@ import anyio
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.outcomes import Verdict
 from dawdle._worker.state import Wakeup, WorkerState
-from dawdle._worker.store import JobStore
+from dawdle._worker.store import BreakerMoved, JobStore
 from dawdle._worker.supervision import Restarts
 
 logger = logging.getLogger("dawdle.worker")
@@ -75,12 +75,30 @@ class OutcomeWriter:
         while state.unwritten:
             batch = state.unwritten[:MAX_OUTCOME_BATCH]
             worker_id = state.worker_id
-            recorded = await self._store.record(batch, worker_id=worker_id)
+            written = await self._store.record(batch, worker_id=worker_id)
+            recorded = written.count
             if recorded != len(batch):
                 await self._registration.confirm()
                 if state.worker_id != worker_id:
                     continue  # the same batch again, now that its jobs are ours again
             del state.unwritten[: len(batch)]
+            for moved in written.moved:
+                _log_breaker(moved)
+            for pushed in written.pushed:
+                logger.info(
+                    "job %d of task %s: retry pushed from %s to %s by the fleet retry budget",
+                    pushed.job_id,
+                    pushed.task_name,
+                    pushed.due_at.isoformat(),
+                    pushed.runs_at.isoformat(),
+                    extra={
+                        "action": "job_retry_budget_pushed",
+                        "job_id": pushed.job_id,
+                        "task_name": pushed.task_name,
+                        "due_at": pushed.due_at,
+                        "runs_at": pushed.runs_at,
+                    },
+                )
             if recorded != len(batch):
                 logger.warning(
                     "%d of %d outcomes found their job no longer 'doing' (recovered by "
@@ -89,3 +107,17 @@ class OutcomeWriter:
                     len(batch),
                 )
             state.wake_claimer.set()
+
+
+def _log_breaker(moved: BreakerMoved) -> None:
+    """Log a breaker that this write opened (a warning) or closed, once for the fleet."""
+    extra = {"action": f"breaker_{moved.state}", "task_name": moved.task_name}
+    if moved.state == "open":
+        logger.warning(
+            "breaker of task %s open until %s: no worker claims its jobs meanwhile",
+            moved.task_name,
+            moved.open_until.isoformat(),
+            extra={**extra, "open_until": moved.open_until},
+        )
+    else:
+        logger.info("breaker of task %s %s", moved.task_name, moved.state, extra=extra)

@@ -19,7 +19,7 @@ from procrastinate import schema
 from psycopg import conninfo
 
 from dawdle import App, PsycopgConnector
-from dawdle._dawdle_schema import DAWDLE_TABLES, WORKER_TASKS_DDL
+from dawdle._dawdle_schema import DAWDLE_TABLES, QUEUE_PAUSES_DDL, WORKER_TASKS_DDL
 from dawdle._schema import Applied, apply_script
 from dawdle._sql import PUBLISH_TASKS
 
@@ -176,7 +176,13 @@ async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "version"), [("dawdle_worker_tasks", 1), ("dawdle_queue_pauses", 2)]
+    ("table", "version"),
+    [
+        ("dawdle_worker_tasks", 1),
+        ("dawdle_queue_pauses", 2),
+        ("dawdle_retry_budgets", 3),
+        ("dawdle_breakers", 3),
+    ],
 )
 async def test_table_comment_names_the_dawdle_schema_version(
     app: App, table: str, version: int
@@ -196,10 +202,28 @@ async def test_apply_upgrades_dawdle_schema_1_with_the_pauses_table(app: App) ->
     before = await app.schema_manager.check_schema_async()
     applied = await app.schema_manager.apply_async()
     after = await app.schema_manager.check_schema_async()
-    assert before.dawdle_missing == ("dawdle_queue_pauses",)
-    assert applied == Applied(procrastinate=False, dawdle_tables=("dawdle_queue_pauses",))
+    assert before.dawdle_missing == DAWDLE_TABLES[1:]
+    assert applied == Applied(procrastinate=False, dawdle_tables=DAWDLE_TABLES[1:])
     assert after.complete
     assert await app.pause_queue_async("mail")
+
+
+async def test_apply_upgrades_dawdle_schema_2_with_the_budgets_and_breakers(app: App) -> None:
+    """A database of dawdle schema 2: check names schema 3's two tables; apply adds them alone."""
+    await procrastinate_schema_only(app)
+    await app.connector.execute_query_async(WORKER_TASKS_DDL + QUEUE_PAUSES_DDL)
+    await app.pause_queue_async("mail")
+    before = await app.schema_manager.check_schema_async()
+    applied = await app.schema_manager.apply_async()
+    again = await app.schema_manager.apply_async()
+    after = await app.schema_manager.check_schema_async()
+    assert before.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
+    assert applied == Applied(
+        procrastinate=False, dawdle_tables=("dawdle_retry_budgets", "dawdle_breakers")
+    )
+    assert again == Applied(procrastinate=False, dawdle_tables=())
+    assert after.complete
+    assert [state.name for state in await app.list_queue_states_async() if state.paused] == ["mail"]
 
 
 async def test_procrastinate_prune_and_unregister_take_the_published_row(app: App) -> None:

@@ -18,7 +18,12 @@ def test_absent_schema() -> None:
     assert status.version is None
     assert not status.current
     assert "procrastinate_fetch_job_v2" in status.missing
-    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_queue_pauses")
+    assert status.dawdle_missing == (
+        "dawdle_worker_tasks",
+        "dawdle_queue_pauses",
+        "dawdle_retry_budgets",
+        "dawdle_breakers",
+    )
 
 
 def test_current_schema() -> None:
@@ -63,15 +68,36 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_worker_tasks", "dawdle_queue_pauses")
+    assert status.dawdle_missing == (
+        "dawdle_worker_tasks",
+        "dawdle_queue_pauses",
+        "dawdle_retry_budgets",
+        "dawdle_breakers",
+    )
     refuse_outdated(status)
 
 
-def test_schema_of_dawdle_version_1_misses_the_pauses_table() -> None:
-    """A database applied by dawdle schema 1 has dawdle_worker_tasks only: pauses are missing."""
+def test_schema_of_dawdle_version_1_misses_the_later_tables() -> None:
+    """A database applied by dawdle schema 1 has dawdle_worker_tasks only: later ones missing."""
     status = schema_status(
         present=True, functions=sorted(expected_functions()), tables=["dawdle_worker_tasks"]
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_queue_pauses",)
+    assert status.dawdle_missing == (
+        "dawdle_queue_pauses",
+        "dawdle_retry_budgets",
+        "dawdle_breakers",
+    )
+
+
+def test_schema_of_dawdle_version_2_misses_the_budgets_and_breakers_tables() -> None:
+    """A database applied by dawdle schema 2 lacks schema 3's two tables alone."""
+    status = schema_status(
+        present=True,
+        functions=sorted(expected_functions()),
+        tables=["dawdle_worker_tasks", "dawdle_queue_pauses"],
+    )
+    assert status.current
+    assert not status.complete
+    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
