@@ -89,8 +89,11 @@ CREATE TABLE IF NOT EXISTS outage_calls (
     ok boolean NOT NULL
 );
 """
+# Each mode starts from nothing: the budget's and the breaker's rows go too, else a mode
+# inherits the previous one's far-future retry slots (its retries then wait for them).
 RESET: Final = """
-TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_events, outage_calls
+TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_events, outage_calls,
+         dawdle_retry_budgets, dawdle_breakers
 RESTART IDENTITY CASCADE;
 DELETE FROM outage_switch;
 INSERT INTO outage_switch (down_until) VALUES ('infinity');
