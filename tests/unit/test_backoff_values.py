@@ -25,6 +25,7 @@ from dawdle.backoff import (
     RetryBudget,
     RetryPolicy,
 )
+from tests.unit.backoff_strategies import backoffs
 
 COPIES: dict[str, Callable[[object], object]] = {
     "pickle": lambda value: pickle.loads(pickle.dumps(value)),  # noqa: S301 (our own bytes)
@@ -32,16 +33,6 @@ COPIES: dict[str, Callable[[object], object]] = {
     "deepcopy": copy.deepcopy,
 }
 copies = pytest.mark.parametrize("duplicate", COPIES.values(), ids=COPIES.keys())
-
-seconds = st.floats(min_value=0.001, max_value=1e3)
-caps = st.floats(min_value=1e3, max_value=1e9)
-jitters = st.one_of(st.sampled_from(["none", "full", "equal"]), st.floats(0.01, 1.0))
-backoffs = st.one_of(
-    st.builds(Constant, seconds, jitter=jitters, max_delay=st.one_of(st.none(), caps)),
-    st.builds(Linear, seconds, seconds, jitter=jitters, max_delay=caps),
-    st.builds(Exponential, seconds, st.floats(1.0, 10.0), jitter=jitters, max_delay=caps),
-    st.builds(DecorrelatedJitter, seconds, caps),
-)
 
 
 class FakeClock:
