@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import psycopg
 import pytest
 
 from dawdle import App, InMemoryConnector, PsycopgConnector
-from dawdle._dawdle_schema import QUEUE_PAUSES_DDL
+from tests.durability.worker.helpers import dawdle_table_dropped
 
 TRUNCATE = (
     "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers, "
@@ -48,10 +47,5 @@ async def admin(schema_dsn: str) -> AsyncIterator[App]:
 @pytest.fixture
 def without_pauses_table(app: App, schema_dsn: str) -> Iterator[None]:
     """The database as dawdle schema 1 left it: no dawdle_queue_pauses, for one test."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE dawdle_queue_pauses")
-    try:
+    with dawdle_table_dropped(schema_dsn, "dawdle_queue_pauses"):
         yield
-    finally:
-        with psycopg.connect(schema_dsn, autocommit=True) as conn:
-            conn.execute(QUEUE_PAUSES_DDL)

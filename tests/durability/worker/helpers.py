@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from procrastinate import connector as procrastinate_connector
 from procrastinate import jobs, types, utils
+from psycopg import sql
 
 from dawdle import App, InMemoryConnector, PsycopgConnector, Worker
+from dawdle._dawdle_schema import DAWDLE_SCHEMA
 
 
 def postgres_only(reason: str) -> pytest.MarkDecorator:
@@ -354,3 +357,15 @@ def actions() -> Iterator[Actions]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def dawdle_table_dropped(schema_dsn: str, table: str) -> Iterator[None]:
+    """The database without one of dawdle's tables (as before an upgrade), then with it again."""
+    with psycopg.connect(schema_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+    try:
+        yield
+    finally:
+        with psycopg.connect(schema_dsn, autocommit=True) as conn:
+            conn.execute(DAWDLE_SCHEMA)

@@ -10,14 +10,18 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
-import psycopg
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dawdle import App, Blueprint, InMemoryConnector
-from dawdle._dawdle_schema import DAWDLE_SCHEMA
 from dawdle._worker.store import JobStore
-from tests.durability.worker.helpers import make_worker, postgres_only, running, worker_ids
+from tests.durability.worker.helpers import (
+    dawdle_table_dropped,
+    make_worker,
+    postgres_only,
+    running,
+    worker_ids,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -45,13 +49,8 @@ async def publications(
 @pytest.fixture
 def without_table(app: App, schema_dsn: str) -> Iterator[None]:
     """The database as before `dawdle schema --apply`: no dawdle_worker_tasks, for one test."""
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE dawdle_worker_tasks")
-    try:
+    with dawdle_table_dropped(schema_dsn, "dawdle_worker_tasks"):
         yield
-    finally:
-        with psycopg.connect(schema_dsn, autocommit=True) as conn:
-            conn.execute(DAWDLE_SCHEMA)
 
 
 async def published(app: App) -> dict[int, list[str]]:
