@@ -1,0 +1,22 @@
+"""dawdle's own queries on Procrastinate's tables and its own, one module per concern."""
+
+from __future__ import annotations
+
+from dawdle._sql.claims import CLAIM_JOBS_TIMED as CLAIM_JOBS_TIMED
+from dawdle._sql.claims import CLAIM_JOBS_TIMED_IGNORING_PAUSES as CLAIM_JOBS_TIMED_IGNORING_PAUSES
+from dawdle._sql.claims import CLAIM_JOBS_TIMED_WITH_BREAKERS as CLAIM_JOBS_TIMED_WITH_BREAKERS
+from dawdle._sql.claims import FETCH_JOBS as FETCH_JOBS
+from dawdle._sql.claims import FETCH_JOBS_IGNORING_PAUSES as FETCH_JOBS_IGNORING_PAUSES
+from dawdle._sql.claims import FETCH_JOBS_WITH_BREAKERS as FETCH_JOBS_WITH_BREAKERS
+from dawdle._sql.outcomes import ADD_BREAKER as ADD_BREAKER
+from dawdle._sql.outcomes import ADD_RETRY_BUDGETS as ADD_RETRY_BUDGETS
+from dawdle._sql.outcomes import RECORD_OUTCOMES as RECORD_OUTCOMES
+from dawdle._sql.outcomes import RECORD_OUTCOMES_BUDGETED as RECORD_OUTCOMES_BUDGETED
+from dawdle._sql.outcomes import (
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS as RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+)
+from dawdle._sql.outcomes import RECORD_OUTCOMES_WITH_BREAKERS as RECORD_OUTCOMES_WITH_BREAKERS
+from dawdle._sql.workers import HEARTBEAT as HEARTBEAT
+from dawdle._sql.workers import PUBLISH_TASKS as PUBLISH_TASKS
+from dawdle._sql.workers import RECLAIM_JOBS as RECLAIM_JOBS
+from dawdle._sql.workers import RECOVER_STALLED_JOBS as RECOVER_STALLED_JOBS
