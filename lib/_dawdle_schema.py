@@ -5,7 +5,8 @@ works as before. dawdle's tables only refer to Procrastinate's (a worker's publi
 go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
 Version 1 brought `dawdle_worker_tasks`; version 2, `dawdle_queue_pauses`; version 3,
-`dawdle_retry_budgets` and `dawdle_breakers`.
+`dawdle_retry_budgets` and `dawdle_breakers`; version 4, `dawdle_job_errors` and
+`dawdle_budget_pushed`.
 
 Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
 comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
@@ -101,15 +102,61 @@ COMMENT ON TABLE dawdle_breakers IS
     'dawdle schema 3: the circuit breaker of each task, counted with its outcomes';
 """
 
+JOB_ERRORS_TABLE: Final = "dawdle_job_errors"
+
+# What each failed or retried run raised, one row per job and attempt (the run's number,
+# from 1), bounded in size by the writer; the rows go with their job.
+JOB_ERRORS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_job_errors (
+    job_id bigint NOT NULL REFERENCES procrastinate_jobs(id) ON DELETE CASCADE,
+    attempt integer NOT NULL,
+    failed_at timestamp with time zone NOT NULL DEFAULT now(),
+    exception_type text NOT NULL,
+    message text NOT NULL,
+    traceback text NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+COMMENT ON TABLE dawdle_job_errors IS
+    'dawdle schema 4: what each failed or retried run of a job raised';
+"""
+
+BUDGET_PUSHED_TABLE: Final = "dawdle_budget_pushed"
+
+# The retries the fleet retry budget pushed past their due time, one row per job: when its
+# backoff made it due, and the slot it was given. A retry of the same task that succeeds
+# gives slots back: the earliest pushed retries then run at their due time (or at once).
+# A row whose slot has passed, or whose job moved on, is stale and is deleted when met.
+BUDGET_PUSHED_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_budget_pushed (
+    job_id bigint PRIMARY KEY REFERENCES procrastinate_jobs(id) ON DELETE CASCADE,
+    task_name text NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    slot_at timestamp with time zone NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dawdle_budget_pushed_task_slot
+    ON dawdle_budget_pushed (task_name, slot_at);
+COMMENT ON TABLE dawdle_budget_pushed IS
+    'dawdle schema 4: retries the fleet retry budget pushed later, until their slot';
+"""
+
 DAWDLE_TABLES: Final = (
     WORKER_TASKS_TABLE,
     QUEUE_PAUSES_TABLE,
     RETRY_BUDGETS_TABLE,
     BREAKERS_TABLE,
+    JOB_ERRORS_TABLE,
+    BUDGET_PUSHED_TABLE,
 )
 
 # All of dawdle's DDL in one script, applied as Procrastinate applies its own schema.
-DAWDLE_SCHEMA: Final = WORKER_TASKS_DDL + QUEUE_PAUSES_DDL + RETRY_BUDGETS_DDL + BREAKERS_DDL
+DAWDLE_SCHEMA: Final = (
+    WORKER_TASKS_DDL
+    + QUEUE_PAUSES_DDL
+    + RETRY_BUDGETS_DDL
+    + BREAKERS_DDL
+    + JOB_ERRORS_DDL
+    + BUDGET_PUSHED_DDL
+)
 
 
 def missing_tables(present: list[str]) -> tuple[str, ...]:
