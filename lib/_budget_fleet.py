@@ -10,7 +10,12 @@ fleet-wide, at `ratio` times the rate of its first runs plus `min_per_second`:
 - retries are given slots `1 / rate` seconds apart (a leaky bucket, the GCRA without
   burst): a retry runs at its backoff's time, or at the first free slot after it if that is
   later. A retry is never refused and never fails its job: the budget only pushes it later
-  (logged as `job_retry_budget_pushed`).
+  (logged as `job_retry_budget_pushed`);
+- a retry that succeeds gives slots back (the dependency answers again): it releases up to
+  RETRY_SUCCESS_REFUND of the task's earliest pushed retries, which then run at their own
+  due time (or at once), and moves the next free slot back by as many. So a backlog pushed
+  far out during an outage drains at a rate that grows with its successes, not at the
+  budget's rate (pushed retries are kept in `dawdle_budget_pushed`, with their due time).
 
 `plan_retries` is the same arithmetic in Python, for the in-memory connector and for tests.
 """
@@ -25,6 +30,9 @@ from dawdle._validate import number
 
 # exp() of a more negative number underflows in PostgreSQL (an error, not 0).
 MAX_DECAY_EXPONENT = 700.0
+# Pushed retries released per retry that succeeds: above 1, so a recovered dependency's
+# backlog drains in a number of rounds that grows with its logarithm.
+RETRY_SUCCESS_REFUND = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,35 @@ class BudgetRow:
     next_retry_at: datetime.datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldSlot:
+    """A retry the budget pushed past its due time: one row of `dawdle_budget_pushed`."""
+
+    task_name: str
+    due_at: datetime.datetime
+    slot_at: datetime.datetime
+
+
+def slots_to_release(
+    held: dict[int, HeldSlot],
+    *,
+    task_name: str,
+    successes: int,
+    batch: set[int],
+    now: datetime.datetime,
+) -> list[int]:
+    """The jobs whose held slots `successes` retries of the task release, earliest first.
+
+    Slots already passed and jobs of the batch being written are not released.
+    """
+    pending = sorted(
+        (slot.slot_at, job_id)
+        for job_id, slot in held.items()
+        if slot.task_name == task_name and slot.slot_at > now and job_id not in batch
+    )
+    return [job_id for _, job_id in pending[: RETRY_SUCCESS_REFUND * successes]]
+
+
 def plan_retries(
     budget: FleetRetryBudget,
     row: BudgetRow,
@@ -68,11 +105,13 @@ def plan_retries(
     first_runs: int,
     retries: list[tuple[datetime.datetime, int]],
     now: datetime.datetime,
+    released: int = 0,
 ) -> dict[int, datetime.datetime]:
     """Count `first_runs` and give each retry (due time, job id) its time; updates `row`.
 
     Retries take slots in order of due time (then job id), each at its due time or at
-    the first free slot, whichever is later. Returns every retry's time.
+    the first free slot, whichever is later; then the next free slot moves back by the
+    `released` slots given back (never before now). Returns every retry's time.
     """
     age = 0.0 if row.counted_at is None else max(0.0, (now - row.counted_at).total_seconds())
     decay = math.exp(-min(age / budget.window, MAX_DECAY_EXPONENT))
@@ -80,11 +119,14 @@ def plan_retries(
     row.counted_at = now
     spacing = datetime.timedelta(seconds=spacing_seconds(budget, row.first_runs))
     planned: dict[int, datetime.datetime] = {}
-    free = row.next_retry_at
+    before = free = row.next_retry_at
     for due, job_id in sorted(retries):
         at = due if free is None else max(due, free)
         planned[job_id] = at
         free = at + spacing
+    if free is not None and released:
+        floor = now if before is None else min(before, now)
+        free = max(free - released * spacing, floor)
     row.next_retry_at = free
     return planned
 

@@ -17,7 +17,8 @@ from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
-from dawdle._budget_fleet import BudgetRow, FleetRetryBudget, plan_retries
+from dawdle._budget_fleet import BudgetRow
+from dawdle._connector._memory_budgets import MemoryBudgets
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
@@ -351,7 +352,7 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def add_retry_budgets_run(self, *, task_names: list[str]) -> None:
         """Add the budget rows of these tasks; a row already there is kept."""
         for name in task_names:
-            self.retry_budgets.setdefault(name, BudgetRow(counted_at=utils.utcnow()))
+            self.budgets.rows.setdefault(name, BudgetRow(counted_at=utils.utcnow()))
 
     async def add_breaker_run(
         self, *, task_name: str, names: list[str], max_probes: int, probe_lease: float
@@ -386,7 +387,12 @@ class InMemoryConnector(testing.InMemoryConnector):
         result: dict[str, Any] = {}
         scheduled: dict[int, datetime.datetime] = {}
         if "budget_names" in arguments:
-            planned = self._plan_budgets(arguments, now)
+            planned, released = self.budgets.plan(
+                arguments,
+                owned=lambda job_id: self._owned(job_id, arguments["worker_id"]),
+                jobs=self.jobs,
+                now=now,
+            )
             scheduled = {job_id: at for job_id, (_, _, at) in planned.items()}
             pushed = sorted((job_id, *one) for job_id, one in planned.items() if one[2] > one[1])
             result |= {
@@ -394,6 +400,7 @@ class InMemoryConnector(testing.InMemoryConnector):
                 "pushed_tasks": [one[1] for one in pushed],
                 "pushed_from": [one[2] for one in pushed],
                 "pushed_to": [one[3] for one in pushed],
+                "released": released,
             }
         if "breaker_names" in arguments:
             moved = self._move_breakers(arguments, now)
@@ -403,49 +410,6 @@ class InMemoryConnector(testing.InMemoryConnector):
                 "moved_open_until": [until for _, _, until in moved],
             }
         return {"recorded": self._record_outcomes(**outcomes, scheduled=scheduled), **result}
-
-    def _plan_budgets(
-        self, arguments: dict[str, Any], now: datetime.datetime
-    ) -> dict[int, tuple[str, datetime.datetime, datetime.datetime]]:
-        """Each budgeted retry's task, due time and slot; the budget rows updated."""
-        settings = {
-            name: (task, FleetRetryBudget(ratio, floor, window))
-            for name, task, ratio, floor, window in zip(
-                arguments["budget_names"],
-                arguments["budget_tasks"],
-                arguments["budget_ratios"],
-                arguments["budget_floors"],
-                arguments["budget_windows"],
-                strict=True,
-            )
-        }
-        counts: dict[str, tuple[FleetRetryBudget, list[int], list[tuple[datetime.datetime, int]]]]
-        counts = {}
-        for job_id, status, when, counted in zip(
-            arguments["ids"],
-            arguments["statuses"],
-            arguments["retry_at"],
-            arguments["spent"],
-            strict=True,
-        ):
-            job = self._owned(job_id, arguments["worker_id"])
-            if job is None:
-                continue
-            task, budget = settings.get(job["task_name"], (None, None))
-            if task is None or budget is None or task not in self.retry_budgets:
-                continue
-            _, first_runs, retries = counts.setdefault(task, (budget, [0], []))
-            first_runs[0] += 1 if counted and job["attempts"] == 0 else 0
-            if status == "todo" and counted and not job["abort_requested"]:
-                retries.append((when, job_id))
-        planned: dict[int, tuple[str, datetime.datetime, datetime.datetime]] = {}
-        for task, (budget, first_runs, retries) in counts.items():
-            due = {job_id: when for when, job_id in retries}
-            times = plan_retries(
-                budget, self.retry_budgets[task], first_runs=first_runs[0], retries=retries, now=now
-            )
-            planned |= {job_id: (task, due[job_id], at) for job_id, at in times.items()}
-        return planned
 
     def _move_breakers(
         self, arguments: dict[str, Any], now: datetime.datetime
@@ -644,8 +608,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.worker_tasks: dict[int, list[str]] = {}
         # dawdle_queue_pauses: each paused queue's row, by queue name.
         self.queue_pauses: dict[str, dict[str, Any]] = {}
-        # dawdle_retry_budgets: each budgeted task's row, by task name.
-        self.retry_budgets: dict[str, BudgetRow] = {}
+        # dawdle_retry_budgets and dawdle_budget_pushed.
+        self.budgets = MemoryBudgets()
         # dawdle_breakers: each task's breaker row, by task name.
         self.breakers: dict[str, BreakerRow] = {}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from dawdle._budget_fleet import RETRY_SUCCESS_REFUND
+
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
 # 'succeeded', 'failed' or 'aborted' (finished), 'todo' (again at retry_at, with optional
@@ -74,7 +76,9 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
     SELECT outcome.id, outcome.retry_at, setting.task_name, setting.ratio,
            setting.min_per_second, setting.window_seconds,
            outcome.spent AND job.attempts = 0 AS first_run,
-           outcome.status = 'todo' AND outcome.spent AND NOT job.abort_requested AS retry
+           outcome.status = 'todo' AND outcome.spent AND NOT job.abort_requested AS retry,
+           job.attempts > 0 AND outcome.id = ANY(%(budget_successes)s::bigint[])
+               AS retry_succeeded
       FROM outcome
       JOIN procrastinate_jobs AS job ON job.id = outcome.id
       JOIN unnest(%(budget_names)s::text[], %(budget_tasks)s::text[],
@@ -86,7 +90,8 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
 ), counted AS (
     SELECT task_name, ratio, min_per_second, window_seconds,
            count(*) FILTER (WHERE first_run) AS first_runs,
-           count(*) FILTER (WHERE retry) AS retries
+           count(*) FILTER (WHERE retry) AS retries,
+           count(*) FILTER (WHERE retry_succeeded) AS retries_succeeded
       FROM budgeted
      GROUP BY task_name, ratio, min_per_second, window_seconds
 ), ranked AS (
@@ -94,6 +99,22 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
            row_number() OVER (PARTITION BY task_name ORDER BY retry_at, id) - 1 AS rank
       FROM budgeted
      WHERE retry
+), refunded AS (
+    -- Retries that succeeded give slots back: each releases up to {refund} of the task's
+    -- earliest pushed retries, which run at their own due time (or at once if it has
+    -- passed), and moves the task's next free slot back by as many.
+    SELECT counted.task_name, candidate.job_id
+      FROM counted
+      CROSS JOIN LATERAL (
+          SELECT pending.job_id
+            FROM dawdle_budget_pushed AS pending
+           WHERE pending.task_name = counted.task_name
+             AND pending.slot_at > now()
+             AND pending.job_id NOT IN (SELECT id FROM budgeted)
+           ORDER BY pending.slot_at, pending.job_id
+           LIMIT {refund} * counted.retries_succeeded
+             FOR UPDATE SKIP LOCKED) AS candidate
+     WHERE counted.retries_succeeded > 0
 ), locked AS (
     -- Rows are locked in name order, so two batches of several budgeted tasks never
     -- deadlock; the UPDATE below only reaches a row through its lock here.
@@ -108,13 +129,17 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
            counted_at = now(),
            spacing = {spacing},
            previous_next_retry_at = budget.next_retry_at,
-           next_retry_at = COALESCE((
-               SELECT greatest(budget.next_retry_at,
-                               max(ranked.retry_at - ranked.rank
-                                   * make_interval(secs => {spacing})))
-                      + counted.retries * make_interval(secs => {spacing})
-                 FROM ranked
-                WHERE ranked.task_name = budget.task_name), budget.next_retry_at)
+           next_retry_at = greatest(
+               COALESCE((
+                   SELECT greatest(budget.next_retry_at,
+                                   max(ranked.retry_at - ranked.rank
+                                       * make_interval(secs => {spacing})))
+                          + counted.retries * make_interval(secs => {spacing})
+                     FROM ranked
+                    WHERE ranked.task_name = budget.task_name), budget.next_retry_at)
+               - (SELECT count(*) FROM refunded WHERE refunded.task_name = budget.task_name)
+                 * make_interval(secs => {spacing}),
+               least(budget.next_retry_at, now()))
       FROM counted
       JOIN locked USING (task_name)
      WHERE budget.task_name = counted.task_name
@@ -128,9 +153,41 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
                        OVER (PARTITION BY ranked.task_name ORDER BY ranked.rank) AS earliest
               FROM ranked
               JOIN budget USING (task_name)) AS slotted
+), pushed_kept AS (
+    INSERT INTO dawdle_budget_pushed AS kept (job_id, task_name, due_at, slot_at)
+    SELECT id, task_name, retry_at, scheduled_at FROM pushed WHERE scheduled_at > retry_at
+    ON CONFLICT (job_id) DO UPDATE
+       SET task_name = EXCLUDED.task_name, due_at = EXCLUDED.due_at, slot_at = EXCLUDED.slot_at
+), ran AS (
+    -- The batch's jobs ran: their rows are spent, unless pushed again above. (Each of
+    -- these statements reaches its rows by index: `= ANY(ARRAY(...))`, not a join.)
+    DELETE FROM dawdle_budget_pushed AS done
+     WHERE done.job_id = ANY(ARRAY(
+               SELECT id FROM budgeted
+               EXCEPT SELECT id FROM pushed WHERE scheduled_at > retry_at))
+), passed AS (
+    -- So are rows whose slot has passed: those jobs are due (or moved on elsewhere).
+    DELETE FROM dawdle_budget_pushed AS done
+     WHERE done.task_name = ANY(ARRAY(SELECT task_name FROM counted))
+       AND done.slot_at <= now()
+       AND done.job_id <> ALL(ARRAY(SELECT id FROM budgeted))
+), released AS (
+    DELETE FROM dawdle_budget_pushed AS gone
+     WHERE gone.job_id = ANY(ARRAY(SELECT job_id FROM refunded))
+    RETURNING gone.job_id, gone.due_at, gone.slot_at
+), moved_up AS (
+    UPDATE procrastinate_jobs AS job
+       SET scheduled_at = greatest(now(), released.due_at)
+      FROM released
+     WHERE job.id = ANY(ARRAY(SELECT job_id FROM refunded))
+       AND job.id = released.job_id AND job.status = 'todo'
+       AND job.scheduled_at = released.slot_at
+    RETURNING job.id
 )"""
-_BUDGET_CTES: Final = _BUDGET_CTES_TEMPLATE.replace("{first_runs}", _DECAYED_FIRST_RUNS).replace(
-    "{spacing}", _SPACING
+_BUDGET_CTES: Final = (
+    _BUDGET_CTES_TEMPLATE.replace("{first_runs}", _DECAYED_FIRST_RUNS)
+    .replace("{spacing}", _SPACING)
+    .replace("{refund}", str(RETRY_SUCCESS_REFUND))
 )
 # The circuit breakers (`Breaker`), in the same statement: `calls` classifies each verdict
 # (decided in Python, `dawdle._breaker.call_kind`): 'success' or 'failure' (a call of the
@@ -229,7 +286,8 @@ _PUSHED: Final = """,
        ARRAY(SELECT retry_at FROM pushed WHERE scheduled_at > retry_at ORDER BY id)
            AS pushed_from,
        ARRAY(SELECT scheduled_at FROM pushed WHERE scheduled_at > retry_at ORDER BY id)
-           AS pushed_to"""
+           AS pushed_to,
+       (SELECT count(*) FROM moved_up) AS released"""
 
 
 def _record_outcomes(*, budget: bool, breaker: bool) -> str:

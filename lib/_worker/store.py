@@ -50,8 +50,9 @@ QUERY_TIMEOUT: Final = 30.0
 # again (so `dawdle schema --apply` takes effect without restarting the worker).
 PAUSES_RECHECK: Final = 60.0
 
-# Without dawdle schema 3's tables (dawdle_retry_budgets, dawdle_breakers), how long the
-# worker goes without fleet retry budgets and breakers before trying the tables again.
+# Without the tables of budgets and breakers (dawdle_retry_budgets and dawdle_breakers of
+# schema 3, dawdle_budget_pushed of schema 4), how long the worker goes without fleet retry
+# budgets and breakers before trying the tables again.
 FLEET_TABLES_RECHECK: Final = 60.0
 
 logger = logging.getLogger("dawdle.worker")
@@ -118,6 +119,8 @@ class Recorded:
     count: int
     pushed: tuple[PushedRetry, ...] = ()
     moved: tuple[BreakerMoved, ...] = ()
+    released: int = 0
+    """Pushed retries that the batch's successful retries released (run now or when due)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,7 @@ class JobStore:
             if (breaker := getattr(task, "dawdle_breaker", None)) is not None
         }
         # Whether the rows of this worker's budgets and breakers were added, and when the
-        # worker last found dawdle schema 3's tables missing (anyio's clock; None: found).
+        # worker last found their tables missing (anyio's clock; None: found).
         self._fleet_rows_added = False
         self._fleet_missing_at: float | None = None
         # Claimed jobs that probe a half-open breaker, until their verdict is written.
@@ -296,8 +299,8 @@ class JobStore:
         again, since it only touches jobs still 'doing' for this worker. With tasks that
         have a fleet retry budget, the same statement counts their runs and spaces their
         retries; with tasks that have a breaker, it counts their calls and moves their
-        breakers. Without dawdle schema 3's tables both are off (one warning each) and the
-        tables are tried again every FLEET_TABLES_RECHECK seconds.
+        breakers. Without their tables both are off (one warning each) and the tables are
+        tried again every FLEET_TABLES_RECHECK seconds.
         """
         arguments: dict[str, Any] = {
             "ids": [verdict.job_id for verdict in verdicts],
@@ -312,7 +315,7 @@ class JobStore:
         fleet = await self._fleet_tables_ready()
         budget, breaker = fleet and bool(self._budgets), fleet and bool(self._breakers)
         if budget:
-            arguments |= self._budget_arguments()
+            arguments |= self._budget_arguments(verdicts)
         if breaker:
             arguments |= self._breaker_arguments(verdicts)
         try:
@@ -340,13 +343,17 @@ class JobStore:
             int(row["recorded"]),
             tuple(PushedRetry(*one) for one in pushed),
             tuple(BreakerMoved(*one) for one in moved),
+            int(row.get("released", 0)),
         )
 
-    def _budget_arguments(self) -> dict[str, Any]:
-        """The settings of the budgeted tasks, by every name and alias of theirs."""
+    def _budget_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+        """The runs that succeeded, and the budgeted tasks' settings by every name and alias."""
         names = sorted(self._budgets)
         settings = [self._budgets[name] for name in names]
         return {
+            "budget_successes": [
+                one.job_id for one in verdicts if one.outcome is Outcome.SUCCEEDED
+            ],
             "budget_names": names,
             "budget_tasks": [task for task, _ in settings],
             "budget_ratios": [budget.ratio for _, budget in settings],
@@ -419,8 +426,9 @@ class JobStore:
             ):
                 if used:
                     logger.warning(
-                        "%s are off: the database lacks dawdle schema 3's tables "
-                        "(dawdle_retry_budgets, dawdle_breakers); run `dawdle schema --apply`",
+                        "%s are off: the database lacks dawdle's tables for them "
+                        "(dawdle_retry_budgets, dawdle_breakers, dawdle_budget_pushed); "
+                        "run `dawdle schema --apply`",
                         feature,
                         extra={"action": action},
                     )

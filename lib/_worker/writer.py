@@ -99,6 +99,12 @@ class OutcomeWriter:
                         "runs_at": pushed.runs_at,
                     },
                 )
+            if written.released:
+                logger.info(
+                    "%d pushed retries released by retries that succeeded",
+                    written.released,
+                    extra={"action": "retry_budget_released", "released": written.released},
+                )
             if recorded != len(batch):
                 logger.warning(
                     "%d of %d outcomes found their job no longer 'doing' (recovered by "

@@ -19,9 +19,15 @@ from procrastinate import schema
 from psycopg import conninfo
 
 from dawdle import App, PsycopgConnector
-from dawdle._dawdle_schema import DAWDLE_TABLES, QUEUE_PAUSES_DDL, WORKER_TASKS_DDL
+from dawdle._dawdle_schema import (
+    BREAKERS_DDL,
+    DAWDLE_TABLES,
+    QUEUE_PAUSES_DDL,
+    RETRY_BUDGETS_DDL,
+    WORKER_TASKS_DDL,
+)
 from dawdle._schema import Applied, apply_script
-from dawdle._sql import PUBLISH_TASKS
+from dawdle._sql import ADD_RETRY_BUDGETS, PUBLISH_TASKS
 
 pytestmark = pytest.mark.anyio
 
@@ -182,6 +188,8 @@ async def test_sync_apply_adds_dawdle_tables(app: App) -> None:
         ("dawdle_queue_pauses", 2),
         ("dawdle_retry_budgets", 3),
         ("dawdle_breakers", 3),
+        ("dawdle_job_errors", 4),
+        ("dawdle_budget_pushed", 4),
     ],
 )
 async def test_table_comment_names_the_dawdle_schema_version(
@@ -208,8 +216,8 @@ async def test_apply_upgrades_dawdle_schema_1_with_the_pauses_table(app: App) ->
     assert await app.pause_queue_async("mail")
 
 
-async def test_apply_upgrades_dawdle_schema_2_with_the_budgets_and_breakers(app: App) -> None:
-    """A database of dawdle schema 2: check names schema 3's two tables; apply adds them alone."""
+async def test_apply_upgrades_dawdle_schema_2_with_the_later_tables(app: App) -> None:
+    """A database of dawdle schema 2: check names the later tables; apply adds them alone."""
     await procrastinate_schema_only(app)
     await app.connector.execute_query_async(WORKER_TASKS_DDL + QUEUE_PAUSES_DDL)
     await app.pause_queue_async("mail")
@@ -217,13 +225,25 @@ async def test_apply_upgrades_dawdle_schema_2_with_the_budgets_and_breakers(app:
     applied = await app.schema_manager.apply_async()
     again = await app.schema_manager.apply_async()
     after = await app.schema_manager.check_schema_async()
-    assert before.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
-    assert applied == Applied(
-        procrastinate=False, dawdle_tables=("dawdle_retry_budgets", "dawdle_breakers")
-    )
+    assert before.dawdle_missing == DAWDLE_TABLES[2:]
+    assert applied == Applied(procrastinate=False, dawdle_tables=DAWDLE_TABLES[2:])
     assert again == Applied(procrastinate=False, dawdle_tables=())
     assert after.complete
     assert [state.name for state in await app.list_queue_states_async() if state.paused] == ["mail"]
+
+
+async def test_apply_upgrades_dawdle_schema_3_keeping_budget_rows(app: App) -> None:
+    """A database of dawdle schema 3: apply adds schema 4's tables, budget rows kept."""
+    await procrastinate_schema_only(app)
+    await app.connector.execute_query_async(
+        WORKER_TASKS_DDL + QUEUE_PAUSES_DDL + RETRY_BUDGETS_DDL + BREAKERS_DDL
+    )
+    await app.connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=["mail.send"])
+    applied = await app.schema_manager.apply_async()
+    rows = await app.connector.execute_query_all_async("SELECT task_name FROM dawdle_retry_budgets")
+    assert applied == Applied(procrastinate=False, dawdle_tables=DAWDLE_TABLES[4:])
+    assert (await app.schema_manager.check_schema_async()).complete
+    assert [row["task_name"] for row in rows] == ["mail.send"]
 
 
 async def test_procrastinate_prune_and_unregister_take_the_published_row(app: App) -> None:

@@ -8,7 +8,14 @@ import math
 import pytest
 
 from dawdle import App, ConfigurationError, FleetRetryBudget, InMemoryConnector
-from dawdle._budget_fleet import BudgetRow, plan_retries, spacing_seconds
+from dawdle._budget_fleet import (
+    RETRY_SUCCESS_REFUND,
+    BudgetRow,
+    HeldSlot,
+    plan_retries,
+    slots_to_release,
+    spacing_seconds,
+)
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -116,3 +123,47 @@ def test_spacing_is_the_inverse_of_the_allowed_rate() -> None:
     """The spacing is 1 / (ratio * first_runs / window + min_per_second)."""
     budget = FleetRetryBudget(ratio=0.2, min_per_second=1.0, window=60.0)
     assert spacing_seconds(budget, 600) == pytest.approx(1 / 3)
+
+
+def held_slots(*slots: tuple[int, str, float, float]) -> dict[int, HeldSlot]:
+    """`dawdle_budget_pushed` rows: job id, task, due and slot (seconds after T0)."""
+    return {job: HeldSlot(task, at(due), at(slot)) for job, task, due, slot in slots}
+
+
+def test_each_retry_that_succeeds_releases_the_refund_of_earliest_slots() -> None:
+    """Two successes release 2 * RETRY_SUCCESS_REFUND slots of their task, earliest first."""
+    held = held_slots(*((job, "t", 0.0, 10.0 * job) for job in range(1, 9)))
+    held |= held_slots((50, "other", 0.0, 1.0))
+    chosen = slots_to_release(held, task_name="t", successes=2, batch=set(), now=at(0))
+    assert chosen == list(range(1, 2 * RETRY_SUCCESS_REFUND + 1))
+
+
+def test_passed_slots_and_the_batchs_own_jobs_are_never_released() -> None:
+    """A slot already passed frees nothing; a job being written is not moved by its batch."""
+    held = held_slots((1, "t", 0.0, 5.0), (2, "t", 0.0, 20.0), (3, "t", 0.0, 30.0))
+    chosen = slots_to_release(held, task_name="t", successes=5, batch={2}, now=at(10))
+    assert chosen == [3]
+
+
+def test_no_success_releases_nothing() -> None:
+    """Retries that fail keep every pushed retry where it is."""
+    held = held_slots((1, "t", 0.0, 20.0))
+    assert slots_to_release(held, task_name="t", successes=0, batch=set(), now=at(0)) == []
+
+
+def test_released_slots_move_the_next_free_slot_back_but_never_before_now() -> None:
+    """Slots given back shorten the queue: the next retry comes that much sooner."""
+    budget = FleetRetryBudget(ratio=0.0, min_per_second=1.0)
+    row = BudgetRow(next_retry_at=at(100))
+    plan_retries(budget, row, first_runs=0, retries=[], now=at(0), released=4)
+    assert row.next_retry_at == at(96)
+    plan_retries(budget, row, first_runs=0, retries=[], now=at(95), released=50)
+    assert row.next_retry_at == at(95)
+
+
+def test_a_released_slot_is_not_moved_before_a_past_next_slot() -> None:
+    """With no queue (the next slot already passed), giving slots back changes nothing."""
+    budget = FleetRetryBudget(ratio=0.0, min_per_second=1.0)
+    row = BudgetRow(next_retry_at=at(3))
+    plan_retries(budget, row, first_runs=0, retries=[], now=at(10), released=2)
+    assert row.next_retry_at == at(3)

@@ -23,6 +23,8 @@ def test_absent_schema() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        "dawdle_job_errors",
+        "dawdle_budget_pushed",
     )
 
 
@@ -73,6 +75,8 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        "dawdle_job_errors",
+        "dawdle_budget_pushed",
     )
     refuse_outdated(status)
 
@@ -88,11 +92,13 @@ def test_schema_of_dawdle_version_1_misses_the_later_tables() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        "dawdle_job_errors",
+        "dawdle_budget_pushed",
     )
 
 
-def test_schema_of_dawdle_version_2_misses_the_budgets_and_breakers_tables() -> None:
-    """A database applied by dawdle schema 2 lacks schema 3's two tables alone."""
+def test_schema_of_dawdle_version_2_misses_the_tables_of_versions_3_and_4() -> None:
+    """A database applied by dawdle schema 2 lacks schema 3's and 4's tables alone."""
     status = schema_status(
         present=True,
         functions=sorted(expected_functions()),
@@ -100,4 +106,20 @@ def test_schema_of_dawdle_version_2_misses_the_budgets_and_breakers_tables() -> 
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
+    assert status.dawdle_missing == (
+        "dawdle_retry_budgets",
+        "dawdle_breakers",
+        "dawdle_job_errors",
+        "dawdle_budget_pushed",
+    )
+
+
+def test_schema_of_dawdle_version_3_misses_the_errors_and_pushed_retries_tables() -> None:
+    """A database applied by dawdle schema 3 lacks schema 4's two tables alone."""
+    status = schema_status(
+        present=True,
+        functions=sorted(expected_functions()),
+        tables=list(DAWDLE_TABLES[:4]),
+    )
+    assert not status.complete
+    assert status.dawdle_missing == ("dawdle_job_errors", "dawdle_budget_pushed")

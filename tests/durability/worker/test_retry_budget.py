@@ -13,26 +13,51 @@ from typing import Any
 import anyio
 import pytest
 
-from dawdle import App, FleetRetryBudget, InMemoryConnector, RetryPolicy
-from dawdle._budget_fleet import BudgetRow, plan_retries
+from dawdle import App, FleetRetryBudget, InMemoryConnector, JobContext, RetryPolicy
+from dawdle._budget_fleet import RETRY_SUCCESS_REFUND, BudgetRow, plan_retries
 from dawdle._dawdle_schema import RETRY_BUDGETS_DDL
 from dawdle._sql import ADD_RETRY_BUDGETS, RECORD_OUTCOMES_BUDGETED
 from dawdle.backoff import Constant
-from tests.durability.worker.helpers import actions, job_rows, postgres_only, work
+from tests.durability.worker.helpers import (
+    actions,
+    job_rows,
+    make_worker,
+    postgres_only,
+    run_until,
+    work,
+)
 
 pytestmark = pytest.mark.anyio
 
 # One retry every 10 s at most: far longer than a test runs, so every spacing is visible.
 SLOW_BUDGET = FleetRetryBudget(ratio=0.0, min_per_second=0.1, window=60.0)
 BACKOFF = 30.0
+ONE_MS = datetime.timedelta(milliseconds=1)
+
+
+class Gate:
+    """Holds each arriving task until `count` have arrived, then lets them all go."""
+
+    def __init__(self, count: int) -> None:
+        self._waiting = count
+        self._open = anyio.Event()
+
+    async def arrive(self) -> None:
+        """Wait until all `count` tasks have arrived."""
+        self._waiting -= 1
+        if self._waiting == 0:
+            self._open.set()
+        await self._open.wait()
 
 
 async def clear_budgets(app: App) -> None:
     """Start from no budget rows (the module's database outlives a test)."""
     if isinstance(app.connector, InMemoryConnector):
-        app.connector.retry_budgets.clear()
+        app.connector.budgets = type(app.connector.budgets)()
     else:
-        await app.connector.execute_query_async("DELETE FROM dawdle_retry_budgets")
+        await app.connector.execute_query_async(
+            "DELETE FROM dawdle_retry_budgets; DELETE FROM dawdle_budget_pushed"
+        )
 
 
 def failing_task(app: App, name: str, budget: FleetRetryBudget | None) -> Any:
@@ -143,6 +168,7 @@ async def record_retries(
         budget_ratios=[0.0] * len(tasks),
         budget_floors=[1.0] * len(tasks),
         budget_windows=[60.0] * len(tasks),
+        budget_successes=[],
     )
 
 
@@ -229,6 +255,7 @@ async def test_the_statement_places_retries_as_plan_retries_does(app: App) -> No
         budget_ratios=[1.0],
         budget_floors=[0.5],
         budget_windows=[60.0],
+        budget_successes=[],
     )
     expected = plan_retries(
         FleetRetryBudget(ratio=1.0, min_per_second=0.5, window=60.0),
@@ -239,3 +266,92 @@ async def test_the_statement_places_retries_as_plan_retries_does(app: App) -> No
     )
     rows = {row.id: row.scheduled_at for row in await job_rows(app)}
     assert rows == pytest.approx(expected, abs=datetime.timedelta(milliseconds=1))
+
+
+async def test_retries_that_succeed_release_the_pushed_backlog(app: App) -> None:
+    """A pushed backlog drains once retries succeed, long before its last slot.
+
+    Ten first runs fail at once: nine retries are pushed 10 s apart (the last 90 s out).
+    The first retry succeeds and releases two, each of which releases two more.
+    """
+    await clear_budgets(app)
+    failing, done = Gate(10), anyio.Event()
+    succeeded: list[int] = []
+
+    @app.task(
+        name="recovering",
+        pass_context=True,
+        retry=RetryPolicy(backoff=Constant(0.0), max_attempts=3),
+        retry_budget=SLOW_BUDGET,
+    )
+    async def recovering(context: JobContext) -> None:
+        assert context.job.id is not None
+        if context.job.attempts == 0:
+            await failing.arrive()  # all ten fail together: their retries share one chain
+            raise RuntimeError("dependency down")
+        succeeded.append(context.job.id)
+        if len(succeeded) == 10:
+            done.set()
+
+    for _ in range(10):
+        await recovering.defer_async()
+    with actions() as log:
+        seconds = await run_until(make_worker(app, concurrency=10), done, within=8.0)
+    assert seconds < 8.0
+    assert len(log.of("job_retry_budget_pushed")) == 9
+    assert sum(record.released for record in log.of("retry_budget_released")) == 9
+    assert {(row.status, row.attempts) for row in await job_rows(app)} == {("succeeded", 2)}
+
+
+@postgres_only("drives the statement on rows made by SQL; the worker test above runs both")
+async def test_the_statement_releases_the_earliest_pushed_retries(app: App) -> None:
+    """Two retries succeed: the four earliest pushed retries are due at their own time.
+
+    Six retries are pushed 1 s apart first. The released ones lose their rows in
+    dawdle_budget_pushed, and the task's next free slot moves back by four.
+    """
+    await clear_budgets(app)
+    await app.connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=["shared"])
+    worker_id = await app.job_manager.register_worker()
+    now = datetime.datetime.now(datetime.UTC)
+    pushed = await doing_jobs(app, worker_id, 6)
+    await record_retries(app, worker_id, pushed, now + datetime.timedelta(seconds=30))
+    before = {row.id: row.scheduled_at for row in await job_rows(app)}
+    retried = await doing_jobs(app, worker_id, 2)
+    await app.connector.execute_query_async(
+        "UPDATE procrastinate_jobs SET attempts = 1 WHERE id = ANY(%(ids)s)", ids=retried
+    )
+    row = await app.connector.execute_query_one_async(
+        RECORD_OUTCOMES_BUDGETED,
+        ids=retried,
+        statuses=["succeeded"] * 2,
+        retry_at=[None] * 2,
+        priorities=[None] * 2,
+        queues=[None] * 2,
+        locks=[None] * 2,
+        spent=[True] * 2,
+        worker_id=worker_id,
+        budget_names=["shared"],
+        budget_tasks=["shared"],
+        budget_ratios=[0.0],
+        budget_floors=[1.0],
+        budget_windows=[60.0],
+        budget_successes=retried,
+    )
+    assert row["released"] == 2 * RETRY_SUCCESS_REFUND
+    after = {job.id: job.scheduled_at for job in await job_rows(app) if job.id in before}
+    earliest = sorted(pushed, key=lambda job_id: before[job_id])
+    released, kept = earliest[1 : 1 + 2 * RETRY_SUCCESS_REFUND], earliest[1 + 4 :]
+    due = now + datetime.timedelta(seconds=30)
+    assert all(after[job_id] == pytest.approx(due, abs=ONE_MS) for job_id in released)
+    assert all(after[job_id] == before[job_id] for job_id in kept + earliest[:1])
+    rows = await app.connector.execute_query_all_async(
+        "SELECT job_id FROM dawdle_budget_pushed ORDER BY slot_at"
+    )
+    assert [one["job_id"] for one in rows] == kept
+    budget = await app.connector.execute_query_one_async(
+        "SELECT next_retry_at FROM dawdle_retry_budgets WHERE task_name = 'shared'"
+    )
+    last_slot = before[earliest[-1]] + datetime.timedelta(seconds=1)
+    expected_next = last_slot - 2 * RETRY_SUCCESS_REFUND * datetime.timedelta(seconds=1)
+    assert budget["next_retry_at"] == pytest.approx(expected_next, abs=ONE_MS)
