@@ -10,7 +10,7 @@ import logging
 import time
 
 from dawdle._hooks import Hooks, JobFinished, LoopRestarted
-from dawdle._worker.joblog import describe, log_job
+from dawdle._worker.joblog import describe, log_job, logger
 from dawdle._worker.outcomes import Outcome
 from dawdle._worker.state import WorkerState, WorkerStats
 
@@ -40,10 +40,13 @@ class OutcomeLog(Hooks):
 
     def job_finished(self, event: JobFinished) -> None:
         """Log the outcome: ERROR with the traceback for a failure, INFO otherwise."""
+        failed = event.outcome is Outcome.FAILED
+        level = logging.ERROR if failed else logging.INFO
+        if not logger.isEnabledFor(level):
+            return  # once per job: build nothing that will not be emitted
         context = event.context
         assert context is not None  # noqa: S101 (the worker's events carry their context)
         failure, duration = event.exception, event.duration
-        failed = event.outcome is Outcome.FAILED
 
         def message() -> str:
             text = f"job {describe(context.job)} {event.outcome.phrase} after {duration:.3f} s"
@@ -60,7 +63,7 @@ class OutcomeLog(Hooks):
         )
         log_job(
             self._state,
-            logging.ERROR if failed else logging.INFO,
+            level,
             event.outcome.log_action,
             message,
             context,
