@@ -31,7 +31,11 @@ class JobDeferred:
 
 @dataclass(frozen=True, slots=True)
 class JobStarted:
-    """A worker begins a run of a job, in the job's runner, just before its task is called."""
+    """A worker begins a run of a job, in the job's runner, just before its task is called.
+
+    Before the middlewares too; every run that gets a verdict has one, even a run of a task
+    the worker does not know (`unknown_tasks="fail"`) or one stopped before it began.
+    """
 
     job: jobs.Job
     attempt: int
