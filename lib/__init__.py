@@ -17,6 +17,15 @@ from dawdle._errors import JobTimeout as JobTimeout
 from dawdle._errors import PoolTimeout as PoolTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
+from dawdle._hooks import Hooks as Hooks
+from dawdle._hooks import JobDeferred as JobDeferred
+from dawdle._hooks import JobFinished as JobFinished
+from dawdle._hooks import JobRetried as JobRetried
+from dawdle._hooks import JobsClaimed as JobsClaimed
+from dawdle._hooks import JobSnoozed as JobSnoozed
+from dawdle._hooks import JobsPruned as JobsPruned
+from dawdle._hooks import JobStarted as JobStarted
+from dawdle._hooks import LoopRestarted as LoopRestarted
 from dawdle._options import WorkerOptions as WorkerOptions
 from dawdle._queues import QueueState as QueueState
 from dawdle._schema import SchemaStatus as SchemaStatus
@@ -36,9 +45,18 @@ __all__ = [
     "DawdleError",
     "ExponentialBackoffStrategy",
     "FleetRetryBudget",
+    "Hooks",
     "InMemoryConnector",
     "JobContext",
+    "JobDeferred",
+    "JobFinished",
+    "JobRetried",
+    "JobSnoozed",
+    "JobStarted",
     "JobTimeout",
+    "JobsClaimed",
+    "JobsPruned",
+    "LoopRestarted",
     "Outcome",
     "PoolTimeout",
     "PsycopgConnector",

@@ -22,6 +22,8 @@ from dawdle._breaker import Breaker
 from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._errors import ConfigurationError
+from dawdle._hooks import Hooks
+from dawdle._hooks_dispatch import checked_hooks
 from dawdle._options import WorkerOptions
 from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
 from dawdle._schema import SchemaManager
@@ -144,6 +146,8 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
     Without a connector it uses dawdle's `PsycopgConnector` on the default database:
     DAWDLE_DSN, else libpq's environment, else an embedded PostgreSQL server.
     `app.connector` has the connector's own type, e.g. for `app.connector.connection()`.
+    `hooks` (`dawdle.Hooks` instances) receive the events of every worker of this app,
+    before the worker's own `hooks`.
     """
 
     connector: C_co
@@ -156,6 +160,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        hooks: Iterable[Hooks] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -165,6 +170,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        hooks: Iterable[Hooks] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -173,6 +179,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        hooks: Iterable[Hooks] | None = None,
     ) -> None:
         super().__init__(
             connector=PsycopgConnector() if connector is None else connector,
@@ -180,6 +187,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
             worker_defaults=worker_defaults,
             periodic_defaults=periodic_defaults,
         )
+        self.hooks = checked_hooks("App", hooks)
 
     @property
     def schema_manager(self) -> SchemaManager:

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from procrastinate import jobs
+from procrastinate import job_context, jobs
 
-from dawdle._worker.outcomes import Outcome
+from dawdle.backoff import RetryEvent
+
+if TYPE_CHECKING:
+    # Only for annotations: importing dawdle._worker here would make a cycle, since the
+    # worker's modules emit these events.
+    from dawdle._worker.outcomes import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +31,22 @@ class JobDeferred:
 
 @dataclass(frozen=True, slots=True)
 class JobStarted:
-    """A worker begins a run of a job, in the job's runner, just before its task is called."""
+    """A worker begins a run of a job, in the job's runner, just before its task is called.
+
+    Before the middlewares too; every run that gets a verdict has one, even a run of a task
+    the worker does not know (`unknown_tasks="fail"`) or one stopped before it began.
+    """
 
     job: jobs.Job
     attempt: int
     """1 for the first run: the attempts spent before it, plus one."""
     queue_time: float | None
-    """Seconds from when it was due (its `scheduled_at`, else its deferral) to now, if known."""
+    """Seconds from when it was due to now: from its `scheduled_at` (a job deferred with a
+    schedule, or retried, or snoozed); None for a job deferred to run at once, whose
+    deferral time the claim does not read (Procrastinate's jobs table has no such column)."""
+    context: job_context.JobContext | None = None
+    """The run's context (worker name, `additional_context`...); None only in events made
+    by hand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +60,19 @@ class JobFinished:
     attempt: int
     exception: BaseException | None
     """What the task raised, if it raised."""
+    context: job_context.JobContext | None = None
+    """The run's context, as `JobStarted.context`."""
+    result: Any = None
+    """What the task returned (None if it raised)."""
+    retry_at: datetime.datetime | None = None
+    """When the job is due again: a retry, a snooze, a put-back."""
+    reason: str | None = None
+    """Why a dawdle `RetryPolicy` retried or gave up, or when a snoozed job is due."""
+    retry_event: RetryEvent | None = None
+    """For a retry a dawdle `RetryPolicy` decided: the event its `on_retry` hook receives."""
+    timed_out: bool = False
+    """The run went past its task's `timeout=` (an async one was cancelled; a sync one's
+    thread ran on to its end)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +104,8 @@ class LoopRestarted:
     loop: str
     """Its name: 'writer', 'heartbeat', 'claimer', ..."""
     exception: BaseException
+    delay: float | None = None
+    """Seconds before it runs again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +130,13 @@ class Hooks:
 
     Every method does nothing by default. Each is called synchronously where its event
     happens: `job_started` and `job_finished` in the job's runner, around its task, so a
-    context variable set by `job_started` is seen by the task and by `job_finished`. Hooks
-    must be quick and never block. A hook that raises is logged once and removed, as trio
-    does with a failing `Instrument`: a broken hook never stops a job or the worker.
+    context variable set by `job_started` is seen by the task (sync tasks' threads too) and
+    by `job_finished`. A runner runs one job after another: reset such a variable in
+    `job_finished`. A run's events come in this order: `job_started`, then `job_retried` or
+    `job_snoozed` if it ends so, then `job_finished` (every run that gets a verdict; not a
+    sync run abandoned at shutdown, which has none). Hooks must be quick and never block. A
+    hook that raises is logged once and removed, as trio does with a failing `Instrument`:
+    a broken hook never stops a job or the worker.
     """
 
     def job_deferred(self, event: JobDeferred) -> None:

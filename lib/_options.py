@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 from procrastinate import jobs, middleware
 
+from dawdle._hooks import Hooks
 from dawdle._worker.state import UnknownTasks
 
 
@@ -21,7 +22,8 @@ class WorkerOptions(TypedDict, total=False):
     heartbeat before it is fenced (stops claiming, stops its jobs); None: halfway between
     `update_heartbeat_interval` and `stalled_worker_timeout`. `max_recoveries` is dawdle's
     own: a job recovered from dead or stalled workers more than this many times in a row
-    (5 by default) fails instead of being put back; None: no limit.
+    (5 by default) fails instead of being put back; None: no limit. `hooks` is dawdle's
+    own: `dawdle.Hooks` that receive this worker's events, after the app's.
     """
 
     queues: Iterable[str] | None
@@ -42,3 +44,4 @@ class WorkerOptions(TypedDict, total=False):
     unknown_tasks: UnknownTasks
     heartbeat_lease: float | None
     max_recoveries: int | None
+    hooks: Iterable[Hooks] | None

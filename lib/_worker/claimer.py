@@ -18,6 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from procrastinate import exceptions, job_context
 
+from dawdle._hooks import JobsClaimed, LoopRestarted
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.outcomes import job_deadline
 from dawdle._worker.state import Running, WorkerState
@@ -76,7 +77,10 @@ class Claimer:
                 async with state.claim_lock:
                     sent_at = anyio.current_time()
                     claimed = await self._claim(free)
-                    if not state.lease.held_since(sent_at, anyio.current_time()):
+                    answered_at = anyio.current_time()
+                    if state.hooks.wants(JobsClaimed):
+                        state.hooks.emit(JobsClaimed(len(claimed), answered_at - sent_at))
+                    if not state.lease.held_since(sent_at, answered_at):
                         self._leave_unheld(claimed)
                         continue
                     for one in claimed:
@@ -87,9 +91,9 @@ class Claimer:
                 with contextlib.suppress(TimeoutError, exceptions.ConnectorException):
                     await self._registration.confirm()
                 continue
-            except Exception:
+            except Exception as exc:
                 delay = restarts.next_delay()
-                state.stats.loop_restarts["claimer"] += 1
+                state.hooks.emit(LoopRestarted("claimer", exc, delay))
                 logger.exception("claiming jobs failed; again in %.2f s", delay)
                 await state.wake_claimer.wait(delay)
                 continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,9 +22,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from procrastinate import exceptions, middleware, tasks
 
 from dawdle._errors import JobTimeout
+from dawdle._hooks import JobStarted
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.joblog import describe, log_job, log_task_not_found
 from dawdle._worker.outcomes import Outcome, Verdict, decide, job_deadline
+from dawdle._worker.run_events import emit_outcome, started_event
 from dawdle._worker.shutdown import abandon
 from dawdle._worker.state import Running, ThreadStage, WorkerState
 from dawdle._worker.writer import OutcomeWriter
@@ -72,7 +73,9 @@ class Runners:
         context = running.context
         job = context.job
         assert job.id is not None  # noqa: S101 (claimed jobs have ids)
-        started = time.monotonic()
+        hooks = self._state.hooks
+        # The loop's clock: a test's virtual clock reads a virtual sleep's full length.
+        started = anyio.current_time()
         if running.task is not None:  # Procrastinate logs neither for an unknown task
             log_job(
                 self._state,
@@ -93,6 +96,8 @@ class Runners:
         result: Any = None
         with running.scope:
             try:
+                if hooks.wants(JobStarted):
+                    hooks.emit(started_event(running))
                 result = await self._execute(running)
             except anyio.get_cancelled_exc_class() as exc:
                 if anyio.current_effective_deadline() == -math.inf:
@@ -100,7 +105,7 @@ class Runners:
                 failure = exc  # the task raised a cancellation of its own (or the other runtime's)
             except BaseException as exc:  # noqa: BLE001 (a job's failure, whatever it is, is recorded)
                 failure = exc
-        duration = time.monotonic() - started
+        duration = anyio.current_time() - started
         if overrun_watch is not None:
             overrun_watch.cancel()
         if running.stage is ThreadStage.ABANDONED:
@@ -207,7 +212,7 @@ class Runners:
             await anyio.sleep(limit)
         if watch.cancelled_caught:
             return  # the job ended in time
-        self._state.stats.timed_out += 1
+        running.overran = True  # counted when it ends (`JobFinished.timed_out`)
         log_job(
             self._state,
             logging.WARNING,
@@ -266,12 +271,12 @@ class Runners:
         duration: float,
         result: Any,
     ) -> None:
-        """Count, remember the retry time, hand the verdict to the writer, and log it."""
+        """Remember the retry time, hand the verdict to the writer, and tell the hooks.
+
+        The built-in hooks count the outcome (`StatsHook`) and log it (`OutcomeLog`).
+        """
         state = self._state
         context = running.context
-        state.stats.jobs[verdict.outcome] += 1
-        if isinstance(failure, JobTimeout):
-            state.stats.timed_out += 1
         if verdict.retry_at is not None:
             self._claimer.expect_retry(verdict.retry_at)
         self._writer.add(verdict)
@@ -284,33 +289,6 @@ class Runners:
                 context,
                 exc_info=verdict.strategy_error,
             )
-        failed = verdict.outcome is Outcome.FAILED
-
-        def message() -> str:
-            text = f"job {describe(context.job)} {verdict.outcome.phrase} after {duration:.3f} s"
-            if failure is not None:
-                text += f": {type(failure).__name__}: {failure}"
-            if verdict.reason is not None:
-                text += f" ({verdict.reason})"
-            return text
-
-        # A retry a dawdle policy decided is logged from the event its hook receives.
-        event = verdict.event
-        retry_fields = (
-            {} if event is None else {"retry_delay": event.delay, "retry_reason": event.reason}
-        )
-
-        log_job(
-            state,
-            logging.ERROR if failed else logging.INFO,
-            verdict.outcome.log_action,
-            message,
-            context,
-            duration=duration,
-            outcome=verdict.outcome.value,
-            end_timestamp=time.time(),
-            result=result,
-            exc_info=failure if failed else None,
-            scheduled_at=None if verdict.retry_at is None else verdict.retry_at.isoformat(),
-            **retry_fields,
+        emit_outcome(
+            state.hooks, running, verdict, failure=failure, duration=duration, result=result
         )

@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeAlias
 import anyio
 from procrastinate import job_context, jobs, middleware, tasks
 
+from dawdle._hooks import Hooks
+from dawdle._hooks_dispatch import HookDispatch
 from dawdle._worker.lease import Lease
 from dawdle._worker.outcomes import Outcome, Verdict
 
@@ -54,11 +56,16 @@ class WorkerSettings:
     # dawdle's own: a job of a stalled worker whose last runs all ended with their worker
     # dead or stalled, more than this many in a row, fails when recovered (None: no limit).
     max_recoveries: int | None
+    # dawdle's own: the app's hooks, then the worker's (`Hooks`), each once.
+    hooks: tuple[Hooks, ...] = ()
 
 
 @dataclass
 class WorkerStats:
-    """Counters for metrics: runs by `Outcome`, timeouts, and restarts of internal loops."""
+    """Counters for metrics: runs by `Outcome`, timeouts, and restarts of internal loops.
+
+    The worker's built-in `StatsHook` counts them from the events every hook receives.
+    """
 
     jobs: collections.Counter[Outcome] = field(default_factory=collections.Counter)
     timed_out: int = 0
@@ -136,6 +143,8 @@ class Running:
     claimed_at: float = field(default_factory=time.monotonic)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_reason: job_context.AbortReason | None = None
+    overran: bool = False
+    """A sync run went past its task's timeout (its thread cannot be cancelled)."""
     thread: threading.Thread | None = None
     stage: ThreadStage = ThreadStage.WAITING
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -203,6 +212,9 @@ class WorkerState:
     def __init__(self, settings: WorkerSettings, stats: WorkerStats) -> None:
         self.settings = settings
         self.stats = stats
+        # The events' receivers: `Worker.run()` puts the built-in hooks, which need this
+        # state, before the settings' ones.
+        self.hooks = HookDispatch(settings.hooks)
         self.worker_id: int | None = None
         self.stopping = False
         self.running: dict[int, Running] = {}

@@ -8,7 +8,8 @@ from typing import Final
 
 import anyio
 
-from dawdle._worker.state import WorkerStats
+from dawdle._hooks import LoopRestarted
+from dawdle._hooks_dispatch import HookDispatch
 from dawdle.backoff import DecorrelatedJitter
 
 logger = logging.getLogger("dawdle.worker")
@@ -37,8 +38,8 @@ class Restarts:
         self.failures = 0
 
 
-async def supervise(stats: WorkerStats, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-    """Run `loop`; if it fails, log and run it again after a growing, jittered delay.
+async def supervise(hooks: HookDispatch, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run `loop`; if it fails, tell the hooks, log, and run it again after a jittered delay.
 
     Cancellation is never caught: it ends the loop and the supervision together.
     """
@@ -47,11 +48,11 @@ async def supervise(stats: WorkerStats, name: str, loop: Callable[[], Awaitable[
         started = anyio.current_time()
         try:
             await loop()
-        except Exception:
+        except Exception as exc:
             if anyio.current_time() - started > HEALTHY_AFTER:
                 restarts.reset()
             delay = restarts.next_delay()
-            stats.loop_restarts[name] += 1
+            hooks.emit(LoopRestarted(name, exc, delay))
             logger.exception(
                 "worker loop %r failed; restarting in %.2f s",
                 name,

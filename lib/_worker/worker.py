@@ -21,7 +21,10 @@ import anyio.lowlevel
 from procrastinate import jobs, middleware, utils
 
 from dawdle._errors import ConfigurationError
+from dawdle._hooks import Hooks
+from dawdle._hooks_dispatch import HookDispatch, checked_hooks, merged
 from dawdle._validate import integer, number
+from dawdle._worker.builtin_hooks import OutcomeLog, StatsHook
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.fencing import guard_lease_forever
 from dawdle._worker.housekeeping import Housekeeping, Registration
@@ -68,6 +71,10 @@ class Worker:
     put back, sync ones see `should_abort()`), before another worker may recover them as
     stalled; it resumes once a heartbeat gets through again.
 
+    Hooks: the app's `hooks`, then `hooks` given here (each once), receive the events of
+    this worker's runs, claims and loops (`dawdle.Hooks`); the worker's own counters and
+    outcome log records are made by built-in hooks called before them.
+
     Poison jobs: a job recovered from dead or stalled workers more than `max_recoveries`
     times in a row (its worker process killed by each run: a crash, the OOM killer) fails
     instead of being put back again; None: no limit. A recovery spends no attempt, so
@@ -95,6 +102,7 @@ class Worker:
         unknown_tasks: UnknownTasks = "leave",
         heartbeat_lease: float | None = None,
         max_recoveries: int | None = 5,
+        hooks: Iterable[Hooks] | None = None,
     ) -> None:
         def interval(option: str, value: float) -> float:
             return number(f"Worker: {option}", value, above=0, finite=False)
@@ -163,6 +171,7 @@ class Worker:
             max_recoveries=None
             if max_recoveries is None
             else integer("Worker: max_recoveries", max_recoveries, at_least=0),
+            hooks=merged(app.hooks, checked_hooks("Worker", hooks)),
         )
         self.stats = WorkerStats()
         self._state: WorkerState | None = None
@@ -197,11 +206,14 @@ class Worker:
         with this worker's row, until recovered as stalled.
         """
         _import_tasks(self.app)
-        self._state = WorkerState(self.settings, self.stats)
+        self._state = state = WorkerState(self.settings, self.stats)
+        # The built-in hooks first: a user's hook sees the counters and log records already
+        # made for its event.
+        state.hooks = HookDispatch((StatsHook(self.stats), OutcomeLog(state), *self.settings.hooks))
         self._token = anyio.lowlevel.current_token()
         try:
             if not self._stop_before_run:
-                await self._run_until_done(self._state)
+                await self._run_until_done(state)
         finally:
             self._token = None
             self._stop_before_run = False  # the worker may be run again
@@ -259,7 +271,7 @@ class Worker:
                 loops.append(("listener", housekeeping.listen))
             async with anyio.create_task_group() as group:
                 for name, loop in loops:
-                    group.start_soon(supervise, state.stats, name, loop)
+                    group.start_soon(supervise, state.hooks, name, loop)
                 if self.settings.install_signal_handlers:
                     group.start_soon(self._handle_signals, state)
                 await self._work(state, claimer, writer)

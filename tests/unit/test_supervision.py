@@ -7,6 +7,8 @@ import logging
 import anyio
 import pytest
 
+from dawdle._hooks_dispatch import HookDispatch
+from dawdle._worker.builtin_hooks import StatsHook
 from dawdle._worker.state import WorkerStats
 from dawdle._worker.supervision import RESTART_BACKOFF, Restarts, supervise
 
@@ -26,7 +28,7 @@ async def test_a_failing_loop_is_restarted_with_backoff(caplog: pytest.LogCaptur
 
     started = anyio.current_time()
     with caplog.at_level(logging.ERROR, logger="dawdle.worker"):
-        await supervise(stats, "heartbeat", flaky)
+        await supervise(HookDispatch([StatsHook(stats)]), "heartbeat", flaky)
     assert calls == 3
     assert stats.loop_restarts == {"heartbeat": 2}
     actions = [getattr(record, "action", None) for record in caplog.records]
@@ -43,7 +45,7 @@ async def test_cancellation_ends_the_supervision() -> None:
         await anyio.sleep_forever()
 
     with anyio.move_on_after(5):
-        await supervise(stats, "listener", forever)
+        await supervise(HookDispatch([StatsHook(stats)]), "listener", forever)
     assert stats.loop_restarts == {}
 
 

@@ -1,0 +1,83 @@
+"""A `Hooks` that records every event it receives, for the hooks' tests of both suites."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import anyio
+
+from dawdle import (
+    Hooks,
+    JobDeferred,
+    JobFinished,
+    JobRetried,
+    JobsClaimed,
+    JobSnoozed,
+    JobsPruned,
+    JobStarted,
+    LoopRestarted,
+)
+
+# What `Recorder.job_started` sets, for tasks and `job_finished` to read.
+CURRENT_JOB: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "CURRENT_JOB", default=None
+)
+
+
+class Recorder(Hooks):
+    """Every event as (method, event), in order; `CURRENT_JOB` set around each run.
+
+    `finished` is set at each `job_finished`, `restarted` at each `loop_restarted`, so that
+    tests wait on the event itself.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.seen_in_finished: list[int | None] = []
+        self.finished = anyio.Event()
+        self.restarted = anyio.Event()
+        self._tokens: dict[int | None, contextvars.Token[int | None]] = {}
+
+    def names(self, job_id: int | None = None) -> list[str]:
+        """The methods called, in order; only those about `job_id` if given."""
+        return [
+            name
+            for name, event in self.events
+            if job_id is None or getattr(getattr(event, "job", None), "id", None) == job_id
+        ]
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        """The events of one kind, in order."""
+        return [event for _, event in self.events if isinstance(event, kind)]
+
+    def job_deferred(self, event: JobDeferred) -> None:
+        self.events.append(("job_deferred", event))
+
+    def job_started(self, event: JobStarted) -> None:
+        self.events.append(("job_started", event))
+        self._tokens[event.job.id] = CURRENT_JOB.set(event.job.id)
+
+    def job_finished(self, event: JobFinished) -> None:
+        self.events.append(("job_finished", event))
+        self.seen_in_finished.append(CURRENT_JOB.get())
+        token = self._tokens.pop(event.job.id, None)
+        if token is not None:  # a runner runs one job after another: leave it as it was
+            CURRENT_JOB.reset(token)
+        self.finished.set()
+
+    def job_retried(self, event: JobRetried) -> None:
+        self.events.append(("job_retried", event))
+
+    def job_snoozed(self, event: JobSnoozed) -> None:
+        self.events.append(("job_snoozed", event))
+
+    def loop_restarted(self, event: LoopRestarted) -> None:
+        self.events.append(("loop_restarted", event))
+        self.restarted.set()
+
+    def jobs_claimed(self, event: JobsClaimed) -> None:
+        self.events.append(("jobs_claimed", event))
+
+    def jobs_pruned(self, event: JobsPruned) -> None:
+        self.events.append(("jobs_pruned", event))
