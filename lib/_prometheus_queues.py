@@ -1,7 +1,8 @@
 """Queue gauges for Prometheus: depth and the oldest ready job's age, per queue, cached.
 
-One statement reads every queue; a scrape refreshes it at most every `max_age` seconds, so
-many scrapes (or many workers scraped at once) cost the database one query per interval.
+One statement reads every queue; a scrape refreshes it at most every `max_age` seconds (and
+at most every 20 times the last reading's duration), so frequent scrapes cost the database
+one query per interval and worker.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ DEFAULT_MAX_AGE: Final = 5.0
 # A refresh that takes longer is given up (the gauges are left out of that scrape).
 QUERY_TIMEOUT: Final = 5.0
 
+# A slow reading (a backlog of a million jobs takes a few hundred ms) spaces out the next:
+# not before this many times its duration, so the reading costs the database at most 5% of
+# one backend per worker scraped, however often Prometheus asks.
+COST_FACTOR: Final = 20
+
 
 class Queries(Protocol):
     """What the gauges need of a connector: Procrastinate's `execute_query_all_async`."""
@@ -96,7 +102,7 @@ class QueueGauges(Collector):
         self._connector = connector
         self._max_age = number("max_age", max_age, at_least=0)
         self._lock = anyio.Lock()
-        self._read_at: float | None = None
+        self._next_at: float | None = None
         self._stats: dict[str, QueueStats] | None = None
         self._seen: set[str] = set()
         self.failures = 0
@@ -105,21 +111,22 @@ class QueueGauges(Collector):
         """Readings sent to the database (successful or not)."""
 
     async def refresh(self) -> None:
-        """Read the queues unless the last reading is younger than `max_age`.
+        """Read the queues, unless the last reading is recent.
 
+        Recent: younger than `max_age`, or than `COST_FACTOR` times its duration.
         Concurrent callers wait for one reading. A failure is logged and counted, never
         raised: a scrape still gets the worker's own metrics.
         """
         async with self._lock:
-            now = anyio.current_time()
-            if self._read_at is not None and now - self._read_at < self._max_age:
+            start = anyio.current_time()
+            if self._next_at is not None and start < self._next_at:
                 return
-            self._read_at = now
             self.readings += 1
             try:
                 with anyio.fail_after(QUERY_TIMEOUT):
                     rows = await self._connector.execute_query_all_async(QUEUE_STATS)
             except Exception as exc:  # noqa: BLE001 (the database's failures vary; all are logged)
+                self._next_at = start + self._max_age
                 self.failures += 1
                 self._stats = None
                 logger.warning(
@@ -128,6 +135,8 @@ class QueueGauges(Collector):
                     extra={"action": "queue_stats_failed"},
                 )
                 return
+            took = anyio.current_time() - start
+            self._next_at = start + max(self._max_age, COST_FACTOR * took)
             self._stats = {row["queue"]: _stats(row) for row in rows}
             self._seen.update(self._stats)
 

@@ -185,7 +185,7 @@ async def test_queue_gauges_show_the_reading() -> None:
 async def test_queue_gauges_are_read_at_most_once_per_max_age() -> None:
     """Scrapes within max_age reuse the reading; concurrent ones wait for a single one."""
     fake = FakeQueries([row("mail", 1, 1, 0, 0.5)])
-    fake.delay = 0.5
+    fake.delay = 0.1
     collector = QueueGauges(fake, max_age=5)
     async with anyio.create_task_group() as group:
         for _ in range(3):
@@ -199,6 +199,21 @@ async def test_queue_gauges_are_read_at_most_once_per_max_age() -> None:
     await collector.refresh()
     assert fake.readings == 2
     assert gauges(collector)[("dawdle_queue_jobs_todo", "mail")] == 7
+
+
+@pytest.mark.anyio
+async def test_a_slow_reading_spaces_out_the_next() -> None:
+    """A reading that took 1 s is not repeated for 20 s, whatever max_age says."""
+    fake = FakeQueries([])
+    fake.delay = 1
+    collector = QueueGauges(fake, max_age=5)
+    await collector.refresh()
+    await anyio.sleep(18.5)  # 19.5 s after the reading began
+    await collector.refresh()
+    assert fake.readings == 1
+    await anyio.sleep(0.5)
+    await collector.refresh()
+    assert fake.readings == 2
 
 
 @pytest.mark.anyio
