@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import Listener, SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -71,7 +71,7 @@ async def serve_metrics(
     metrics.registry.register(queues)
     try:
         async with listener, anyio.create_task_group() as group:
-            group.start_soon(listener.serve, _Handler(metrics, queues).handle)
+            group.start_soon(_serve_forever, listener, _Handler(metrics, queues))
             logger.info(
                 "serving metrics on http://%s:%d/metrics",
                 host,
@@ -82,6 +82,24 @@ async def serve_metrics(
             group.cancel_scope.cancel()
     finally:
         metrics.registry.unregister(queues)
+
+
+# After a failed accept (out of file descriptors...), wait this long before the next.
+ACCEPT_RETRY: Final = 1.0
+
+
+async def _serve_forever(listener: Listener[SocketStream], handler: _Handler) -> None:
+    """Accept connections until cancelled; a failed accept is logged, never the worker's end."""
+    while True:
+        try:
+            await listener.serve(handler.handle)
+        except OSError as exc:
+            logger.warning(
+                "metrics endpoint could not accept a connection: %s",
+                exc,
+                extra={"action": "metrics_accept_failed"},
+            )
+            await anyio.sleep(ACCEPT_RETRY)
 
 
 class _Handler:

@@ -12,11 +12,12 @@ import logging
 import subprocess
 import sys
 import types
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import prometheus_client
 import pytest
+from anyio.abc import Listener, SocketStream
 from procrastinate import jobs
 
 from dawdle import App, InMemoryConnector, Outcome
@@ -31,6 +32,7 @@ from dawdle._hooks import (
     JobStarted,
     LoopRestarted,
 )
+from dawdle._prometheus_server import ACCEPT_RETRY, _Handler, _serve_forever
 from dawdle.prometheus import PrometheusMetrics, QueueGauges
 
 MAIL = {"queue": "mail", "task": "mail.send"}
@@ -339,3 +341,36 @@ def _app_module() -> types.ModuleType:
     module = types.ModuleType("prometheus_cli_app")
     module.app = App(connector=InMemoryConnector())  # type: ignore[attr-defined]
     return module
+
+
+class FlakyListener:
+    """A listener whose first `serve` fails as accept() does out of file descriptors."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.serving = anyio.Event()
+
+    async def serve(self, handler: Any, task_group: Any = None) -> None:
+        self.calls.append(anyio.current_time())
+        if len(self.calls) == 1:
+            raise OSError(24, "Too many open files")
+        self.serving.set()
+        await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+async def test_a_failed_accept_is_logged_and_serving_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The endpoint's accept failing never ends the worker: logged, tried again after 1 s."""
+    listener = FlakyListener()
+    with caplog.at_level(logging.WARNING, logger="dawdle.prometheus"):
+        async with anyio.create_task_group() as group:
+            handler = _Handler(PrometheusMetrics(), QueueGauges(FakeQueries([])))
+            group.start_soon(_serve_forever, cast("Listener[SocketStream]", listener), handler)
+            with anyio.fail_after(60):
+                await listener.serving.wait()
+            group.cancel_scope.cancel()
+    assert listener.calls[1] - listener.calls[0] == pytest.approx(ACCEPT_RETRY)
+    (record,) = caplog.records
+    assert "Too many open files" in record.getMessage()
