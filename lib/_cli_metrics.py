@@ -30,6 +30,13 @@ def metrics_port(text: str) -> int:
     return value
 
 
+def metrics_host(text: str) -> str:
+    """A host to listen on for argparse; a blank one (an unset variable?) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a host name or address, got {shown(text)}")
+    return text
+
+
 def add_metrics_options(worker: argparse.ArgumentParser) -> None:
     """Add --metrics-port and --metrics-host to the `worker` parser."""
     worker.add_argument(
@@ -41,6 +48,7 @@ def add_metrics_options(worker: argparse.ArgumentParser) -> None:
     )
     worker.add_argument(
         "--metrics-host",
+        type=metrics_host,
         metavar="HOST",
         help=f"the address to serve metrics on (default: {DEFAULT_METRICS_HOST}, this machine "
         "only; 0.0.0.0 for every interface)",

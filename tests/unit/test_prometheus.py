@@ -279,6 +279,14 @@ def test_a_bad_metrics_port_is_named(capsys: pytest.CaptureFixture[str], port: s
     assert repr(port) in err
 
 
+def test_a_blank_metrics_host_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--metrics-host '' (an unset variable) is not taken as every interface: exit 2."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(["worker", "--app", "m:app", "--metrics-port", "9100", "--metrics-host", " "])
+    assert exc_info.value.code == 2
+    assert "--metrics-host: expected a host name or address, got ' '" in capsys.readouterr().err
+
+
 def test_metrics_options_parse() -> None:
     """The port and host as given; both unset by default."""
     args = build_parser().parse_args(
