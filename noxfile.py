@@ -16,7 +16,7 @@ PERF_DEPS = nox.project.dependency_groups(PYPROJECT, "perf")
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the unit and durability suites on both runtimes, and the perf sanity floors."""
-    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.install(".[trio,embedded,prometheus]", *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
 
 
@@ -40,7 +40,7 @@ def perf(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff (lint and format) on everything, mypy --strict on the package and on user programs."""
-    session.install(".[trio,embedded]", *LINT_DEPS)
+    session.install(".[trio,embedded,prometheus]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     # mypy reads the installed copy of lib/: it cannot follow the package-dir mapping in lib/.

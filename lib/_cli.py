@@ -38,6 +38,7 @@ from dawdle._cli_errors import (
     report_failure,
     shown,
 )
+from dawdle._cli_metrics import add_metrics_options
 from dawdle._cli_queue import add_queue_parser
 from dawdle._errors import leaves
 from dawdle._validate import integer, number
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail a job recovered from dead or stalled workers more than N times in a row, "
         "instead of putting it back (default: 5; 'none': no limit)",
     )
+    add_metrics_options(worker)
     worker.set_defaults(run=cmd_worker, parser=worker)
 
     schema = commands.add_parser(

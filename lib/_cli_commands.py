@@ -24,6 +24,7 @@ from dawdle._cli_errors import (
     is_bad_input,
     print_traceback,
 )
+from dawdle._cli_metrics import metrics_serving
 from dawdle._dawdle_schema import WORKER_TASKS_TABLE
 from dawdle._errors import leaves
 from dawdle._schema import SchemaStatus, refuse_outdated
@@ -184,11 +185,19 @@ def cmd_worker(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     if args.max_recoveries is not None:
         options["max_recoveries"] = None if args.max_recoveries == NO_LIMIT else args.max_recoveries
 
+    serving = metrics_serving(args, app.connector)
+
     async def run() -> int:
-        """Open the app, check the schema, work until stopped."""
+        """Open the app, check the schema, work until stopped (serving metrics if asked)."""
         async with app.open_async():
             require_current(await app.schema_manager.check_schema_async())
-            await app.run_worker_async(**options, install_signal_handlers=True)
+            if serving is None:
+                await app.run_worker_async(**options, install_signal_handlers=True)
+            else:
+                async with serving as metrics_options:
+                    await app.run_worker_async(
+                        **options, **metrics_options, install_signal_handlers=True
+                    )
         return exit_despite_abandoned_threads()
 
     return run
