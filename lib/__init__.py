@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib as _importlib
+import typing as _typing
+
 from procrastinate import JobContext as JobContext
 
 from dawdle._app import App as App
@@ -70,3 +73,34 @@ __all__ = [
     "WorkerOptions",
     "WorkerStats",
 ]
+
+# The `prometheus` extra's names, imported when first used, so that `import dawdle` never
+# needs prometheus_client.
+_PROMETHEUS_NAMES = {
+    "PrometheusMetrics": "dawdle._prometheus",
+    "QueueGauges": "dawdle._prometheus_queues",
+    "QueueStats": "dawdle._prometheus_queues",
+    "serve_metrics": "dawdle._prometheus_server",
+}
+__all__ += list(_PROMETHEUS_NAMES)
+
+if _typing.TYPE_CHECKING:
+    from dawdle._prometheus import PrometheusMetrics as PrometheusMetrics
+    from dawdle._prometheus_queues import QueueGauges as QueueGauges
+    from dawdle._prometheus_queues import QueueStats as QueueStats
+    from dawdle._prometheus_server import serve_metrics as serve_metrics
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """An optional extra's name, imported on first use; its extra named if missing."""
+    module = _PROMETHEUS_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dawdle' has no attribute {name!r}")
+    try:
+        value = getattr(_importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"dawdle.{name} needs prometheus_client: pip install 'dawdle[prometheus]'"
+        ) from exc
+    globals()[name] = value
+    return value

@@ -68,7 +68,7 @@ def metrics_serving(
             raise UsageError(f"--metrics-host {shown(args.metrics_host)} needs --metrics-port")
         return None
     try:
-        from dawdle.prometheus import PrometheusMetrics, serve_metrics  # noqa: PLC0415
+        from dawdle import PrometheusMetrics, serve_metrics  # noqa: PLC0415
     except ImportError:
         raise UsageError(
             "--metrics-port needs prometheus_client: pip install 'dawdle[prometheus]'"

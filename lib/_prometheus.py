@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from procrastinate import jobs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dawdle._hooks import (
     Hooks,
@@ -21,13 +22,6 @@ from dawdle._hooks import (
     JobStarted,
     LoopRestarted,
 )
-
-EXTRA_HINT: Final = "install dawdle's Prometheus extra: pip install 'dawdle[prometheus]'"
-
-try:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-except ImportError as exc:  # the extra is optional: say which one, never a bare traceback
-    raise ImportError(f"dawdle's Prometheus metrics need prometheus_client: {EXTRA_HINT}") from exc
 
 # Runs and waits from a few milliseconds to an hour: jobs are not requests.
 SECONDS_BUCKETS: Final = (

@@ -18,9 +18,15 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dawdle import App, ConfigurationError, InMemoryConnector, PsycopgConnector
+from dawdle import (
+    App,
+    ConfigurationError,
+    InMemoryConnector,
+    PrometheusMetrics,
+    PsycopgConnector,
+    serve_metrics,
+)
 from dawdle._cli import main
-from dawdle.prometheus import PrometheusMetrics, serve_metrics
 from tests.durability.worker.helpers import make_worker
 
 TRUNCATE = (

@@ -20,7 +20,8 @@ import pytest
 from anyio.abc import Listener, SocketStream
 from procrastinate import jobs
 
-from dawdle import App, InMemoryConnector, Outcome
+import dawdle
+from dawdle import App, InMemoryConnector, Outcome, PrometheusMetrics, QueueGauges
 from dawdle._cli import build_parser, main
 from dawdle._hooks import (
     JobDeferred,
@@ -33,7 +34,6 @@ from dawdle._hooks import (
     LoopRestarted,
 )
 from dawdle._prometheus_server import ACCEPT_RETRY, _Handler, _serve_forever
-from dawdle.prometheus import PrometheusMetrics, QueueGauges
 
 MAIL = {"queue": "mail", "task": "mail.send"}
 
@@ -314,10 +314,10 @@ def test_metrics_without_the_extra_name_it(
     """Without prometheus_client, --metrics-port exits 2 naming `dawdle[prometheus]`."""
     monkeypatch.setitem(sys.modules, "prometheus_cli_app", _app_module())
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails, as if absent
-    for name in [
-        name for name in sys.modules if name.startswith(("dawdle._prometheus", "dawdle.prometheus"))
-    ]:
+    for name in [name for name in sys.modules if name.startswith("dawdle._prometheus")]:
         monkeypatch.delitem(sys.modules, name)
+    for name in ("PrometheusMetrics", "QueueGauges", "QueueStats", "serve_metrics"):
+        monkeypatch.delattr(dawdle, name, raising=False)  # imported by an earlier test
     with pytest.raises(SystemExit) as exc_info:
         main(["worker", "--app", "prometheus_cli_app:app", "--metrics-port", "9100"])
     assert exc_info.value.code == 2
@@ -327,14 +327,14 @@ def test_metrics_without_the_extra_name_it(
 
 
 def test_dawdle_imports_without_prometheus_client() -> None:
-    """`import dawdle` and the CLI never import prometheus_client; dawdle.prometheus says why."""
+    """`import dawdle` and the CLI never import prometheus_client; its names say why."""
     program = (
         "import sys\n"
         "sys.modules['prometheus_client'] = None\n"
         "import dawdle, dawdle._cli\n"
         "assert not [m for m in sys.modules if 'prometheus' in m and sys.modules[m]], sys.modules\n"
         "try:\n"
-        "    import dawdle.prometheus\n"
+        "    dawdle.PrometheusMetrics\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
