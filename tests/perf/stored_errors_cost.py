@@ -1,12 +1,14 @@
 """What stored errors cost: drains of jobs that fail once then succeed, with and without them.
 
-`python -m tests.perf.stored_errors_cost [--jobs N] [--rounds N] [--concurrency N]` on
-DAWDLE_TEST_DSN's server, in a database of its own (dropped at the end). Each drain fills
-the queue, works it with `wait=False, listen_notify=False` and counts jobs/s (jobs, not
-runs) over the worker's whole run; "without" turns stored errors off in the store (the
-statement without its `errors` CTE, as when the table is missing). The success drain is
-the path stored errors must leave unchanged: compare it with the same script run on the
-code before them (PYTHONPATH pointing at a copy of it; the with/without rows need this one).
+`python -m tests.perf.stored_errors_cost [--jobs N] [--rounds N] [--concurrency N]
+[--cases stored,unstored,success]` on DAWDLE_TEST_DSN's server, in a database of its own
+(dropped at the end). Each drain fills the queue, works it with `wait=False,
+listen_notify=False` and gives jobs/s (jobs, not runs) over the worker's whole run, and this
+process's CPU per job (the worker's own cost, less sensitive to a busy machine). "unstored"
+turns stored errors off in the store (the statement without its `errors` CTE, as when the
+table is missing). The success drain is the path stored errors must leave unchanged:
+compare it with the same script run on the code before them (PYTHONPATH pointing at a copy
+of that code's package).
 """
 
 from __future__ import annotations
@@ -103,20 +105,27 @@ async def drain(dsn: str, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
-def measure(dsn: str, *, jobs: int, rounds: int, concurrency: int) -> dict[str, list[float]]:
-    """Jobs/s of each (scenario, runtime) over `rounds` rounds, configurations interleaved."""
+# Each case: its label, its task, whether errors are stored, the attempts of a job at the end.
+CASES = {
+    "stored": ("fail once, errors stored", "flaky", True, 2),
+    "unstored": ("fail once, errors not stored", "flaky", False, 2),
+    "success": ("success only", "noop", True, 1),
+}
+
+
+def measure(
+    dsn: str, *, jobs: int, rounds: int, concurrency: int, cases: list[str]
+) -> dict[str, list[float]]:
+    """Jobs/s of each (case, runtime) over `rounds` rounds, configurations interleaved."""
     rates: dict[str, list[float]] = {}
-    cases = [
-        ("fail once, errors stored", "flaky", True, 2),
-        ("fail once, errors not stored", "flaky", False, 2),
-        ("success only", "noop", True, 1),
-    ]
     for _ in range(rounds):
-        for label, task, on, attempts in cases:
+        for label, task, on, attempts in (CASES[case] for case in cases):
             for backend in ("asyncio", "trio"):
                 refill(dsn, task, jobs)
                 errors_stored(on)
+                cpu = time.process_time()
                 seconds = anyio.run(drain, dsn, concurrency, backend=backend)
+                cpu = time.process_time() - cpu
                 with psycopg.connect(dsn) as conn:
                     row = conn.execute(CHECK, {"attempts": attempts}).fetchone()
                 assert row is not None
@@ -124,6 +133,7 @@ def measure(dsn: str, *, jobs: int, rounds: int, concurrency: int) -> dict[str, 
                 expected = jobs if (task == "flaky" and on and _has_errors()) else 0
                 assert row[1] == expected, f"{label}: {row[1]} error rows, not {expected}"
                 rates.setdefault(f"{label} [{backend}]", []).append(jobs / seconds)
+                rates.setdefault(f"{label} [{backend}] CPU µs/job", []).append(cpu * 1e6 / jobs)
     return rates
 
 
@@ -141,16 +151,24 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--cases", default=",".join(CASES), help="of " + ", ".join(CASES))
     args = parser.parse_args()
     server = os.environ.get("DAWDLE_TEST_DSN")
     if not server:
         parser.error("set DAWDLE_TEST_DSN to a PostgreSQL server's connection string")
     with database(server) as dsn:
-        rates = measure(dsn, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency)
+        rates = measure(
+            dsn,
+            jobs=args.jobs,
+            rounds=args.rounds,
+            concurrency=args.concurrency,
+            cases=args.cases.split(","),
+        )
     print(f"{args.jobs:,} jobs, concurrency {args.concurrency}, median of {args.rounds} rounds")
     for label, values in rates.items():
         spread = ", ".join(f"{value:,.0f}" for value in values)
-        print(f"{label:45} {statistics.median(values):>8,.0f} jobs/s  ({spread})")
+        unit = "" if label.endswith("µs/job") else " jobs/s"
+        print(f"{label:58} {statistics.median(values):>8,.0f}{unit}  ({spread})")
 
 
 if __name__ == "__main__":
