@@ -19,6 +19,7 @@ from procrastinate import exceptions, jobs, schema, testing, types, utils
 from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
 from dawdle._budget_fleet import BudgetRow
 from dawdle._connector._memory_budgets import MemoryBudgets
+from dawdle._connector._memory_errors import JobErrors
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
@@ -38,7 +39,11 @@ from dawdle._sql import (
     RECORD_OUTCOMES,
     RECORD_OUTCOMES_BUDGETED,
     RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
+    RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
     RECORD_OUTCOMES_WITH_BREAKERS,
+    RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
+    RECORD_OUTCOMES_WITH_ERRORS,
     RECOVER_STALLED_JOBS,
 )
 
@@ -88,6 +93,13 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS] = (
             "record_outcomes_budgeted_with_breakers"
         )
+        for with_errors in (
+            RECORD_OUTCOMES_WITH_ERRORS,
+            RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
+            RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
+            RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
+        ):  # one handler: the arguments say whether budgets and breakers come along
+            self.reverse_queries[with_errors] = "record_outcomes_with_errors"
         self.reverse_queries[ADD_BREAKER] = "add_breaker"
         self.reverse_queries[FETCH_JOBS_WITH_BREAKERS] = "fetch_jobs_with_breakers"
         self.reverse_queries[CLAIM_JOBS_TIMED_WITH_BREAKERS] = "claim_jobs_timed_with_breakers"
@@ -373,6 +385,21 @@ class InMemoryConnector(testing.InMemoryConnector):
         """The batched outcomes with the fleet retry budget and breakers."""
         return self._record_fleet(arguments)
 
+    async def record_outcomes_with_errors_one(self, **arguments: Any) -> dict[str, Any]:
+        """The batched outcomes (budgets and breakers too, if sent) and the errors they carry."""
+        worker_id = arguments["worker_id"]
+        rows = self.job_errors.planned(
+            arguments,
+            lambda job_id, status: status != "delete" and bool(self._owned(job_id, worker_id)),
+        )
+        result = self._record_fleet(arguments)
+        self.job_errors.insert(rows)
+        return result
+
+    def stored_errors(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's rows of dawdle_job_errors by attempt (none once the job is deleted)."""
+        return self.job_errors.of(job_id, self.jobs)
+
     def _owned(self, job_id: int, worker_id: int) -> dict[str, Any] | None:
         """The job, if it is still 'doing' for this worker (what the SQL updates)."""
         job = self.jobs.get(job_id)
@@ -612,6 +639,8 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.budgets = MemoryBudgets()
         # dawdle_breakers: each task's breaker row, by task name.
         self.breakers: dict[str, BreakerRow] = {}
+        # dawdle_job_errors; read it through stored_errors(), which applies the cascade.
+        self.job_errors = JobErrors()
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

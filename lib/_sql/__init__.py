@@ -15,7 +15,17 @@ from dawdle._sql.outcomes import RECORD_OUTCOMES_BUDGETED as RECORD_OUTCOMES_BUD
 from dawdle._sql.outcomes import (
     RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS as RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
 )
+from dawdle._sql.outcomes import (
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS as RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,  # noqa: E501
+)
+from dawdle._sql.outcomes import (
+    RECORD_OUTCOMES_BUDGETED_WITH_ERRORS as RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
+)
 from dawdle._sql.outcomes import RECORD_OUTCOMES_WITH_BREAKERS as RECORD_OUTCOMES_WITH_BREAKERS
+from dawdle._sql.outcomes import (
+    RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS as RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
+)
+from dawdle._sql.outcomes import RECORD_OUTCOMES_WITH_ERRORS as RECORD_OUTCOMES_WITH_ERRORS
 from dawdle._sql.workers import HEARTBEAT as HEARTBEAT
 from dawdle._sql.workers import PUBLISH_TASKS as PUBLISH_TASKS
 from dawdle._sql.workers import RECLAIM_JOBS as RECLAIM_JOBS

@@ -48,7 +48,7 @@ WITH outcome AS (
      WHERE job.id = outcome.id AND outcome.status <> 'delete'
        AND job.status = 'doing' AND job.worker_id = %(worker_id)s
     RETURNING job.id
-)
+){errors}
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM updated) AS recorded{pushed}{moved}
 """
 
@@ -290,9 +290,30 @@ _PUSHED: Final = """,
        (SELECT count(*) FROM moved_up) AS released"""
 
 
-def _record_outcomes(*, budget: bool, breaker: bool) -> str:
-    """The outcome statement, with the fleet retry budget and/or the breakers."""
+# The errors of failed and retried runs (`dawdle._worker.stored_errors`), in the same
+# statement: inserted only for jobs this statement updated (still 'doing' for this worker,
+# so a job recovered by another worker is never written twice; a deleted job keeps none).
+# DO NOTHING on a row already there: (job_id, attempt) is unique unless attempts were set
+# back by hand, and DO UPDATE would fail the whole batch (outcomes included) if one batch
+# held a job twice; the first error kept is as true as a later one.
+_ERRORS_CTE: Final = """, errors AS (
+    INSERT INTO dawdle_job_errors
+           (job_id, attempt, failed_at, exception_type, message, traceback)
+    SELECT error.job_id, error.attempt, error.failed_at, error.exception_type,
+           error.message, error.traceback
+      FROM unnest(%(error_ids)s::bigint[], %(error_attempts)s::integer[],
+                  %(error_times)s::timestamptz[], %(error_types)s::text[],
+                  %(error_messages)s::text[], %(error_tracebacks)s::text[])
+           AS error(job_id, attempt, failed_at, exception_type, message, traceback)
+      JOIN updated ON updated.id = error.job_id
+    ON CONFLICT (job_id, attempt) DO NOTHING
+)"""
+
+
+def _record_outcomes(*, budget: bool, breaker: bool, errors: bool = False) -> str:
+    """The outcome statement, with the fleet retry budget, the breakers, stored errors."""
     return _RECORD_OUTCOMES_TEMPLATE.format(
+        errors=_ERRORS_CTE if errors else "",
         budget=_BUDGET_CTES if budget else "",
         breaker=_BREAKER_CTES if breaker else "",
         retry_at="COALESCE(pushed.scheduled_at, outcome.retry_at)"
@@ -310,6 +331,17 @@ RECORD_OUTCOMES_BUDGETED: Final = _record_outcomes(budget=True, breaker=False)
 # With the breakers: it also returns the breakers it moved.
 RECORD_OUTCOMES_WITH_BREAKERS: Final = _record_outcomes(budget=False, breaker=True)
 RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS: Final = _record_outcomes(budget=True, breaker=True)
+# The same four, also storing the batch's errors (only sent for a batch that has some).
+RECORD_OUTCOMES_WITH_ERRORS: Final = _record_outcomes(budget=False, breaker=False, errors=True)
+RECORD_OUTCOMES_BUDGETED_WITH_ERRORS: Final = _record_outcomes(
+    budget=True, breaker=False, errors=True
+)
+RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS: Final = _record_outcomes(
+    budget=False, breaker=True, errors=True
+)
+RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS: Final = _record_outcomes(
+    budget=True, breaker=True, errors=True
+)
 
 # Creates the budget rows of the worker's budgeted tasks (once per worker, before its first
 # budgeted write); a row already there is kept as it is.

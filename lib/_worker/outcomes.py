@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procrastinate import exceptions, jobs, tasks
 from procrastinate.job_context import AbortReason
@@ -17,6 +17,9 @@ from procrastinate.job_context import AbortReason
 from dawdle._errors import leaves
 from dawdle._snooze import Snooze, later
 from dawdle.backoff import RetryEvent, RetryPolicy
+
+if TYPE_CHECKING:
+    from dawdle._worker.stored_errors import JobError
 
 
 class Outcome(enum.StrEnum):
@@ -78,6 +81,8 @@ class Verdict:
     """Why a dawdle `RetryPolicy` retried or gave up, or when a snoozed job is due."""
     event: RetryEvent | None = None
     """A retry decided by a dawdle `RetryPolicy`: what its `on_retry` hook receives."""
+    error: JobError | None = None
+    """What a failed or retried run raised, for `dawdle_job_errors` (`stored_errors`)."""
 
     @property
     def status(self) -> str:

@@ -29,6 +29,7 @@ from dawdle._worker.outcomes import Outcome, Verdict, decide, job_deadline
 from dawdle._worker.run_events import emit_outcome, started_event
 from dawdle._worker.shutdown import abandon
 from dawdle._worker.state import Running, ThreadStage, WorkerState
+from dawdle._worker.stored_errors import with_error
 from dawdle._worker.writer import OutcomeWriter
 from dawdle.backoff import RetryEvent, RetryPolicy
 
@@ -122,6 +123,8 @@ class Runners:
             delete_jobs=self._state.settings.delete_jobs,
             elapsed=None if deadline is None else running.since_first_run(),
         )
+        if failure is not None:  # a success costs nothing; only a failure or retry is kept
+            verdict = with_error(verdict, failure, attempt=job.attempts + 1)
         self._state.end(job.id)
         if isinstance(failure, exceptions.TaskNotFound):
             log_task_not_found(self._state, context, failure)

@@ -34,10 +34,15 @@ from dawdle._sql import (
     RECORD_OUTCOMES,
     RECORD_OUTCOMES_BUDGETED,
     RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
+    RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
     RECORD_OUTCOMES_WITH_BREAKERS,
+    RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
+    RECORD_OUTCOMES_WITH_ERRORS,
     RECOVER_STALLED_JOBS,
 )
 from dawdle._worker.outcomes import Outcome, Verdict
+from dawdle._worker.stored_errors import ErrorsTable, error_arguments
 
 if TYPE_CHECKING:
     import procrastinate
@@ -64,12 +69,16 @@ _TIMED_CLAIMS: Final[dict[str, LiteralString]] = {
     FETCH_JOBS_IGNORING_PAUSES: CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS_WITH_BREAKERS: CLAIM_JOBS_TIMED_WITH_BREAKERS,
 }
-# The outcome statement, by (with the fleet retry budget, with breakers).
-_OUTCOME_WRITES: Final[dict[tuple[bool, bool], LiteralString]] = {
-    (False, False): RECORD_OUTCOMES,
-    (True, False): RECORD_OUTCOMES_BUDGETED,
-    (False, True): RECORD_OUTCOMES_WITH_BREAKERS,
-    (True, True): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+# The outcome statement, by (with the fleet retry budget, with breakers, with errors).
+_OUTCOME_WRITES: Final[dict[tuple[bool, bool, bool], LiteralString]] = {
+    (False, False, False): RECORD_OUTCOMES,
+    (True, False, False): RECORD_OUTCOMES_BUDGETED,
+    (False, True, False): RECORD_OUTCOMES_WITH_BREAKERS,
+    (True, True, False): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
+    (False, False, True): RECORD_OUTCOMES_WITH_ERRORS,
+    (True, False, True): RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
+    (False, True, True): RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
+    (True, True, True): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
 }
 # What a verdict tells a breaker: a call that succeeded or failed (None: no call, as a
 # snooze, a put-back or an abort say nothing of the dependency).
@@ -159,6 +168,7 @@ class JobStore:
         self._fleet_missing_at: float | None = None
         # Claimed jobs that probe a half-open breaker, until their verdict is written.
         self._probes: set[int] = set()
+        self._errors_table = ErrorsTable()
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -292,7 +302,9 @@ class JobStore:
                 raise WorkerNotRegistered(f"worker {worker_id} has no row any more") from exc
             raise
 
-    async def record(self, verdicts: Sequence[Verdict], *, worker_id: int | None) -> Recorded:
+    async def record(
+        self, verdicts: Sequence[Verdict], *, worker_id: int | None, store_errors: bool = True
+    ) -> Recorded:
         """Write the verdicts of jobs still 'doing' for this worker; what it wrote.
 
         Shielded from cancellation, but not forever: a write cut off is simply written
@@ -318,13 +330,29 @@ class JobStore:
             arguments |= self._budget_arguments(verdicts)
         if breaker:
             arguments |= self._breaker_arguments(verdicts)
+        # Only a batch with errors sends them: successes write as they did before.
+        errors = (
+            store_errors
+            and any(verdict.error for verdict in verdicts)
+            and self._errors_table.ready()
+        )
+        if errors:
+            arguments |= error_arguments(verdicts)
         try:
-            row = await self._write(_OUTCOME_WRITES[budget, breaker], arguments)
+            row = await self._write(_OUTCOME_WRITES[budget, breaker, errors], arguments)
         except exceptions.ConnectorException as exc:
-            if not (fleet and isinstance(exc.__cause__, psycopg.errors.UndefinedTable)):
+            cause = exc.__cause__
+            if not isinstance(cause, psycopg.errors.UndefinedTable):
+                raise
+            if errors and ErrorsTable.is_the_table(cause.diag.message_primary):
+                self._errors_table.missing()
+                return await self.record(verdicts, worker_id=worker_id, store_errors=False)
+            if not fleet:
                 raise
             self._fleet_tables_missing()
-            return await self.record(verdicts, worker_id=worker_id)
+            return await self.record(verdicts, worker_id=worker_id, store_errors=store_errors)
+        if errors:
+            self._errors_table.found()
         self._probes.difference_update(verdict.job_id for verdict in verdicts)
         pushed = zip(
             row.get("pushed_ids", ()),
