@@ -18,6 +18,7 @@ from dawdle._errors import PoolTimeout as PoolTimeout
 from dawdle._errors import SchemaOutdated as SchemaOutdated
 from dawdle._errors import UnsupportedValue as UnsupportedValue
 from dawdle._options import WorkerOptions as WorkerOptions
+from dawdle._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from dawdle._queues import QueueState as QueueState
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle._snooze import Snooze as Snooze
@@ -39,6 +40,7 @@ __all__ = [
     "InMemoryConnector",
     "JobContext",
     "JobTimeout",
+    "OpenTelemetryHooks",
     "Outcome",
     "PoolTimeout",
     "PsycopgConnector",

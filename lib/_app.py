@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -21,7 +21,9 @@ from dawdle import _validate
 from dawdle._breaker import Breaker
 from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._connector.psycopg import PsycopgConnector
+from dawdle._defer import JobManager
 from dawdle._errors import ConfigurationError
+from dawdle._hooks import Hooks
 from dawdle._options import WorkerOptions
 from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
 from dawdle._schema import SchemaManager
@@ -180,6 +182,13 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
             worker_defaults=worker_defaults,
             periodic_defaults=periodic_defaults,
         )
+        # dawdle's job manager tells the app's hooks of every defer (`App.hooks`, read at
+        # each defer, so hooks added later count too).
+        self.job_manager = JobManager(self.connector, hooks=self._defer_hooks)
+
+    def _defer_hooks(self) -> Sequence[Hooks]:
+        hooks: Sequence[Hooks] = getattr(self, "hooks", ())
+        return hooks
 
     @property
     def schema_manager(self) -> SchemaManager:
