@@ -138,7 +138,8 @@ class ClaimCarriers:
         self.enabled = False
         self._pending: OrderedDict[int, Carrier] = OrderedDict()
         self._lock = threading.Lock()
-        self._table = TableCheck()
+        self.table = TableCheck()
+        """Whether the table exists, for defers and claims alike: one warning for both."""
 
     def take(self, job_id: int | None) -> Carrier | None:
         """The carrier of a claimed job, once; None if it has none."""
@@ -161,7 +162,7 @@ class ClaimCarriers:
         rows: list[dict[str, Any]],
     ) -> None:
         """After a claim returned `rows`, read their carriers (one query), if tracing."""
-        if not (self.enabled and rows and query in CLAIMS) or self._table.known() is False:
+        if not (self.enabled and rows and query in CLAIMS) or self.table.known() is False:
             return
         # The claim is already committed: its rows must reach the worker whatever happens
         # here, so the read is shielded from the claim's own timeout and bounded on its own,
@@ -174,7 +175,7 @@ class ClaimCarriers:
                 )
             except exceptions.ConnectorException as exc:
                 if isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
-                    self._table.record(present=False)
+                    self.table.record(present=False)
                 else:
                     logger.warning(
                         "trace contexts of %d claimed jobs not read: %s",

@@ -14,16 +14,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import psycopg
 from procrastinate import connector as procrastinate_connector
 from procrastinate import exceptions, manager
 from procrastinate import jobs as jobs_module
 
 from dawdle._carriers import (
+    CLAIMED,
     DEFER_JOBS_TRACED,
     DEFER_PERIODIC_JOB_TRACED,
     HAS_JOB_TRACES,
     Carrier,
-    TableCheck,
 )
 from dawdle._hooks import Hooks, JobDeferred
 
@@ -59,6 +60,22 @@ class DeferTracer(Protocol):
         ...
 
 
+def _table_dropped(
+    exc: exceptions.ConnectorException, carriers: list[Carrier] | None, connection: Any | None
+) -> bool:
+    """Whether a traced insert failed only for want of the table (dropped since it was seen).
+
+    It is then sent again without carriers, unless on the caller's connection, whose
+    transaction the failure aborted.
+    """
+    if carriers is None or connection is not None:
+        return False
+    if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+        return False
+    CLAIMED.table.record(present=False)
+    return True
+
+
 class JobManager(manager.JobManager):
     """Procrastinate's job manager; `hooks` gives the hooks to tell of each defer."""
 
@@ -70,7 +87,6 @@ class JobManager(manager.JobManager):
         super().__init__(connector)
         self._hooks = hooks
         self._broken: set[int] = set()
-        self._table = TableCheck()
 
     def _live_hooks(self) -> list[Hooks]:
         return [hook for hook in self._hooks() if id(hook) not in self._broken]
@@ -83,18 +99,29 @@ class JobManager(manager.JobManager):
         if not hooks:
             return await super().batch_defer_jobs_async(jobs, connection)
         pending = self._begin(hooks, jobs)
-        write = pending is not None and await self._has_table_async()
-        token = _CARRIERS.set(pending.carriers if write and pending else None)
         try:
-            deferred = await super().batch_defer_jobs_async(jobs, connection)
+            traced = pending is not None and await self._has_table_async()
+            carriers = pending.carriers if traced and pending is not None else None
+            deferred = await self._insert_async(jobs, connection, carriers)
         except BaseException as exc:
             if pending is not None:
                 pending.failed(exc)
             raise
-        finally:
-            _CARRIERS.reset(token)
         self._emit(hooks, pending, deferred)
         return deferred
+
+    async def _insert_async(
+        self, jobs: list[jobs_module.Job], connection: Any | None, carriers: list[Carrier] | None
+    ) -> list[jobs_module.Job]:
+        token = _CARRIERS.set(carriers)
+        try:
+            return await super().batch_defer_jobs_async(jobs, connection)
+        except exceptions.ConnectorException as exc:
+            if not _table_dropped(exc, carriers, connection):
+                raise
+        finally:
+            _CARRIERS.reset(token)
+        return await super().batch_defer_jobs_async(jobs, connection)
 
     def batch_defer_jobs(
         self, jobs: list[jobs_module.Job], connection: Any | None = None
@@ -104,18 +131,29 @@ class JobManager(manager.JobManager):
         if not hooks:
             return super().batch_defer_jobs(jobs, connection)
         pending = self._begin(hooks, jobs)
-        write = pending is not None and self._has_table()
-        token = _CARRIERS.set(pending.carriers if write and pending else None)
         try:
-            deferred = super().batch_defer_jobs(jobs, connection)
+            traced = pending is not None and self._has_table()
+            carriers = pending.carriers if traced and pending is not None else None
+            deferred = self._insert(jobs, connection, carriers)
         except BaseException as exc:
             if pending is not None:
                 pending.failed(exc)
             raise
-        finally:
-            _CARRIERS.reset(token)
         self._emit(hooks, pending, deferred)
         return deferred
+
+    def _insert(
+        self, jobs: list[jobs_module.Job], connection: Any | None, carriers: list[Carrier] | None
+    ) -> list[jobs_module.Job]:
+        token = _CARRIERS.set(carriers)
+        try:
+            return super().batch_defer_jobs(jobs, connection)
+        except exceptions.ConnectorException as exc:
+            if not _table_dropped(exc, carriers, connection):
+                raise
+        finally:
+            _CARRIERS.reset(token)
+        return super().batch_defer_jobs(jobs, connection)
 
     def _defer_jobs_query_kwargs(self, jobs: list[jobs_module.Job]) -> dict[str, Any]:
         arguments = super()._defer_jobs_query_kwargs(jobs)
@@ -170,6 +208,10 @@ class JobManager(manager.JobManager):
             )
         except exceptions.UniqueViolation as exc:
             self._raise_already_enqueued(exc=exc, queueing_lock=job.queueing_lock)
+        except exceptions.ConnectorException as exc:
+            if not _table_dropped(exc, [carrier], None):
+                raise
+            return await super().defer_periodic_job(job, periodic_id, defer_timestamp)
         job_id: int | None = row["id"]
         return job_id
 
@@ -184,18 +226,18 @@ class JobManager(manager.JobManager):
         return None
 
     async def _has_table_async(self) -> bool:
-        known = self._table.known()
+        known = CLAIMED.table.known()
         if known is not None:
             return known
         row = await self.connector.execute_query_one_async(HAS_JOB_TRACES)
-        return self._table.record(present=bool(row["present"]))
+        return CLAIMED.table.record(present=bool(row["present"]))
 
     def _has_table(self) -> bool:
-        known = self._table.known()
+        known = CLAIMED.table.known()
         if known is not None:
             return known
         row = self.connector.get_sync_connector().execute_query_one(HAS_JOB_TRACES)
-        return self._table.record(present=bool(row["present"]))
+        return CLAIMED.table.record(present=bool(row["present"]))
 
     def _emit(
         self,

@@ -217,10 +217,8 @@ async def test_apply_upgrades_dawdle_schema_2_with_the_budgets_and_breakers(app:
     applied = await app.schema_manager.apply_async()
     again = await app.schema_manager.apply_async()
     after = await app.schema_manager.check_schema_async()
-    assert before.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
-    assert applied == Applied(
-        procrastinate=False, dawdle_tables=("dawdle_retry_budgets", "dawdle_breakers")
-    )
+    assert before.dawdle_missing == DAWDLE_TABLES[2:]
+    assert applied == Applied(procrastinate=False, dawdle_tables=DAWDLE_TABLES[2:])
     assert again == Applied(procrastinate=False, dawdle_tables=())
     assert after.complete
     assert [state.name for state in await app.list_queue_states_async() if state.paused] == ["mail"]

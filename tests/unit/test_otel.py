@@ -7,6 +7,7 @@ real claim through the connector, so these pass without the worker's emission.
 from __future__ import annotations
 
 import datetime
+import subprocess
 import sys
 
 import pytest
@@ -221,3 +222,19 @@ def test_without_opentelemetry_the_hooks_name_the_extra(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(dawdle.ConfigurationError, match=r"dawdle\[otel\]"):
         dawdle.OpenTelemetryHooks()
+
+
+def test_import_dawdle_works_without_opentelemetry() -> None:
+    """A fresh interpreter where opentelemetry cannot be imported still imports dawdle."""
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "import dawdle\n"
+        "try:\n"
+        "    dawdle.OpenTelemetryHooks()\n"
+        "except dawdle.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(  # noqa: S603 (our arguments)
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout == 'OpenTelemetryHooks needs OpenTelemetry: pip install "dawdle[otel]"\n'

@@ -9,6 +9,7 @@ from dawdle._dawdle_schema import DAWDLE_TABLES
 from dawdle._schema import expected_functions, refuse_outdated, schema_status
 
 ALL_TABLES = list(DAWDLE_TABLES)
+SCHEMA_4 = ("dawdle_job_errors", "dawdle_budget_pushed", "dawdle_job_traces")
 
 
 def test_absent_schema() -> None:
@@ -23,6 +24,7 @@ def test_absent_schema() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        *SCHEMA_4,
     )
 
 
@@ -73,6 +75,7 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        *SCHEMA_4,
     )
     refuse_outdated(status)
 
@@ -88,6 +91,7 @@ def test_schema_of_dawdle_version_1_misses_the_later_tables() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
+        *SCHEMA_4,
     )
 
 
@@ -100,4 +104,4 @@ def test_schema_of_dawdle_version_2_misses_the_budgets_and_breakers_tables() -> 
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers")
+    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers", *SCHEMA_4)
