@@ -17,7 +17,6 @@ from opentelemetry.trace import SpanContext, StatusCode
 from procrastinate import exceptions, jobs
 
 from dawdle import App, Outcome, PsycopgConnector
-from dawdle._carriers import CLAIMED, TableCheck
 from dawdle._hooks import JobFinished, JobStarted
 from dawdle._sql import FETCH_JOBS
 from tests.durability.worker.conftest import TRUNCATE
@@ -28,8 +27,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def otel() -> Telemetry:
-    return telemetry()
+def otel(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
+    return telemetry(monkeypatch)
 
 
 @pytest.fixture
@@ -141,7 +140,6 @@ async def test_without_the_table_jobs_are_deferred_and_run_unlinked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Before `dawdle schema --apply`: one warning, spans without links, jobs as usual."""
-    monkeypatch.setattr(CLAIMED, "table", TableCheck())
     caplog.set_level(logging.WARNING, "dawdle.otel")
     with dawdle_table_dropped(schema_dsn, "dawdle_job_traces"):
         await app.tasks["work"].defer_async(n=1)
@@ -161,7 +159,6 @@ async def test_a_table_dropped_after_it_was_seen_costs_no_defer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The traced insert fails on the missing table: sent again untraced, one warning."""
-    monkeypatch.setattr(CLAIMED, "table", TableCheck())
     caplog.set_level(logging.WARNING, "dawdle.otel")
     await app.tasks["work"].defer_async(n=0)
     with dawdle_table_dropped(schema_dsn, "dawdle_job_traces"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -12,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dawdle import OpenTelemetryHooks
+from dawdle._carriers import CLAIMED, TableCheck
 
 
 @dataclass
@@ -19,6 +22,7 @@ class Telemetry:
     hooks: OpenTelemetryHooks
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
+    tracer_provider: TracerProvider
 
     def finished(self, name_prefix: str) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if s.name.startswith(name_prefix)]
@@ -44,7 +48,15 @@ class Telemetry:
         )
 
 
-def telemetry() -> Telemetry:
+def telemetry(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
+    """Hooks on in-memory exporters; the process's carriers as new, restored after the test.
+
+    Making the hooks turns on the claims' read of carriers for the whole process: the test
+    that made them turns it off again, so other tests' claims stay as they were.
+    """
+    monkeypatch.setattr(CLAIMED, "enabled", False)
+    monkeypatch.setattr(CLAIMED, "table", TableCheck())
+    monkeypatch.setattr(CLAIMED, "_pending", OrderedDict())
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -52,4 +64,4 @@ def telemetry() -> Telemetry:
     hooks = OpenTelemetryHooks(
         tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[reader])
     )
-    return Telemetry(hooks, spans, reader)
+    return Telemetry(hooks, spans, reader, tracer_provider)

@@ -10,6 +10,7 @@ import datetime
 import subprocess
 import sys
 
+import anyio.to_thread
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def otel() -> Telemetry:
-    return telemetry()
+def otel(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
+    return telemetry(monkeypatch)
 
 
 @pytest.fixture
@@ -238,3 +239,18 @@ def test_import_dawdle_works_without_opentelemetry() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout == 'OpenTelemetryHooks needs OpenTelemetry: pip install "dawdle[otel]"\n'
+
+
+async def test_sync_defers_and_blueprint_tasks_carry_their_context_too(
+    app: App, otel: Telemetry, in_memory_connector: InMemoryConnector
+) -> None:
+    """`defer()` from a thread and a blueprint's task go through the same job manager."""
+    blueprint = dawdle.Blueprint()
+    blueprint.task(name="printed", queue="paper")(lambda: None)
+    app.add_tasks_from(blueprint, namespace="bp")
+    first = await anyio.to_thread.run_sync(lambda: app.tasks["work"].defer(n=1))
+    second = await app.tasks["bp:printed"].defer_async()
+    sent = {s.attributes["messaging.message.id"]: s for s in otel.finished("send")}  # type: ignore[index]
+    assert sorted(sent) == sorted([str(first), str(second)])
+    assert sent[str(second)].name == "send paper"
+    assert sorted(in_memory_connector.job_traces) == sorted([first, second])

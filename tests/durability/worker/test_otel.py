@@ -10,7 +10,6 @@ from __future__ import annotations
 import anyio
 import anyio.from_thread
 import pytest
-from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from dawdle import App
@@ -25,8 +24,8 @@ def ids(context: SpanContext) -> tuple[int, int]:
 
 
 @pytest.fixture
-def otel(app: App) -> Telemetry:
-    found = telemetry()
+def otel(app: App, monkeypatch: pytest.MonkeyPatch) -> Telemetry:
+    found = telemetry(monkeypatch)
     app.hooks = [found.hooks]  # type: ignore[attr-defined]
     return found
 
@@ -38,7 +37,7 @@ async def test_runs_are_linked_to_their_defers_and_their_tasks_spans_nest(
     """Each run's CONSUMER span links to its defer's; a span the task makes is its child."""
     done = anyio.Event()
     inner: list[SpanContext] = []
-    tracer = trace.get_tracer("test")
+    tracer = otel.tracer_provider.get_tracer("test")
 
     def body() -> None:
         with tracer.start_as_current_span("inside") as span:
