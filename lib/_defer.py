@@ -10,6 +10,7 @@ before the insert and their trace contexts are written by the insert itself
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +59,27 @@ class DeferTracer(Protocol):
     def begin_defers(self, jobs: Sequence[jobs_module.Job]) -> PendingDefers:
         """Begin a span per job."""
         ...
+
+
+class _Guarded:
+    """A tracer's pending spans, whose failures remove the tracer instead of the defer's."""
+
+    def __init__(self, pending: PendingDefers, remove: Callable[[], None]) -> None:
+        self._pending = pending
+        self._remove = remove
+        self.carriers = pending.carriers
+
+    def inserted(self, jobs: Sequence[jobs_module.Job | None]) -> None:
+        try:
+            self._pending.inserted(jobs)
+        except Exception:  # noqa: BLE001 (a hook's failure never stops a defer)
+            self._remove()
+
+    def failed(self, exception: BaseException) -> None:
+        try:
+            self._pending.failed(exception)
+        except Exception:  # noqa: BLE001 (the defer's own error is what the caller gets)
+            self._remove()
 
 
 def _table_dropped(
@@ -220,7 +242,8 @@ class JobManager(manager.JobManager):
         for hook in hooks:
             if isinstance(hook, DeferTracer):
                 try:
-                    return hook.begin_defers(jobs)
+                    remove = functools.partial(self._remove, hook, "spans")
+                    return _Guarded(hook.begin_defers(jobs), remove)
                 except Exception:  # noqa: BLE001 (a hook's failure never stops a defer)
                     self._remove(hook, "begin_defers")
         return None

@@ -18,7 +18,7 @@ from procrastinate import jobs
 
 import dawdle
 from dawdle import App, InMemoryConnector, Outcome
-from dawdle._carriers import CLAIMED
+from dawdle._carriers import CLAIMED, Carrier
 from dawdle._hooks import Hooks, JobDeferred, JobFinished, JobRetried, JobsClaimed, JobStarted
 from dawdle._sql import FETCH_JOBS
 from tests.otel_support import Telemetry, telemetry
@@ -254,3 +254,30 @@ async def test_sync_defers_and_blueprint_tasks_carry_their_context_too(
     assert sorted(sent) == sorted([str(first), str(second)])
     assert sent[str(second)].name == "send paper"
     assert sorted(in_memory_connector.job_traces) == sorted([first, second])
+
+
+async def test_a_tracer_that_raises_after_the_insert_costs_no_defer(
+    app: App, in_memory_connector: InMemoryConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job is stored and its id returned; the tracer is removed, logged once."""
+
+    class Pending:
+        def __init__(self) -> None:
+            self.carriers = [Carrier("00-" + "1" * 32 + "-" + "2" * 16 + "-01", None)]
+
+        def inserted(self, jobs: object) -> None:
+            raise RuntimeError("broken exporter")
+
+        def failed(self, exception: BaseException) -> None:
+            raise AssertionError("the insert did not fail")
+
+    class Tracer(Hooks):
+        def begin_defers(self, jobs: object) -> Pending:
+            return Pending()
+
+    app.hooks = [Tracer()]  # type: ignore[attr-defined]
+    first = await app.tasks["work"].defer_async(n=1)
+    second = await app.tasks["work"].defer_async(n=2)
+    assert sorted(in_memory_connector.jobs) == [first, second]
+    assert list(in_memory_connector.job_traces) == [first]
+    assert [r.action for r in caplog.records if hasattr(r, "action")] == ["hook_removed"]
