@@ -16,7 +16,8 @@ PERF_DEPS = nox.project.dependency_groups(PYPROJECT, "perf")
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the unit and durability suites on both runtimes, and the perf sanity floors."""
-    session.install(".[trio,embedded,prometheus]", *TEST_DEPS)
+    # otel: OpenTelemetryHooks' tests (the test group brings the SDK's in-memory exporters).
+    session.install(".[trio,embedded,prometheus,otel]", *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
 
 

@@ -30,6 +30,7 @@ from dawdle._hooks import JobsPruned as JobsPruned
 from dawdle._hooks import JobStarted as JobStarted
 from dawdle._hooks import LoopRestarted as LoopRestarted
 from dawdle._options import WorkerOptions as WorkerOptions
+from dawdle._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from dawdle._queues import QueueState as QueueState
 from dawdle._schema import SchemaStatus as SchemaStatus
 from dawdle._snooze import Snooze as Snooze
@@ -60,6 +61,7 @@ __all__ = [
     "JobsClaimed",
     "JobsPruned",
     "LoopRestarted",
+    "OpenTelemetryHooks",
     "Outcome",
     "PoolTimeout",
     "PsycopgConnector",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -21,6 +21,7 @@ from dawdle import _validate
 from dawdle._breaker import Breaker
 from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._connector.psycopg import PsycopgConnector
+from dawdle._defer import JobManager
 from dawdle._errors import ConfigurationError
 from dawdle._hooks import Hooks
 from dawdle._hooks_dispatch import checked_hooks
@@ -188,6 +189,12 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
             periodic_defaults=periodic_defaults,
         )
         self.hooks = checked_hooks("App", hooks)
+        # dawdle's job manager tells the app's hooks of every defer (`App.hooks`, read at
+        # each defer, so hooks added later count too).
+        self.job_manager = JobManager(self.connector, hooks=self._defer_hooks)
+
+    def _defer_hooks(self) -> Sequence[Hooks]:
+        return self.hooks
 
     @property
     def schema_manager(self) -> SchemaManager:

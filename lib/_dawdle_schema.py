@@ -5,8 +5,8 @@ works as before. dawdle's tables only refer to Procrastinate's (a worker's publi
 go with its `procrastinate_workers` row), and every feature that reads or writes them keeps
 working, degraded and with a one-line warning, where `dawdle schema --apply` was not run.
 Version 1 brought `dawdle_worker_tasks`; version 2, `dawdle_queue_pauses`; version 3,
-`dawdle_retry_budgets` and `dawdle_breakers`; version 4, `dawdle_job_errors` and
-`dawdle_budget_pushed`.
+`dawdle_retry_budgets` and `dawdle_breakers`; version 4, `dawdle_job_errors`,
+`dawdle_budget_pushed` and `dawdle_job_traces`.
 
 Versioning: each table has its DDL constant, idempotent (`IF NOT EXISTS`), with a table
 comment naming the dawdle schema version that brought it ('dawdle schema 1: ...');
@@ -139,6 +139,22 @@ COMMENT ON TABLE dawdle_budget_pushed IS
     'dawdle schema 4: retries the fleet retry budget pushed later, until their slot';
 """
 
+JOB_TRACES_TABLE: Final = "dawdle_job_traces"
+
+# The trace context of each job deferred with OpenTelemetry's hooks on (W3C traceparent and
+# tracestate), written by the statement that inserts the job and read by the claims of
+# workers that trace, so a run's span links to its defer's. Procrastinate's workers never
+# see it: the job's args stay the task's keyword arguments. The row goes with its job.
+JOB_TRACES_DDL: Final = """
+CREATE TABLE IF NOT EXISTS dawdle_job_traces (
+    job_id bigint PRIMARY KEY REFERENCES procrastinate_jobs(id) ON DELETE CASCADE,
+    traceparent text NOT NULL,
+    tracestate text
+);
+COMMENT ON TABLE dawdle_job_traces IS
+    'dawdle schema 4: the trace context each job was deferred in, for its runs'' spans';
+"""
+
 DAWDLE_TABLES: Final = (
     WORKER_TASKS_TABLE,
     QUEUE_PAUSES_TABLE,
@@ -146,6 +162,7 @@ DAWDLE_TABLES: Final = (
     BREAKERS_TABLE,
     JOB_ERRORS_TABLE,
     BUDGET_PUSHED_TABLE,
+    JOB_TRACES_TABLE,
 )
 
 # All of dawdle's DDL in one script, applied as Procrastinate applies its own schema.
@@ -156,6 +173,7 @@ DAWDLE_SCHEMA: Final = (
     + BREAKERS_DDL
     + JOB_ERRORS_DDL
     + BUDGET_PUSHED_DDL
+    + JOB_TRACES_DDL
 )
 
 

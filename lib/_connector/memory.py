@@ -20,6 +20,8 @@ from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_call
 from dawdle._budget_fleet import BudgetRow
 from dawdle._connector._memory_budgets import MemoryBudgets
 from dawdle._connector._memory_errors import JobErrors
+from dawdle._carriers import CLAIMED
+from dawdle._connector._memory_traces import TracesInMemory
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
@@ -59,7 +61,7 @@ PAUSED_BY: Final = "in-memory"
 RECOVERY_MARK: Final = "dawdle_recovered"
 
 
-class InMemoryConnector(testing.InMemoryConnector):
+class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
     """Procrastinate's in-memory connector with its asyncio ties cut.
 
     Same query semantics and inspection API (`connector.jobs`, `reset()`); notifications
@@ -106,6 +108,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
         self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
+        self._register_trace_queries(self.reverse_queries)
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
@@ -156,6 +159,12 @@ class InMemoryConnector(testing.InMemoryConnector):
     async def _deliver(self, channel: str, payload: str) -> None:
         assert self.on_notification is not None  # noqa: S101 (checked by _notify)
         await self.on_notification(channel=channel, payload=payload)
+
+    async def execute_query_all_async(self, query: str, **arguments: Any) -> list[dict[str, Any]]:
+        """Run a query by its name; after a claim, read its jobs' trace carriers if tracing."""
+        rows: list[dict[str, Any]] = await super().execute_query_all_async(query, **arguments)
+        await CLAIMED.after_claim(self, query, rows)
+        return rows
 
     async def defer_jobs_all(self, jobs: list[types.JobToDefer]) -> list[dict[str, Any]]:
         """Store a copy of each job's arguments, as PostgreSQL stores their JSON.
@@ -641,6 +650,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.breakers: dict[str, BreakerRow] = {}
         # dawdle_job_errors; read it through stored_errors(), which applies the cascade.
         self.job_errors = JobErrors()
+        self.job_traces = {}
 
     async def register_worker_one(self) -> dict[str, Any]:
         """Register a worker under an id never used before, as PostgreSQL's sequence does.

@@ -9,6 +9,7 @@ from dawdle._dawdle_schema import DAWDLE_TABLES
 from dawdle._schema import expected_functions, refuse_outdated, schema_status
 
 ALL_TABLES = list(DAWDLE_TABLES)
+SCHEMA_4 = ("dawdle_job_errors", "dawdle_budget_pushed", "dawdle_job_traces")
 
 
 def test_absent_schema() -> None:
@@ -23,8 +24,7 @@ def test_absent_schema() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
-        "dawdle_job_errors",
-        "dawdle_budget_pushed",
+        *SCHEMA_4,
     )
 
 
@@ -75,8 +75,7 @@ def test_missing_dawdle_tables_leave_procrastinate_schema_current() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
-        "dawdle_job_errors",
-        "dawdle_budget_pushed",
+        *SCHEMA_4,
     )
     refuse_outdated(status)
 
@@ -92,8 +91,7 @@ def test_schema_of_dawdle_version_1_misses_the_later_tables() -> None:
         "dawdle_queue_pauses",
         "dawdle_retry_budgets",
         "dawdle_breakers",
-        "dawdle_job_errors",
-        "dawdle_budget_pushed",
+        *SCHEMA_4,
     )
 
 
@@ -106,20 +104,15 @@ def test_schema_of_dawdle_version_2_misses_the_tables_of_versions_3_and_4() -> N
     )
     assert status.current
     assert not status.complete
-    assert status.dawdle_missing == (
-        "dawdle_retry_budgets",
-        "dawdle_breakers",
-        "dawdle_job_errors",
-        "dawdle_budget_pushed",
-    )
+    assert status.dawdle_missing == ("dawdle_retry_budgets", "dawdle_breakers", *SCHEMA_4)
 
 
 def test_schema_of_dawdle_version_3_misses_the_errors_and_pushed_retries_tables() -> None:
-    """A database applied by dawdle schema 3 lacks schema 4's two tables alone."""
+    """A database applied by dawdle schema 3 lacks schema 4's tables alone."""
     status = schema_status(
         present=True,
         functions=sorted(expected_functions()),
         tables=list(DAWDLE_TABLES[:4]),
     )
     assert not status.complete
-    assert status.dawdle_missing == ("dawdle_job_errors", "dawdle_budget_pushed")
+    assert status.dawdle_missing == SCHEMA_4
