@@ -18,9 +18,9 @@ from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
 from dawdle._budget_fleet import BudgetRow
+from dawdle._carriers import CLAIMED
 from dawdle._connector._memory_budgets import MemoryBudgets
 from dawdle._connector._memory_errors import JobErrors
-from dawdle._carriers import CLAIMED
 from dawdle._connector._memory_traces import TracesInMemory
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
