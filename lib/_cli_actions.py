@@ -128,8 +128,8 @@ async def _why_not_retried(app: Any, job: int) -> str:
         return f"job {job} is {row['status']}: only failed, cancelled or aborted jobs are retried"
     if row["queueing_lock"] is not None:
         return (
-            f"job {job} was not retried: a waiting job (or an earlier one to retry) holds its "
-            f"queueing lock {row['queueing_lock']!r}"
+            f"job {job} was not retried: a waiting job holds its queueing lock "
+            f"{row['queueing_lock']!r}"
         )
     return f"job {job} was not retried: another client is changing it; try again"
 

@@ -215,8 +215,8 @@ def test_retry_refuses_what_it_cannot_retry_with_the_reason(
         f"dawdle retry: error: job {done} is succeeded: only failed, cancelled or aborted "
         "jobs are retried",
         "dawdle retry: error: no job 999",
-        f"dawdle retry: error: job {blocked} was not retried: a waiting job (or an earlier "
-        "one to retry) holds its queueing lock 'daily'",
+        f"dawdle retry: error: job {blocked} was not retried: a waiting job holds its "
+        "queueing lock 'daily'",
     ]
     assert status_of(db, blocked) == ("failed", 1, False)
     for misuse in (["--failed"], ["--task", "send"]):
@@ -237,11 +237,13 @@ def test_retry_failed_takes_every_failed_job_of_the_filters(
     chosen = [make_job(db, "failed", task="resize") for _ in range(5)]
     other_task = make_job(db, "failed")
     other_queue = make_job(db, "failed", task="resize", queue="images")
+    # A lock's second job in a later batch, then two of another lock in one batch.
     first, second = (make_job(db, "failed", task="resize", queueing_lock="one") for _ in "ab")
+    third, fourth = (make_job(db, "failed", task="resize", queueing_lock="two") for _ in "ab")
     assert dawdle(backend, "retry", "--failed", "--task", "resize", "--queue", "mail") == 0
-    assert capsys.readouterr().out == "retried 6 failed jobs\n"
-    assert all(status_of(db, job) == ("todo", 2, False) for job in [*chosen, first])
-    for job in (other_task, other_queue, second):
+    assert capsys.readouterr().out == "retried 7 failed jobs\n"
+    assert all(status_of(db, job) == ("todo", 2, False) for job in [*chosen, first, third])
+    for job in (other_task, other_queue, second, fourth):
         assert status_of(db, job) == ("failed", 1, False)
 
 
