@@ -110,7 +110,7 @@ class Retention:
             }
         )
 
-    def rounds(self) -> list[tuple[tuple[str, ...], float]]:
+    def prunes(self) -> list[tuple[tuple[str, ...], float]]:
         """The statuses that share a duration, with it: one prune each, shortest first."""
         by_duration: dict[float, list[str]] = {}
         for status, seconds in self.keep.items():
@@ -169,25 +169,34 @@ async def apply_retention(
     retention: Retention,
     hooks: Sequence[Hooks] = (),
 ) -> int:
-    """One round of `retention`: a prune per duration; an INFO record and a hook per prune."""
+    """One round of `retention`; how many jobs it deleted.
+
+    A prune per duration, a `JobsPruned` hook event per prune that deleted jobs, and one
+    INFO record for the round if it deleted any.
+    """
     total = 0
-    for statuses, seconds in retention.rounds():
+    parts: list[str] = []
+    pruned: list[str] = []
+    for statuses, seconds in retention.prunes():
         count = await prune(connector, statuses=statuses, older_than=seconds, exclusive=True)
         if count is None:  # another worker holds the lock: this round is its
-            return total
+            break
         if count:
             total += count
-            logger.info(
-                "pruned %d %s jobs finished more than %s ago",
-                count,
-                "/".join(statuses),
-                format_duration(seconds),
-                extra={"action": "jobs_pruned", "count": count, "statuses": list(statuses)},
-            )
+            parts.append(f"{count} {'/'.join(statuses)} (older than {format_duration(seconds)})")
+            pruned += statuses
             event = JobsPruned(count=count, statuses=statuses)
             for hook in hooks:
                 try:
                     hook.jobs_pruned(event)
                 except Exception:
                     logger.exception("hook %r failed on jobs_pruned", hook)
+    if total:
+        logger.info(
+            "pruned %d finished job%s: %s",
+            total,
+            "" if total == 1 else "s",
+            ", ".join(parts),
+            extra={"action": "jobs_pruned", "count": total, "statuses": pruned},
+        )
     return total

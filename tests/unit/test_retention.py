@@ -42,7 +42,7 @@ def test_retention_groups_statuses_by_duration_shortest_first() -> None:
         }
     )
     assert retention is not None
-    assert retention.rounds() == [
+    assert retention.prunes() == [
         (("succeeded", "cancelled"), 86400.0),
         (("failed", "aborted"), 30 * 86400.0),
     ]

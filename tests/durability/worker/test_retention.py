@@ -99,8 +99,7 @@ async def test_a_worker_prunes_old_jobs_of_the_listed_statuses_only(
     assert old_failure not in left
     messages = [r.getMessage() for r in caplog.records if r.name == "dawdle.retention"]
     assert messages == [
-        "pruned 3 succeeded jobs finished more than 1d ago",
-        "pruned 1 failed jobs finished more than 30d ago",
+        "pruned 4 finished jobs: 3 succeeded (older than 1d), 1 failed (older than 30d)"
     ]
 
 
