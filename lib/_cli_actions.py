@@ -192,9 +192,10 @@ def cmd_prune(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
 
     async def run() -> int:
         async with app.open_async():
-            count = await prune(app.connector, statuses=args.status, older_than=args.older_than)
+            done = await prune(app.connector, statuses=args.status, older_than=args.older_than)
+        count = 0 if done is None else done.deleted  # None only for an exclusive prune
         print(
-            f"pruned {count or 0:,} job{'' if count == 1 else 's'} ({', '.join(args.status)}) "
+            f"pruned {count:,} job{'' if count == 1 else 's'} ({', '.join(args.status)}) "
             f"finished more than {format_duration(args.older_than)} ago"
         )
         return 0

@@ -91,7 +91,8 @@ async def measure(dsn: str, jobs: int) -> dict[str, Any]:
         await anyio.sleep(BASELINE)
         baseline = (done(worker) - before) / (time.monotonic() - start)
         start, before = time.monotonic(), done(worker)
-        pruned = await prune(admin.connector, statuses=["succeeded"], older_than=7 * 86400.0)
+        outcome = await prune(admin.connector, statuses=["succeeded"], older_than=7 * 86400.0)
+        pruned = 0 if outcome is None else outcome.deleted
         prune_seconds = time.monotonic() - start
         during = (done(worker) - before) / prune_seconds
         worker.stop()

@@ -37,25 +37,32 @@ async def finished_job(app: App, status: str, *, days_ago: float) -> int:
     job_id = await insert_raw_job(app, "old_task")
     connector = app.connector
     if isinstance(connector, InMemoryConnector):
-        at = utils.utcnow() - datetime.timedelta(days=days_ago)
         connector.jobs[job_id]["status"] = status
+        connector.events[job_id].append({"type": status, "at": utils.utcnow()})
+    else:
+        for step in ["cancelled"] if status == "cancelled" else ["doing", status]:
+            await connector.execute_query_async(
+                "UPDATE procrastinate_jobs SET status = %(step)s WHERE id = %(id)s",
+                step=step,
+                id=job_id,
+            )
+    await date_events(app, job_id, days_ago=days_ago)
+    return job_id
+
+
+async def date_events(app: App, job_id: int, *, days_ago: float) -> None:
+    """Every event of the job `days_ago` days ago."""
+    connector = app.connector
+    if isinstance(connector, InMemoryConnector):
         for event in connector.events[job_id]:
-            event["at"] = at
-        connector.events[job_id].append({"type": status, "at": at})
-        return job_id
-    for step in ["cancelled"] if status == "cancelled" else ["doing", status]:
-        await connector.execute_query_async(
-            "UPDATE procrastinate_jobs SET status = %(step)s WHERE id = %(id)s",
-            step=step,
-            id=job_id,
-        )
+            event["at"] = utils.utcnow() - datetime.timedelta(days=days_ago)
+        return
     await connector.execute_query_async(
         "UPDATE procrastinate_events SET at = now() - make_interval(secs => %(secs)s) "
         "WHERE job_id = %(id)s",
         secs=days_ago * DAY,
         id=job_id,
     )
-    return job_id
 
 
 class Recorder(Hooks):
@@ -110,8 +117,28 @@ async def test_a_prune_goes_batch_by_batch_to_the_end(
     monkeypatch.setattr("dawdle._retention.PRUNE_BATCH", 4)
     old = [await finished_job(app, "aborted", days_ago=3) for _ in range(11)]
     kept = await finished_job(app, "aborted", days_ago=1)
-    count = await prune(app.connector, statuses=["aborted"], older_than=2 * DAY, batch=4)
-    assert count == len(old)
+    done = await prune(app.connector, statuses=["aborted"], older_than=2 * DAY, batch=4)
+    assert done is not None
+    assert done.deleted == len(old)
+    assert sorted(await job_states(app)) == [kept]
+
+
+async def test_each_round_starts_where_the_last_one_stopped(app: App) -> None:
+    """A job too young in one round is pruned by a later one, which skips what was read."""
+    kept = await finished_job(app, "cancelled", days_ago=10)  # a status not listed: for good
+    await finished_job(app, "succeeded", days_ago=3)
+    young = await finished_job(app, "succeeded", days_ago=1)
+    retention = Retention.from_option({"succeeded": "2d"})
+    assert retention is not None
+    positions: dict[tuple[str, ...], int] = {}
+    assert await apply_retention(app.connector, retention, positions=positions) == 1
+    if isinstance(app.connector, PsycopgConnector):  # the in-memory one starts over each time
+        first_event = await app.connector.execute_query_one_async(
+            "SELECT min(id) AS id FROM procrastinate_events WHERE job_id = %(id)s", id=young
+        )
+        assert positions == {("succeeded",): first_event["id"] + 1}  # before its finish
+    await date_events(app, young, days_ago=3)
+    assert await apply_retention(app.connector, retention, positions=positions) == 1
     assert sorted(await job_states(app)) == [kept]
 
 
@@ -151,4 +178,6 @@ async def test_one_worker_at_a_time_prunes(app: App, lock_holder: psycopg.Connec
     assert await job_states(app) == {}
     lock_holder.execute("SELECT pg_advisory_lock(%s)", (PRUNE_LOCK_KEY,))
     await finished_job(app, "succeeded", days_ago=2)
-    assert await prune(app.connector, statuses=["succeeded"], older_than=DAY) == 1
+    done = await prune(app.connector, statuses=["succeeded"], older_than=DAY)
+    assert done is not None
+    assert done.deleted == 1
