@@ -138,8 +138,10 @@ def test_job_shows_args_events_and_stored_errors(
     db.execute(
         "INSERT INTO dawdle_job_errors (job_id, attempt, exception_type, message, traceback) "
         "VALUES (%s, 1, 'ValueError', 'bad input\nmore', 'Traceback (most recent call last):\n"
-        '  File "t.py"\nValueError: bad input\')',
-        (job,),
+        '  File "t.py"\nValueError: bad input\'), '
+        "(%s, 2, 'OperationalError', 'postgresql://app:s3cret@db/x refused', "
+        "'at postgresql://app:s3cret@db/x')",
+        (job, job),
     )
     assert dawdle(backend, "job", str(job), "--tracebacks") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -148,11 +150,18 @@ def test_job_shows_args_events_and_stored_errors(
     assert [line.split()[-1] for line in lines[4:7]] == ["deferred", "started", "failed"]
     assert lines[7] == "  errors:"
     assert lines[8].endswith(": ValueError: bad input")
-    assert lines[-1] == "      ValueError: bad input"
+    assert lines[11] == "      ValueError: bad input"
+    assert lines[12].endswith(": OperationalError: postgresql://app:***@db/x refused")
+    assert lines[-1] == "      at postgresql://app:***@db/x"
     assert dawdle(backend, "job", str(job), "--json") == 0
-    shown = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    shown = json.loads(out)
     assert [event["type"] for event in shown["events"]] == ["deferred", "started", "failed"]
-    assert shown["errors"][0]["exception_type"] == "ValueError"
+    assert [error["exception_type"] for error in shown["errors"]] == [
+        "ValueError",
+        "OperationalError",
+    ]
+    assert "s3cret" not in out
 
 
 @BACKENDS
