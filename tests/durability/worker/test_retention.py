@@ -181,3 +181,26 @@ async def test_one_worker_at_a_time_prunes(app: App, lock_holder: psycopg.Connec
     done = await prune(app.connector, statuses=["succeeded"], older_than=DAY)
     assert done is not None
     assert done.deleted == 1
+
+
+class Broken(Hooks):
+    """A hook that fails on every event."""
+
+    def jobs_pruned(self, event: JobsPruned) -> None:
+        raise RuntimeError("broken hook")
+
+
+async def test_a_failing_hook_is_logged_and_the_round_goes_on(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The jobs are pruned and counted; the hook's failure is one error record."""
+    await finished_job(app, "succeeded", days_ago=2)
+    await finished_job(app, "failed", days_ago=40)
+    retention = Retention.from_option({"succeeded": "1d", "failed": "30d"})
+    assert retention is not None
+    recorder = Recorder("succeeded", "failed")
+    assert await apply_retention(app.connector, retention, [Broken(), recorder]) == 2
+    assert recorder.seen.is_set()
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage().endswith("failed on jobs_pruned") for r in failures] == [True, True]
+    assert await job_states(app) == {}
