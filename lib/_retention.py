@@ -1,11 +1,12 @@
 """Retention: finished jobs deleted once old enough, by `dawdle prune` and by the workers.
 
 A prune deletes in small batches (`PRUNE_BATCH` finishing events read per statement, each
-its own short transaction, with a pause between them), so it never holds locks for long
-nor starves the claims of a busy worker. `App(retention={"succeeded": "1d", ...})` has the
-workers apply it every `RETENTION_INTERVAL`; one worker at a time does, by a transaction-
-scoped advisory lock each batch tries (so it also works behind PgBouncer): a worker that
-finds it taken leaves the round to the one that holds it.
+its own short transaction, then a pause as long as the batch took), so it never holds
+locks for long, and its connection is busy half the time at most: a busy worker beside it
+keeps most of the server. `App(retention={"succeeded": "1d", ...})` has the workers apply
+it every `RETENTION_INTERVAL`; one worker at a time does, by a transaction-scoped advisory
+lock each batch tries (so it also works behind PgBouncer): a worker that finds it taken
+leaves the round to the one that holds it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ logger = logging.getLogger("dawdle.retention")
 
 # The statuses a job ends in; only those are ever pruned.
 FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled", "aborted")
-# Finishing events read per batch, and the pause after a batch that found old jobs.
+# Finishing events read per batch. After a batch that deleted jobs, a pause as long as the
+# batch took (at least BATCH_PAUSE): a prune's connection is busy half the time at most.
 PRUNE_BATCH: Final = 500
 BATCH_PAUSE: Final = 0.02
 # How often a worker applies its app's retention (the first round at its start).
@@ -147,6 +149,7 @@ async def prune(
     deleted = 0
     first = True
     while True:
+        started = anyio.current_time()
         row = await connector.execute_query_one_async(
             PRUNE_JOBS,
             exclusive=exclusive,
@@ -167,7 +170,7 @@ async def prune(
         if row["scanned"] < batch:
             return Pruned(deleted, after)
         if row["deleted"]:
-            await anyio.sleep(pause)
+            await anyio.sleep(max(pause, anyio.current_time() - started))
 
 
 def app_hooks(app: object) -> list[Hooks]:
