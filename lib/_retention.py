@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -173,25 +173,39 @@ async def prune(
             await anyio.sleep(max(pause, anyio.current_time() - started))
 
 
-def app_hooks(app: object) -> list[Hooks]:
-    """The app's hooks: its `hooks` attribute, one Hooks or several (none if it has none)."""
-    hooks: Any = getattr(app, "hooks", None)
-    if hooks is None:
-        return []
-    return [hooks] if isinstance(hooks, Hooks) else list(hooks)
+def app_hooks(app: object) -> Callable[[JobsPruned], None]:
+    """What sends a `JobsPruned` event to the hooks in `app.hooks` (none if it has none).
+
+    A hook that raises is logged and the round goes on. (Where the worker has a hooks
+    dispatcher, the retention loop gives its `emit` instead.)
+    """
+    found: Any = getattr(app, "hooks", None)
+    hooks: list[Hooks] = (
+        [] if found is None else [found] if isinstance(found, Hooks) else list(found)
+    )
+
+    def emit(event: JobsPruned) -> None:
+        for hook in hooks:
+            try:
+                hook.jobs_pruned(event)
+            except Exception:
+                logger.exception("hook %r failed on jobs_pruned", hook)
+
+    return emit
 
 
 async def apply_retention(
     connector: procrastinate_connector.BaseConnector,
     retention: Retention,
-    hooks: Sequence[Hooks] = (),
+    emit: Callable[[JobsPruned], None] | None = None,
     positions: dict[tuple[str, ...], int] | None = None,
 ) -> int:
     """One round of `retention`; how many jobs it deleted.
 
-    A prune per duration, a `JobsPruned` hook event per prune that deleted jobs, and one
-    INFO record for the round if it deleted any. `positions` (the caller's, kept from round
-    to round) says where each prune stopped, so that the next starts there.
+    A prune per duration, a `JobsPruned` event to `emit` (the hooks) per prune that
+    deleted jobs, and one INFO record for the round if it deleted any. `positions` (the
+    caller's, kept from round to round) says where each prune stopped, so that the next
+    starts there.
     """
     positions = {} if positions is None else positions
     total = 0
@@ -212,12 +226,8 @@ async def apply_retention(
             total += count
             parts.append(f"{count} {'/'.join(statuses)} (older than {format_duration(seconds)})")
             pruned += statuses
-            event = JobsPruned(count=count, statuses=statuses)
-            for hook in hooks:
-                try:
-                    hook.jobs_pruned(event)
-                except Exception:
-                    logger.exception("hook %r failed on jobs_pruned", hook)
+            if emit is not None:
+                emit(JobsPruned(count=count, statuses=statuses))
     if total:
         logger.info(
             "pruned %d finished job%s: %s",

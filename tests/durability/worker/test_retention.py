@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import anyio
 import psycopg
@@ -17,7 +18,7 @@ from procrastinate import utils
 
 from dawdle import App, InMemoryConnector, PsycopgConnector
 from dawdle._hooks import Hooks, JobsPruned
-from dawdle._retention import Retention, apply_retention, prune
+from dawdle._retention import Retention, app_hooks, apply_retention, prune
 from dawdle._sql import PRUNE_LOCK_KEY
 from tests.durability.worker.helpers import (
     insert_raw_job,
@@ -199,7 +200,8 @@ async def test_a_failing_hook_is_logged_and_the_round_goes_on(
     retention = Retention.from_option({"succeeded": "1d", "failed": "30d"})
     assert retention is not None
     recorder = Recorder("succeeded", "failed")
-    assert await apply_retention(app.connector, retention, [Broken(), recorder]) == 2
+    holder = SimpleNamespace(hooks=[Broken(), recorder])
+    assert await apply_retention(app.connector, retention, app_hooks(holder)) == 2
     assert recorder.seen.is_set()
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert [r.getMessage().endswith("failed on jobs_pruned") for r in failures] == [True, True]
