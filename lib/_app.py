@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -27,6 +28,7 @@ from dawdle._hooks import Hooks
 from dawdle._hooks_dispatch import checked_hooks
 from dawdle._options import WorkerOptions
 from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
+from dawdle._retention import Retention
 from dawdle._schema import SchemaManager
 from dawdle._worker import Worker
 
@@ -149,6 +151,8 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
     `app.connector` has the connector's own type, e.g. for `app.connector.connection()`.
     `hooks` (`dawdle.Hooks` instances) receive the events of every worker of this app,
     before the worker's own `hooks`.
+    `retention` has the workers delete finished jobs once old enough, by status, e.g.
+    `{"succeeded": "1d", "failed": "30d"}` (one worker at a time, in small batches).
     """
 
     connector: C_co
@@ -162,6 +166,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
         hooks: Iterable[Hooks] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -172,6 +177,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
         hooks: Iterable[Hooks] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -181,7 +187,10 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
         hooks: Iterable[Hooks] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None:
+        # Checked first: a bad value fails before a connector is made.
+        self.retention = Retention.from_option(retention)
         super().__init__(
             connector=PsycopgConnector() if connector is None else connector,
             import_paths=import_paths,
