@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dawdle.worker")
 
 
+def task_code(task: tasks.Task[Any, Any, Any] | None) -> types.CodeType | None:
+    """The code of the task's function, where its stored traceback starts (None if unknown)."""
+    code: types.CodeType | None = getattr(getattr(task, "func", None), "__code__", None)
+    return code
+
+
 def task_timeout(task: tasks.Task[Any, Any, Any]) -> float | None:
     """The `timeout=` given to `@app.task`, in seconds, or None."""
     timeout: float | None = getattr(task, "dawdle_timeout", None)
@@ -124,7 +130,9 @@ class Runners:
             elapsed=None if deadline is None else running.since_first_run(),
         )
         if failure is not None:  # a success costs nothing; only a failure or retry is kept
-            verdict = with_error(verdict, failure, attempt=job.attempts + 1)
+            verdict = with_error(
+                verdict, failure, attempt=job.attempts + 1, task_code=task_code(running.task)
+            )
         self._state.end(job.id)
         if isinstance(failure, exceptions.TaskNotFound):
             log_task_not_found(self._state, context, failure)

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import logging
 import traceback
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,7 +42,13 @@ class JobError:
     traceback: str
 
 
-def with_error(verdict: Verdict, failure: BaseException, *, attempt: int) -> Verdict:
+def with_error(
+    verdict: Verdict,
+    failure: BaseException,
+    *,
+    attempt: int,
+    task_code: types.CodeType | None = None,
+) -> Verdict:
     """`verdict` carrying `failure` as its `JobError` if it failed or retries, else unchanged.
 
     Aborted, snoozed and put-back runs store nothing: the worker or the task chose to
@@ -49,13 +56,18 @@ def with_error(verdict: Verdict, failure: BaseException, *, attempt: int) -> Ver
     """
     if verdict.outcome not in (Outcome.FAILED, Outcome.RETRY):
         return verdict
-    return dataclasses.replace(verdict, error=job_error(failure, attempt=attempt))
+    error = job_error(failure, attempt=attempt, task_code=task_code)
+    return dataclasses.replace(verdict, error=error)
 
 
-def job_error(failure: BaseException, *, attempt: int) -> JobError:
+def job_error(
+    failure: BaseException, *, attempt: int, task_code: types.CodeType | None = None
+) -> JobError:
     """`failure` as stored: qualified type name, bounded message and traceback.
 
-    An exception group's traceback shows every leaf (as Python prints it).
+    The traceback starts at the task's own frame (`task_code`) when it is there: the
+    worker's frames above it say nothing of the failure. An exception group's traceback
+    shows every leaf (as Python prints it).
     """
     kind = type(failure)
     name = (
@@ -67,7 +79,7 @@ def job_error(failure: BaseException, *, attempt: int) -> JobError:
         message = str(failure)
     except Exception:  # noqa: BLE001 (a broken __str__ must not lose the verdict)
         message = f"<unprintable {name}>"
-    text = "".join(traceback.format_exception(failure))
+    text = _formatted(failure, task_code)
     return JobError(
         attempt=attempt,
         failed_at=datetime.datetime.now(datetime.UTC),
@@ -75,6 +87,20 @@ def job_error(failure: BaseException, *, attempt: int) -> JobError:
         message=bounded(message, MAX_MESSAGE_CHARS, keep_head=1.0),
         traceback=bounded(text, MAX_TRACEBACK_CHARS, keep_head=0.25),
     )
+
+
+def _formatted(failure: BaseException, task_code: types.CodeType | None) -> str:
+    """The traceback of `failure`, from the task's frame on if it has one."""
+    report = traceback.TracebackException.from_exception(failure)
+    frames = list(report.stack)
+    for index, frame in enumerate(frames):
+        if task_code is not None and (frame.filename, frame.name) == (
+            task_code.co_filename,
+            task_code.co_name,
+        ):
+            report.stack = traceback.StackSummary.from_list(frames[index:])
+            break
+    return "".join(report.format())
 
 
 def bounded(text: str, limit: int, *, keep_head: float) -> str:

@@ -74,6 +74,9 @@ async def test_a_failed_job_keeps_its_type_message_and_traceback(app: App, kind:
     assert row["message"] == "card declined for 42"
     assert "in charge_card" in row["traceback"]
     assert row["traceback"].endswith("PaymentDeclinedError: card declined for 42\n")
+    # It starts at the task: none of the worker's frames (nor anyio's thread) above it.
+    first_frame = row["traceback"].splitlines()[1]
+    assert first_frame.endswith(", in charge"), row["traceback"]
     assert before <= row["failed_at"] <= datetime.datetime.now(datetime.UTC)
 
 
