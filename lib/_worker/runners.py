@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import types
 from typing import TYPE_CHECKING, Any
 
 import anyio
