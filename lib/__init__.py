@@ -29,6 +29,7 @@ from dawdle._hooks import JobSnoozed as JobSnoozed
 from dawdle._hooks import JobsPruned as JobsPruned
 from dawdle._hooks import JobStarted as JobStarted
 from dawdle._hooks import LoopRestarted as LoopRestarted
+from dawdle._hooks import TraceContext as TraceContext
 from dawdle._options import WorkerOptions as WorkerOptions
 from dawdle._otel import OpenTelemetryHooks as OpenTelemetryHooks
 from dawdle._queues import QueueState as QueueState
@@ -70,6 +71,7 @@ __all__ = [
     "SchemaOutdated",
     "SchemaStatus",
     "Snooze",
+    "TraceContext",
     "UnsupportedValue",
     "Worker",
     "WorkerOptions",

@@ -21,18 +21,17 @@ from procrastinate import exceptions, manager
 from procrastinate import jobs as jobs_module
 
 from dawdle._carriers import (
-    CLAIMED,
     DEFER_JOBS_TRACED,
     DEFER_PERIODIC_JOB_TRACED,
     HAS_JOB_TRACES,
-    Carrier,
+    TableCheck,
 )
-from dawdle._hooks import Hooks, JobDeferred
+from dawdle._hooks import Hooks, JobDeferred, TraceContext
 
 logger = logging.getLogger("dawdle.hooks")
 
 # The carriers of the defer under way in this context, which the defer statement writes.
-_CARRIERS: contextvars.ContextVar[list[Carrier] | None] = contextvars.ContextVar(
+_CARRIERS: contextvars.ContextVar[list[TraceContext] | None] = contextvars.ContextVar(
     "dawdle_defer_carriers", default=None
 )
 
@@ -41,7 +40,7 @@ class PendingDefers(Protocol):
     """Spans begun for jobs about to be inserted."""
 
     @property
-    def carriers(self) -> list[Carrier]:
+    def carriers(self) -> list[TraceContext]:
         """The trace context of each job's span, in the order of the jobs."""
         ...
 
@@ -83,7 +82,10 @@ class _Guarded:
 
 
 def _table_dropped(
-    exc: exceptions.ConnectorException, carriers: list[Carrier] | None, connection: Any | None
+    table: TableCheck,
+    exc: exceptions.ConnectorException,
+    carriers: list[TraceContext] | None,
+    connection: Any | None,
 ) -> bool:
     """Whether a traced insert failed only for want of the table (dropped since it was seen).
 
@@ -94,7 +96,7 @@ def _table_dropped(
         return False
     if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
         return False
-    CLAIMED.table.record(present=False)
+    table.record(present=False)
     return True
 
 
@@ -109,6 +111,8 @@ class JobManager(manager.JobManager):
         super().__init__(connector)
         self._hooks = hooks
         self._broken: set[int] = set()
+        self.traces_table = TableCheck()
+        """Whether its database has `dawdle_job_traces`; the app's workers' claims share it."""
 
     def _live_hooks(self) -> list[Hooks]:
         return [hook for hook in self._hooks() if id(hook) not in self._broken]
@@ -133,13 +137,16 @@ class JobManager(manager.JobManager):
         return deferred
 
     async def _insert_async(
-        self, jobs: list[jobs_module.Job], connection: Any | None, carriers: list[Carrier] | None
+        self,
+        jobs: list[jobs_module.Job],
+        connection: Any | None,
+        carriers: list[TraceContext] | None,
     ) -> list[jobs_module.Job]:
         token = _CARRIERS.set(carriers)
         try:
             return await super().batch_defer_jobs_async(jobs, connection)
         except exceptions.ConnectorException as exc:
-            if not _table_dropped(exc, carriers, connection):
+            if not _table_dropped(self.traces_table, exc, carriers, connection):
                 raise
         finally:
             _CARRIERS.reset(token)
@@ -165,13 +172,16 @@ class JobManager(manager.JobManager):
         return deferred
 
     def _insert(
-        self, jobs: list[jobs_module.Job], connection: Any | None, carriers: list[Carrier] | None
+        self,
+        jobs: list[jobs_module.Job],
+        connection: Any | None,
+        carriers: list[TraceContext] | None,
     ) -> list[jobs_module.Job]:
         token = _CARRIERS.set(carriers)
         try:
             return super().batch_defer_jobs(jobs, connection)
         except exceptions.ConnectorException as exc:
-            if not _table_dropped(exc, carriers, connection):
+            if not _table_dropped(self.traces_table, exc, carriers, connection):
                 raise
         finally:
             _CARRIERS.reset(token)
@@ -210,7 +220,7 @@ class JobManager(manager.JobManager):
         return job_id
 
     async def _defer_periodic_traced(
-        self, job: jobs_module.Job, periodic_id: str, defer_timestamp: int, carrier: Carrier
+        self, job: jobs_module.Job, periodic_id: str, defer_timestamp: int, carrier: TraceContext
     ) -> int | None:
         if job.task_kwargs.get("timestamp") != defer_timestamp:
             raise exceptions.InvalidTimestamp
@@ -231,7 +241,7 @@ class JobManager(manager.JobManager):
         except exceptions.UniqueViolation as exc:
             self._raise_already_enqueued(exc=exc, queueing_lock=job.queueing_lock)
         except exceptions.ConnectorException as exc:
-            if not _table_dropped(exc, [carrier], None):
+            if not _table_dropped(self.traces_table, exc, [carrier], None):
                 raise
             return await super().defer_periodic_job(job, periodic_id, defer_timestamp)
         job_id: int | None = row["id"]
@@ -249,18 +259,18 @@ class JobManager(manager.JobManager):
         return None
 
     async def _has_table_async(self) -> bool:
-        known = CLAIMED.table.known()
+        known = self.traces_table.known()
         if known is not None:
             return known
         row = await self.connector.execute_query_one_async(HAS_JOB_TRACES)
-        return CLAIMED.table.record(present=bool(row["present"]))
+        return self.traces_table.record(present=bool(row["present"]))
 
     def _has_table(self) -> bool:
-        known = CLAIMED.table.known()
+        known = self.traces_table.known()
         if known is not None:
             return known
         row = self.connector.get_sync_connector().execute_query_one(HAS_JOB_TRACES)
-        return CLAIMED.table.record(present=bool(row["present"]))
+        return self.traces_table.record(present=bool(row["present"]))
 
     def _emit(
         self,

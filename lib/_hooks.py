@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from procrastinate import job_context, jobs
 
@@ -30,6 +30,14 @@ class JobDeferred:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A job's W3C trace context, as its defer's span left it (stored in `dawdle_job_traces`)."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobStarted:
     """A worker begins a run of a job, in the job's runner, just before its task is called.
 
@@ -47,6 +55,9 @@ class JobStarted:
     context: job_context.JobContext | None = None
     """The run's context (worker name, `additional_context`...); None only in events made
     by hand."""
+    trace_context: TraceContext | None = None
+    """The trace context its defer stored, read by the claim only for a worker one of whose
+    hooks sets `wants_trace_context`; None otherwise, or if it was deferred untraced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +149,10 @@ class Hooks:
     hook that raises is logged once and removed, as trio does with a failing `Instrument`:
     a broken hook never stops a job or the worker.
     """
+
+    wants_trace_context: ClassVar[bool] = False
+    """True: the worker reads each claimed job's stored trace context (one more query per
+    non-empty claim) for `JobStarted.trace_context`. Off by default, so it costs nothing."""
 
     def job_deferred(self, event: JobDeferred) -> None:
         """A job was deferred."""

@@ -2,7 +2,8 @@
 
 A hook that raises is logged once and removed (trio's `Instrument` rule), so a broken
 hook never stops a job or the worker. Only the hooks that override a method are called
-for its event, and `wants()` lets the caller skip building an event nobody receives.
+for its event, and `wants()` lets the caller skip building an event nobody receives (and
+`wants_trace_context()` reading trace contexts nobody uses).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class HookDispatch:
         self._hooks = list(hooks)
         self._owner = owner
         self._receivers: dict[type[Event], list[tuple[Hooks, Callable[[Event], None]]]] = {}
+        self._trace_context = False
         self._sort()
 
     def _sort(self) -> None:
@@ -94,10 +96,15 @@ class HookDispatch:
             ]
             for kind, method in METHODS.items()
         }
+        self._trace_context = any(hook.wants_trace_context for hook in self._hooks)
 
     def wants(self, kind: type[Event]) -> bool:
         """Whether any hook receives events of this kind (else the caller need not make one)."""
         return bool(self._receivers[kind])
+
+    def wants_trace_context(self) -> bool:
+        """Whether a hook wants claimed jobs' trace contexts (`Hooks.wants_trace_context`)."""
+        return self._trace_context
 
     def emit(self, event: Event) -> None:
         """Call each receiver of `event` in registration order; remove one that raises."""

@@ -2,8 +2,10 @@
 
 Spans follow OpenTelemetry's messaging conventions: a PRODUCER span 'send QUEUE' per job
 deferred, a CONSUMER span 'process QUEUE' per run, linked to its defer's span through the
-trace context stored with the job (`_carriers`). Only opentelemetry-api is needed; the
-application configures the SDK (providers, exporters) as for any instrumented library.
+trace context stored with the job (`_carriers`), which the worker reads at the claim for
+these hooks (`wants_trace_context`) and hands over in `JobStarted.trace_context`. Only
+opentelemetry-api is needed; the application configures the SDK (providers, exporters) as
+for any instrumented library.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from procrastinate import jobs
 
-from dawdle._carriers import CLAIMED, Carrier
 from dawdle._errors import ConfigurationError
 from dawdle._hooks import (
     Hooks,
@@ -25,6 +26,7 @@ from dawdle._hooks import (
     JobsClaimed,
     JobStarted,
     LoopRestarted,
+    TraceContext,
 )
 from dawdle._worker.outcomes import Outcome
 
@@ -81,6 +83,8 @@ class OpenTelemetryHooks(Hooks):
     running jobs (`dawdle.jobs.running`), claim latency (`dawdle.claim.duration`), retries
     (`dawdle.jobs.retried`), restarted loops (`dawdle.worker.loop_restarts`).
     """
+
+    wants_trace_context = True
 
     def __init__(
         self,
@@ -140,13 +144,12 @@ class OpenTelemetryHooks(Hooks):
         self.deferring: dict[int, trace.Span] = {}
         self._runs: dict[int, tuple[trace.Span, contextvars.Token[context.Context]]] = {}
         self._lock = threading.Lock()
-        CLAIMED.enabled = True
 
-    def carrier_of(self, span: trace.Span) -> Carrier:
+    def carrier_of(self, span: trace.Span) -> TraceContext:
         """The W3C trace context of `span`, to store with its job."""
         headers: dict[str, str] = {}
         self._propagator.inject(headers, context=self._trace.set_span_in_context(span))
-        return Carrier(headers["traceparent"], headers.get("tracestate"))
+        return TraceContext(headers["traceparent"], headers.get("tracestate"))
 
     def end_in_error(self, span: trace.Span, exception: BaseException) -> None:
         """End `span` with an error status naming `exception`."""
@@ -186,7 +189,7 @@ class OpenTelemetryHooks(Hooks):
         """Begin the run's CONSUMER span, linked to its defer's, as the task's current span."""
         job = event.job
         links = []
-        carrier = CLAIMED.take(job.id)
+        carrier = event.trace_context
         if carrier is not None:
             headers = {"traceparent": carrier.traceparent}
             if carrier.tracestate:

@@ -18,7 +18,6 @@ from procrastinate import exceptions, jobs, schema, testing, types, utils
 
 from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
 from dawdle._budget_fleet import BudgetRow
-from dawdle._carriers import CLAIMED
 from dawdle._connector._memory_budgets import MemoryBudgets
 from dawdle._connector._memory_errors import JobErrors
 from dawdle._connector._memory_traces import TracesInMemory
@@ -161,12 +160,6 @@ class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
     async def _deliver(self, channel: str, payload: str) -> None:
         assert self.on_notification is not None  # noqa: S101 (checked by _notify)
         await self.on_notification(channel=channel, payload=payload)
-
-    async def execute_query_all_async(self, query: str, **arguments: Any) -> list[dict[str, Any]]:
-        """Run a query by its name; after a claim, read its jobs' trace carriers if tracing."""
-        rows: list[dict[str, Any]] = await super().execute_query_all_async(query, **arguments)
-        await CLAIMED.after_claim(self, query, rows)
-        return rows
 
     async def defer_jobs_all(self, jobs: list[types.JobToDefer]) -> list[dict[str, Any]]:
         """Store a copy of each job's arguments, as PostgreSQL stores their JSON.

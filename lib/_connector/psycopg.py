@@ -15,7 +15,6 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-from dawdle._carriers import CLAIMED
 from dawdle._connector._arguments import connection_options
 from dawdle._connector._connection import AnyioConnection
 from dawdle._connector._factory import Configure, ConnectionFactory
@@ -222,10 +221,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     async def execute_query_all_async(
         self, query: LiteralString, **arguments: Any
     ) -> list[dict[str, Any]]:
-        """Run a query and return all its rows; after a claim, read its jobs' trace carriers."""
-        rows = await self._execute(None, query, arguments, _all_rows)
-        await CLAIMED.after_claim(self, query, rows)
-        return rows
+        """Run a query and return all its rows."""
+        return await self._execute(None, query, arguments, _all_rows)
 
     async def execute_query_one_async_with_connection(
         self, connection: Any, query: LiteralString, **arguments: Any

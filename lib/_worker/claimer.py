@@ -160,6 +160,7 @@ class Claimer:
             limit=limit,
             worker_id=self._state.worker_id,
             timed_tasks=self._timed_task_names(),
+            trace_contexts=self._state.hooks.wants_trace_context(),
         )
 
     def _known_task_names(self) -> list[str] | None:
@@ -205,6 +206,7 @@ class Claimer:
             context=context,
             is_async=is_async,
             first_run_age=claimed.first_run_age,
+            trace_context=claimed.trace_context,
         )
         self._state.running[job_id] = running
         return running

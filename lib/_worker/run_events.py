@@ -25,7 +25,13 @@ def started_event(running: Running) -> JobStarted:
         waited = datetime.datetime.now(datetime.UTC) - job.scheduled_at
         # Never negative, even if the database's clock is ahead of this one.
         queue_time = max(0.0, waited.total_seconds())
-    return JobStarted(job=job, attempt=job.attempts + 1, queue_time=queue_time, context=context)
+    return JobStarted(
+        job=job,
+        attempt=job.attempts + 1,
+        queue_time=queue_time,
+        context=context,
+        trace_context=running.trace_context,
+    )
 
 
 def emit_outcome(

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeAlias
 import anyio
 from procrastinate import job_context, jobs, middleware, tasks
 
-from dawdle._hooks import Hooks
+from dawdle._hooks import Hooks, TraceContext
 from dawdle._hooks_dispatch import HookDispatch
 from dawdle._worker.lease import Lease
 from dawdle._worker.outcomes import Outcome, Verdict
@@ -140,6 +140,8 @@ class Running:
     first_run_age: float | None = None
     """For a task with a job deadline: seconds from the job's first run to its claim (None:
     no earlier run recorded). See `Claimed`."""
+    trace_context: TraceContext | None = None
+    """Its defer's trace context, for `JobStarted` (read only when a hook wants it)."""
     claimed_at: float = field(default_factory=time.monotonic)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     abort_reason: job_context.AbortReason | None = None

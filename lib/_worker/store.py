@@ -18,7 +18,10 @@ from procrastinate import exceptions, jobs
 
 from dawdle._breaker import Breaker
 from dawdle._budget_fleet import FleetRetryBudget
+from dawdle._carriers import TableCheck, read_carriers
+from dawdle._defer import JobManager
 from dawdle._errors import DawdleError
+from dawdle._hooks import TraceContext
 from dawdle._sql import (
     ADD_BREAKER,
     ADD_RETRY_BUDGETS,
@@ -109,6 +112,8 @@ class Claimed:
     first_run_age: float | None = None
     """Seconds from the job's first recorded run to the claim, by the database's clock; None
     when no earlier run is recorded (this is its first) or its task was not asked about."""
+    trace_context: TraceContext | None = None
+    """Its defer's trace context, when the claim was asked for them and it has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +174,12 @@ class JobStore:
         # Claimed jobs that probe a half-open breaker, until their verdict is written.
         self._probes: set[int] = set()
         self._errors_table = ErrorsTable()
+        # Whether dawdle_job_traces exists: the app's check when its job manager is dawdle's
+        # (one answer, one warning for its defers and claims), else the store's own.
+        manager = app.job_manager
+        self._traces_table = (
+            manager.traces_table if isinstance(manager, JobManager) else TableCheck()
+        )
 
     async def register(self) -> int:
         """Add a row for the worker in procrastinate_workers; its id."""
@@ -209,6 +220,7 @@ class JobStore:
         limit: int,
         worker_id: int | None,
         timed_tasks: list[str] | None = None,
+        trace_contexts: bool = False,
     ) -> list[Claimed]:
         """Take up to `limit` ready jobs for the worker, highest priority first.
 
@@ -216,7 +228,8 @@ class JobStore:
         never of a paused queue. Without dawdle's table of pauses, claims ignore pauses
         (one warning) and try the table again every PAUSES_RECHECK seconds. The jobs of
         `timed_tasks` (tasks with a job deadline) come with the age of their first run,
-        read in the same statement.
+        read in the same statement. With `trace_contexts`, a non-empty claim reads its jobs'
+        trace contexts too, in one more query (`_carriers.read_carriers`).
         """
         arguments: dict[str, Any] = {
             "queues": queues,
@@ -229,7 +242,14 @@ class JobStore:
         rows = await self._claim_with_breakers(arguments)
         if rows is None:
             rows = await self._claim_rows(arguments)
-        claimed = [Claimed(jobs.Job.from_row(row), row.get("first_run_age")) for row in rows]
+        ids = [row["id"] for row in rows]
+        carriers = (
+            await read_carriers(self._connector, ids, self._traces_table) if trace_contexts else {}
+        )
+        claimed = [
+            Claimed(jobs.Job.from_row(row), row.get("first_run_age"), carriers.get(row["id"]))
+            for row in rows
+        ]
         claimed.sort(key=lambda one: (-one.job.priority, one.job.id))
         return claimed
 

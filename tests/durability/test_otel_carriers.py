@@ -1,8 +1,8 @@
 """OpenTelemetryHooks on PostgreSQL: the defer statements store the carriers, claims read them.
 
 The run side is driven with the hooks' events (as the worker emits them) after a real
-claim, so these pass without the worker's emission; tests/durability/worker/test_otel.py
-has the whole path through a worker.
+claim by the worker's store, whose trace contexts the events carry;
+tests/durability/worker/test_otel.py has the whole path through a worker.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import anyio.to_thread
 import psycopg
 import pytest
 from opentelemetry.trace import SpanContext, StatusCode
-from procrastinate import exceptions, jobs
+from procrastinate import exceptions
 
 from dawdle import App, Outcome, PsycopgConnector
 from dawdle._hooks import JobFinished, JobStarted
-from dawdle._sql import FETCH_JOBS
+from dawdle._worker.store import JobStore
 from tests.durability.worker.conftest import TRUNCATE
 from tests.durability.worker.helpers import dawdle_table_dropped
 from tests.otel_support import Telemetry, telemetry
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def otel(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
-    return telemetry(monkeypatch)
+def otel() -> Telemetry:
+    return telemetry()
 
 
 @pytest.fixture
@@ -54,13 +54,16 @@ def stored(schema_dsn: str) -> dict[int, tuple[int, int]]:
 
 
 async def claim_and_run(app: App, otel: Telemetry, outcome: Outcome = Outcome.SUCCEEDED) -> None:
-    worker_id = await app.job_manager.register_worker()
-    rows = await app.connector.execute_query_all_async(
-        FETCH_JOBS, worker_id=worker_id, limit=10, task_names=["work"], queues=None
+    store = JobStore(app)
+    worker_id = await store.register()
+    claimed = await store.claim(
+        queues=None, task_names=["work"], limit=10, worker_id=worker_id, trace_contexts=True
     )
-    for row in rows:
-        job = jobs.Job.from_row(row)
-        otel.hooks.job_started(JobStarted(job, attempt=1, queue_time=0.0))
+    for one in claimed:
+        job = one.job
+        otel.hooks.job_started(
+            JobStarted(job, attempt=1, queue_time=0.0, trace_context=one.trace_context)
+        )
         error = ValueError("no") if outcome is Outcome.FAILED else None
         otel.hooks.job_finished(JobFinished(job, outcome, 0.1, 1, error))
 
@@ -137,7 +140,6 @@ async def test_without_the_table_jobs_are_deferred_and_run_unlinked(
     otel: Telemetry,
     schema_dsn: str,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Before `dawdle schema --apply`: one warning, spans without links, jobs as usual."""
     caplog.set_level(logging.WARNING, "dawdle.otel")
@@ -156,7 +158,6 @@ async def test_a_table_dropped_after_it_was_seen_costs_no_defer(
     otel: Telemetry,
     schema_dsn: str,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The traced insert fails on the missing table: sent again untraced, one warning."""
     caplog.set_level(logging.WARNING, "dawdle.otel")
@@ -168,5 +169,27 @@ async def test_a_table_dropped_after_it_was_seen_costs_no_defer(
         assert periodic is not None
         await app.tasks["work"].batch_defer_async({"n": 2}, {"n": 3})
     assert len(sent_by_job(otel)) == 5
+    warned = [r for r in caplog.records if getattr(r, "action", "") == "job_traces_missing"]
+    assert len(warned) == 1
+
+
+async def test_a_claim_that_meets_no_table_warns_once_and_its_jobs_run(
+    app: App, otel: Telemetry, schema_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's app that never deferred finds the table missing at its claim's read."""
+    caplog.set_level(logging.WARNING, "dawdle.otel")
+    await app.tasks["work"].batch_defer_async({"n": 1}, {"n": 2})
+    worker_app = App(connector=PsycopgConnector(conninfo=schema_dsn))
+    async with worker_app.open_async():
+        store = JobStore(worker_app)
+        worker_id = await store.register()
+        with dawdle_table_dropped(schema_dsn, "dawdle_job_traces"):
+            claimed = [
+                await store.claim(
+                    queues=None, task_names=None, limit=1, worker_id=worker_id, trace_contexts=True
+                )
+                for _ in range(2)
+            ]
+    assert [[one.trace_context for one in claim] for claim in claimed] == [[None], [None]]
     warned = [r for r in caplog.records if getattr(r, "action", "") == "job_traces_missing"]
     assert len(warned) == 1

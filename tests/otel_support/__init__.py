@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -14,7 +12,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dawdle import OpenTelemetryHooks
-from dawdle._carriers import CLAIMED, TableCheck
 
 
 @dataclass
@@ -48,15 +45,8 @@ class Telemetry:
         )
 
 
-def telemetry(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
-    """Hooks on in-memory exporters; the process's carriers as new, restored after the test.
-
-    Making the hooks turns on the claims' read of carriers for the whole process: the test
-    that made them turns it off again, so other tests' claims stay as they were.
-    """
-    monkeypatch.setattr(CLAIMED, "enabled", False)
-    monkeypatch.setattr(CLAIMED, "table", TableCheck())
-    monkeypatch.setattr(CLAIMED, "_pending", OrderedDict())
+def telemetry() -> Telemetry:
+    """Hooks on in-memory exporters (providers of their own: nothing global is touched)."""
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from procrastinate.jobs import Job
 
 from dawdle import (
     App,
@@ -143,6 +144,20 @@ def test_only_overridden_methods_receive_events() -> None:
     assert hooks.wants(JobStarted)
     assert not hooks.wants(JobFinished)
     assert not HookDispatch([]).wants(JobStarted)
+
+
+def test_trace_contexts_are_wanted_while_a_hook_that_wants_them_is_there() -> None:
+    """Only a hook that says so makes the worker read them; once it is removed, no more."""
+
+    class BrokenTracer(Broken):
+        wants_trace_context = True
+
+    assert not HookDispatch([Quiet(), Broken()]).wants_trace_context()
+    hooks = HookDispatch([Quiet(), BrokenTracer()])
+    assert hooks.wants_trace_context()
+    job = Job(id=1, queue="q", lock=None, queueing_lock=None, task_name="t", task_kwargs={})
+    hooks.emit(JobStarted(job, attempt=1, queue_time=None))
+    assert not hooks.wants_trace_context()
 
 
 # -- a worker's events --------------------------------------------------------------------------

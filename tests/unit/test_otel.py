@@ -1,7 +1,7 @@
 """OpenTelemetryHooks on the in-memory connector: defer spans, their carriers, run spans, metrics.
 
 The run side is driven with the hooks' events directly (as the worker emits them), after a
-real claim through the connector, so these pass without the worker's emission.
+real claim by the worker's store, whose trace contexts the events carry.
 """
 
 from __future__ import annotations
@@ -17,18 +17,17 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from procrastinate import jobs
 
 import dawdle
-from dawdle import App, InMemoryConnector, Outcome
-from dawdle._carriers import CLAIMED, Carrier
+from dawdle import App, InMemoryConnector, Outcome, TraceContext
 from dawdle._hooks import Hooks, JobDeferred, JobFinished, JobRetried, JobsClaimed, JobStarted
-from dawdle._sql import FETCH_JOBS
+from dawdle._worker.store import Claimed, JobStore
 from tests.otel_support import Telemetry, telemetry
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def otel(monkeypatch: pytest.MonkeyPatch) -> Telemetry:
-    return telemetry(monkeypatch)
+def otel() -> Telemetry:
+    return telemetry()
 
 
 @pytest.fixture
@@ -39,12 +38,17 @@ async def app(in_memory_app: App, otel: Telemetry) -> App:
     return in_memory_app
 
 
-async def claim(connector: InMemoryConnector) -> list[jobs.Job]:
-    worker = await connector.register_worker_one()
-    rows = await connector.execute_query_all_async(
-        FETCH_JOBS, worker_id=worker["worker_id"], limit=10, task_names=["work"], queues=None
+async def claim(app: App, *, trace_contexts: bool = True) -> list[Claimed]:
+    """A claim by the worker's store, reading trace contexts as for OpenTelemetryHooks."""
+    store = JobStore(app)
+    worker_id = await store.register()
+    return await store.claim(
+        queues=None,
+        task_names=["work"],
+        limit=10,
+        worker_id=worker_id,
+        trace_contexts=trace_contexts,
     )
-    return [jobs.Job.from_row(row) for row in rows]
 
 
 def ids(context: SpanContext) -> tuple[int, int]:
@@ -52,8 +56,11 @@ def ids(context: SpanContext) -> tuple[int, int]:
     return (context.trace_id, context.span_id)
 
 
-def run(otel: Telemetry, job: jobs.Job, outcome: Outcome, error: Exception | None = None) -> None:
-    otel.hooks.job_started(JobStarted(job, attempt=1, queue_time=0.25))
+def run(
+    otel: Telemetry, claimed: Claimed, outcome: Outcome, error: Exception | None = None
+) -> None:
+    job, context = claimed.job, claimed.trace_context
+    otel.hooks.job_started(JobStarted(job, attempt=1, queue_time=0.25, trace_context=context))
     otel.hooks.job_finished(JobFinished(job, outcome, duration=0.5, attempt=1, exception=error))
 
 
@@ -88,13 +95,12 @@ async def test_the_defer_stores_the_span_context_with_the_job(
     assert traceparent == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
 
 
-async def test_a_claimed_run_span_is_linked_to_its_defer_span(
-    app: App, otel: Telemetry, in_memory_connector: InMemoryConnector
-) -> None:
+async def test_a_claimed_run_span_is_linked_to_its_defer_span(app: App, otel: Telemetry) -> None:
     """The claim reads the carrier; the CONSUMER span links to the defer's span context."""
     await app.tasks["work"].defer_async(n=1)
-    [job] = await claim(in_memory_connector)
-    run(otel, job, Outcome.SUCCEEDED)
+    [claimed] = await claim(app)
+    job = claimed.job
+    run(otel, claimed, Outcome.SUCCEEDED)
     [sent] = otel.finished("send")
     [processed] = otel.finished("process")
     assert processed.kind is SpanKind.CONSUMER
@@ -108,16 +114,14 @@ async def test_a_claimed_run_span_is_linked_to_its_defer_span(
     assert processed.status.status_code is StatusCode.UNSET
 
 
-async def test_batch_defer_gives_each_job_its_span_and_carrier(
-    app: App, otel: Telemetry, in_memory_connector: InMemoryConnector
-) -> None:
+async def test_batch_defer_gives_each_job_its_span_and_carrier(app: App, otel: Telemetry) -> None:
     """A batch: one span per job, each job's run linked to its own."""
     await app.tasks["work"].batch_defer_async({"n": 1}, {"n": 2}, {"n": 3})
     sent = {int(s.attributes["messaging.message.id"]): s for s in otel.finished("send")}  # type: ignore[index]
     assert len(sent) == 3
     assert all(s.attributes["messaging.batch.message_count"] == 3 for s in sent.values())  # type: ignore[index]
-    for job in await claim(in_memory_connector):
-        run(otel, job, Outcome.SUCCEEDED)
+    for claimed in await claim(app):
+        run(otel, claimed, Outcome.SUCCEEDED)
     for processed in otel.finished("process"):
         job_id = int(processed.attributes["messaging.message.id"])  # type: ignore[index]
         assert [ids(link.context) for link in processed.links] == [
@@ -125,13 +129,11 @@ async def test_batch_defer_gives_each_job_its_span_and_carrier(
         ]
 
 
-async def test_a_failed_run_ends_its_span_in_error(
-    app: App, otel: Telemetry, in_memory_connector: InMemoryConnector
-) -> None:
+async def test_a_failed_run_ends_its_span_in_error(app: App, otel: Telemetry) -> None:
     """A failure: ERROR status, the exception recorded, error.type on the span and metrics."""
     await app.tasks["work"].defer_async(n=1)
-    [job] = await claim(in_memory_connector)
-    run(otel, job, Outcome.FAILED, ValueError("bad n"))
+    [claimed] = await claim(app)
+    run(otel, claimed, Outcome.FAILED, ValueError("bad n"))
     [processed] = otel.finished("process")
     assert processed.status.status_code is StatusCode.ERROR
     assert processed.status.description == "bad n"
@@ -204,15 +206,62 @@ async def test_a_raising_hook_is_removed_and_the_defer_goes_on(
     assert [r.action for r in caplog.records if hasattr(r, "action")] == ["hook_removed"]
 
 
-async def test_claims_read_no_carrier_when_no_hooks_trace(
-    in_memory_app: App, in_memory_connector: InMemoryConnector, monkeypatch: pytest.MonkeyPatch
+async def test_a_claim_reads_trace_contexts_only_when_asked_and_only_if_it_took_jobs(
+    app: App, in_memory_connector: InMemoryConnector
 ) -> None:
-    """Without OpenTelemetry's hooks in the process, a claim sends nothing more."""
-    monkeypatch.setattr(CLAIMED, "enabled", False)
-    in_memory_app.task(name="work")(lambda: None)
-    await in_memory_app.tasks["work"].defer_async()
-    await claim(in_memory_connector)
-    assert [name for name, _ in in_memory_connector.queries][-1] == "fetch_jobs"
+    """Not asked: the claim alone, no context; asked: one read after a claim with jobs."""
+    await app.tasks["work"].defer_async(n=1)
+    await app.tasks["work"].defer_async(n=2)
+    in_memory_connector.queries.clear()
+
+    def sent() -> list[str]:
+        names = [name for name, _ in in_memory_connector.queries]
+        in_memory_connector.queries.clear()
+        return names
+
+    store = JobStore(app)
+    worker_id = await store.register()
+    sent()
+    [untraced] = await store.claim(queues=None, task_names=["work"], limit=1, worker_id=worker_id)
+    assert untraced.trace_context is None
+    assert sent() == ["fetch_jobs"]
+    [traced] = await claim(app)
+    assert traced.trace_context is not None
+    assert traced.trace_context.traceparent == in_memory_connector.job_traces[traced.job.id][0]
+    assert sent() == ["register_worker", "fetch_jobs", "read_job_traces"]
+    assert await claim(app) == []
+    assert sent() == ["register_worker", "fetch_jobs"]
+
+
+async def test_two_databases_in_one_process_keep_their_own_contexts(
+    app: App, otel: Telemetry, in_memory_connector: InMemoryConnector
+) -> None:
+    """Job 1 of one database and job 1 of another: each claim gets its own job's context."""
+    other = App(connector=InMemoryConnector(), hooks=[otel.hooks])
+    other.task(name="work", queue="mail")(lambda n: None)
+    async with other.open_async():
+        first = await app.tasks["work"].defer_async(n=1)
+        second = await other.tasks["work"].defer_async(n=1)
+        assert first == second
+        [here], [there] = await claim(app), await claim(other)
+    assert here.trace_context is not None
+    assert there.trace_context is not None
+    assert here.trace_context != there.trace_context
+    assert here.trace_context.traceparent == in_memory_connector.job_traces[first][0]
+
+
+async def test_a_run_links_to_the_trace_context_its_event_carries(otel: Telemetry) -> None:
+    """A `JobStarted` made by hand: a valid context is linked (tracestate kept), junk is not."""
+    job = jobs.Job(id=5, queue="q", lock=None, queueing_lock=None, task_name="t", task_kwargs={})
+    parent = TraceContext("00-" + "a" * 32 + "-" + "b" * 16 + "-01", "vendor=1")
+    for context in (parent, TraceContext("not a traceparent")):
+        otel.hooks.job_started(JobStarted(job, attempt=1, queue_time=None, trace_context=context))
+        otel.hooks.job_finished(JobFinished(job, Outcome.SUCCEEDED, 0.1, 1, None))
+    linked, unlinked = otel.finished("process")
+    [link] = linked.links
+    assert ids(link.context) == (int("a" * 32, 16), int("b" * 16, 16))
+    assert link.context.trace_state.to_header() == "vendor=1"
+    assert unlinked.links == ()
 
 
 def test_without_opentelemetry_the_hooks_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,7 +312,7 @@ async def test_a_tracer_that_raises_after_the_insert_costs_no_defer(
 
     class Pending:
         def __init__(self) -> None:
-            self.carriers = [Carrier("00-" + "1" * 32 + "-" + "2" * 16 + "-01", None)]
+            self.carriers = [TraceContext("00-" + "1" * 32 + "-" + "2" * 16 + "-01")]
 
         def inserted(self, jobs: object) -> None:
             raise RuntimeError("broken exporter")

@@ -1,8 +1,6 @@
 """OpenTelemetryHooks through a worker: spans and metrics of real runs, on connector x runtime.
 
-NEEDS the hooks helper's work (the worker emitting job_started/job_finished/job_retried to
-the app's hooks): until it is merged, the worker emits nothing and these fail on the run
-side. The defer side (job_deferred, carriers) is this branch's and is exercised here too.
+Also the price of trace contexts: a worker reads them only when one of its hooks wants them.
 """
 
 from __future__ import annotations
@@ -12,11 +10,45 @@ import anyio.from_thread
 import pytest
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-from dawdle import App
-from tests.durability.worker.helpers import make_worker, run_until
+from dawdle import App, Hooks, JobStarted, TraceContext
+from dawdle._carriers import READ_JOB_TRACES
+from dawdle._sql import (
+    CLAIM_JOBS_TIMED,
+    CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_WITH_BREAKERS,
+    FETCH_JOBS,
+    FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_WITH_BREAKERS,
+)
+from tests.durability.worker.helpers import make_worker, run_until, work
 from tests.otel_support import Telemetry, telemetry
 
 pytestmark = pytest.mark.anyio
+
+CLAIMS = {
+    FETCH_JOBS,
+    FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_WITH_BREAKERS,
+    CLAIM_JOBS_TIMED,
+    CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_WITH_BREAKERS,
+}
+
+
+class Started(Hooks):
+    """Each run's trace context, by job id."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[int | None, TraceContext | None] = {}
+
+    def job_started(self, event: JobStarted) -> None:
+        self.contexts[event.job.id] = event.trace_context
+
+
+class Linked(Started):
+    """The same, asking the worker for the contexts."""
+
+    wants_trace_context = True
 
 
 def ids(context: SpanContext) -> tuple[int, int]:
@@ -24,8 +56,8 @@ def ids(context: SpanContext) -> tuple[int, int]:
 
 
 @pytest.fixture
-def otel(app: App, monkeypatch: pytest.MonkeyPatch) -> Telemetry:
-    found = telemetry(monkeypatch)
+def otel(app: App) -> Telemetry:
+    found = telemetry()
     app.hooks = [found.hooks]  # type: ignore[attr-defined]
     return found
 
@@ -98,3 +130,42 @@ async def test_a_failed_run_has_an_error_span_and_is_counted(app: App, otel: Tel
     assert otel.total("dawdle.jobs.running") == 0
     assert sum(point.count for point in otel.points("messaging.process.duration")) == 2
     assert sum(point.count for point in otel.points("dawdle.claim.duration")) >= 1
+
+
+@pytest.mark.parametrize("wanted", [False, True], ids=["unwanted", "wanted"])
+async def test_only_a_worker_whose_hooks_want_trace_contexts_reads_them(
+    app: App, otel: Telemetry, monkeypatch: pytest.MonkeyPatch, wanted: bool
+) -> None:
+    """A worker without such a hook sends no read; with one, one read per non-empty claim.
+
+    The jobs are deferred traced either way; the hook that wants them gets their contexts.
+    """
+    app.task(name="work", queue="mail")(lambda: None)
+    await app.tasks["work"].batch_defer_async({}, {}, {})
+    stored = {}
+    for span in otel.finished("send"):
+        context = span.get_span_context()
+        job_id = int(span.attributes["messaging.message.id"])  # type: ignore[index]
+        flags = int(context.trace_flags)
+        stored[job_id] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+    sent: list[tuple[str, int]] = []
+    execute = app.connector.execute_query_all_async
+
+    async def counted(query: str, **arguments: object) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = await execute(query, **arguments)  # type: ignore[arg-type]
+        sent.append((query, len(rows)))
+        return rows
+
+    monkeypatch.setattr(app.connector, "execute_query_all_async", counted)
+    app.hooks = []  # type: ignore[attr-defined]
+    hook = Linked() if wanted else Started()
+    await work(app, hooks=[hook], concurrency=1)
+    reads = [query for query, _ in sent if query == READ_JOB_TRACES]
+    claims = [query for query, count in sent if query in CLAIMS and count]
+    if wanted:
+        assert len(reads) == len(claims) == 3
+        assert {job_id: c and c.traceparent for job_id, c in hook.contexts.items()} == stored
+    else:
+        assert reads == []
+        assert len(claims) == 3
+        assert hook.contexts == dict.fromkeys(stored)
