@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -24,6 +25,7 @@ from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._errors import ConfigurationError
 from dawdle._options import WorkerOptions
 from dawdle._queues import QueueState, list_queue_states, pause_queue, resume_queue
+from dawdle._retention import Retention
 from dawdle._schema import SchemaManager
 from dawdle._worker import Worker
 
@@ -144,6 +146,8 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
     Without a connector it uses dawdle's `PsycopgConnector` on the default database:
     DAWDLE_DSN, else libpq's environment, else an embedded PostgreSQL server.
     `app.connector` has the connector's own type, e.g. for `app.connector.connection()`.
+    `retention` has the workers delete finished jobs once old enough, by status, e.g.
+    `{"succeeded": "1d", "failed": "30d"}` (one worker at a time, in small batches).
     """
 
     connector: C_co
@@ -156,6 +160,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -165,6 +170,7 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -173,7 +179,10 @@ class App(Blueprint, procrastinate.App, Generic[C_co]):
         import_paths: Iterable[str] | None = None,
         worker_defaults: procrastinate_app.WorkerOptions | None = None,
         periodic_defaults: dict[str, Any] | None = None,
+        retention: Mapping[str, str | float | datetime.timedelta] | None = None,
     ) -> None:
+        # Checked first: a bad value fails before a connector is made.
+        self.retention = Retention.from_option(retention)
         super().__init__(
             connector=PsycopgConnector() if connector is None else connector,
             import_paths=import_paths,

@@ -5,8 +5,8 @@ outdated, unhealthy), 2 bad input (bad option, unloadable --app, unknown task wi
 --unknown, bad JSON, a connection string that does not parse), 130 interrupted before the
 worker could take over SIGINT. Every error is one line on stderr (`-v` adds the traceback),
 passwords hidden. This module parses the command line; `_cli_errors` reports errors,
-`_cli_commands` runs the commands (`_cli_queue` and `_cli_embedded` add their own), `_cli_app`
-loads --app.
+`_cli_commands` runs the commands (`_cli_queue`, `_cli_jobs`, `_cli_actions`, `_cli_fleet` and
+`_cli_embedded` add their own), `_cli_app` loads --app.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Final, NoReturn
 
 import anyio
 
+from dawdle._cli_actions import add_action_parsers
 from dawdle._cli_app import load_app
 from dawdle._cli_commands import NO_LIMIT, cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
 from dawdle._cli_embedded import add_embedded_parser
@@ -38,6 +39,8 @@ from dawdle._cli_errors import (
     report_failure,
     shown,
 )
+from dawdle._cli_fleet import add_fleet_parsers
+from dawdle._cli_jobs import add_jobs_parsers
 from dawdle._cli_queue import add_queue_parser
 from dawdle._errors import leaves
 from dawdle._validate import integer, number
@@ -391,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     healthcheck.set_defaults(run=cmd_healthcheck, parser=healthcheck)
 
     add_queue_parser(commands, common)
+    add_jobs_parsers(commands, common)
+    add_action_parsers(commands, common)
+    add_fleet_parsers(commands, common)
     add_embedded_parser(commands)
     return parser
 

@@ -33,6 +33,7 @@ from dawdle._sql import (
     FETCH_JOBS_IGNORING_PAUSES,
     FETCH_JOBS_WITH_BREAKERS,
     HEARTBEAT,
+    PRUNE_JOBS,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
     RECORD_OUTCOMES,
@@ -94,6 +95,7 @@ class InMemoryConnector(testing.InMemoryConnector):
         self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
         self.reverse_queries[HEARTBEAT] = "heartbeat"
         self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
+        self.reverse_queries[PRUNE_JOBS] = "prune_jobs"
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def open_async(self, pool: procrastinate_connector.Pool | None = None) -> None:
@@ -644,3 +646,30 @@ class InMemoryConnector(testing.InMemoryConnector):
         """Forget the event loop; the jobs stay inspectable."""
         self._token = None
         self.states.append("closed_async")
+
+    async def prune_jobs_one(
+        self, *, statuses: list[str], older_than: float, batch: int, **_: Any
+    ) -> dict[str, Any]:
+        """Delete up to `batch` jobs of `statuses` whose last event is `older_than` seconds old.
+
+        One process, so no advisory lock: always held; each call starts over from the
+        first job, since those before it were deleted.
+        """
+        cutoff = utils.utcnow() - datetime.timedelta(seconds=older_than)
+        old = []
+        for job_id, job in sorted(self.jobs.items()):
+            ends = [e["at"] for e in self.events.get(job_id, ()) if e["type"] != "scheduled"]
+            if job["status"] in statuses and ends and max(ends) < cutoff:
+                old.append(job_id)
+            if len(old) == batch:
+                break
+        for job_id in old:
+            del self.jobs[job_id]
+            self.events.pop(job_id, None)
+        return {
+            "held": True,
+            "deleted": len(old),
+            "scanned": len(old),
+            "recent": 0,
+            "last_event_id": 0,
+        }

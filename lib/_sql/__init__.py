@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from dawdle._sql.admin import FINISHED_RECENTLY as FINISHED_RECENTLY
+from dawdle._sql.admin import GET_JOB as GET_JOB
+from dawdle._sql.admin import JOB_ERRORS as JOB_ERRORS
+from dawdle._sql.admin import JOB_EVENTS as JOB_EVENTS
+from dawdle._sql.admin import LIST_JOBS as LIST_JOBS
+from dawdle._sql.admin import LIST_WORKERS as LIST_WORKERS
+from dawdle._sql.admin import QUEUE_STATS as QUEUE_STATS
+from dawdle._sql.admin import RETRY_JOBS as RETRY_JOBS
 from dawdle._sql.claims import CLAIM_JOBS_TIMED as CLAIM_JOBS_TIMED
 from dawdle._sql.claims import CLAIM_JOBS_TIMED_IGNORING_PAUSES as CLAIM_JOBS_TIMED_IGNORING_PAUSES
 from dawdle._sql.claims import CLAIM_JOBS_TIMED_WITH_BREAKERS as CLAIM_JOBS_TIMED_WITH_BREAKERS
@@ -16,6 +24,8 @@ from dawdle._sql.outcomes import (
     RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS as RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
 )
 from dawdle._sql.outcomes import RECORD_OUTCOMES_WITH_BREAKERS as RECORD_OUTCOMES_WITH_BREAKERS
+from dawdle._sql.retention import PRUNE_JOBS as PRUNE_JOBS
+from dawdle._sql.retention import PRUNE_LOCK_KEY as PRUNE_LOCK_KEY
 from dawdle._sql.workers import HEARTBEAT as HEARTBEAT
 from dawdle._sql.workers import PUBLISH_TASKS as PUBLISH_TASKS
 from dawdle._sql.workers import RECLAIM_JOBS as RECLAIM_JOBS

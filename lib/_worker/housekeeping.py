@@ -17,6 +17,7 @@ from procrastinate.manager import get_channel_for_queues
 from dawdle._connector.memory import InMemoryConnector
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._periodic import PeriodicDeferrer
+from dawdle._retention import RETENTION_INTERVAL, Retention, app_hooks, apply_retention
 from dawdle._worker.fencing import fence
 from dawdle._worker.joblog import describe, log_job
 from dawdle._worker.lease import heartbeat_timeout
@@ -265,6 +266,12 @@ class Housekeeping:
             await connector.listen_notify(on_notification, channels, on_listening=on_listening)
         else:
             await connector.listen_notify(on_notification, channels)
+
+    async def retain_forever(self, retention: Retention) -> None:
+        """Apply the app's retention now and every RETENTION_INTERVAL (one worker at a time)."""
+        while True:
+            await apply_retention(self._app.connector, retention, app_hooks(self._app))
+            await anyio.sleep(RETENTION_INTERVAL)
 
     async def defer_periodic_forever(self) -> None:
         """Defer `@app.periodic` tasks when due; Procrastinate's table de-duplicates workers."""

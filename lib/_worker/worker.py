@@ -1,9 +1,9 @@
 """The worker: its options, `run()` and `stop()`, signals, and the task group of its parts.
 
 `run()` registers the worker, starts the supervised loops (writer, heartbeat, stalled-job
-recovery, abort polling, periodic deferrer, listener), then claims and runs jobs until
-stopped; running jobs then get the graceful timeout, the last outcomes are written, and
-the worker unregisters.
+recovery, abort polling, periodic deferrer, listener, retention), then claims and runs jobs
+until stopped; running jobs then get the graceful timeout, the last outcomes are written,
+and the worker unregisters.
 """
 
 from __future__ import annotations
@@ -257,6 +257,10 @@ class Worker:
             ]
             if self.settings.listen_notify:
                 loops.append(("listener", housekeeping.listen))
+            if (retention := self.app.retention) is not None:
+                loops.append(
+                    ("retention", functools.partial(housekeeping.retain_forever, retention))
+                )
             async with anyio.create_task_group() as group:
                 for name, loop in loops:
                     group.start_soon(supervise, state.stats, name, loop)
