@@ -24,7 +24,7 @@ from dawdle._cli_errors import UsageError
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
-TOKEN_VARIABLE: Final = "DAWDLE_DASHBOARD_TOKEN"
+TOKEN_VARIABLE: Final = "DAWDLE_DASHBOARD_TOKEN"  # noqa: S105 (a variable's name)
 LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
@@ -60,7 +60,7 @@ def add_dashboard_parser(commands: argparse._SubParsersAction[Parser], common: P
 
 def _port(text: str) -> int:
     """A TCP port (1 to 65535) for argparse, or its error naming the value."""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:  # noqa: PLR2004 (TCP's range)
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r:.40}")
     return int(text)
 

@@ -9,10 +9,10 @@ that the caller has opened (the CLI opens it around the server).
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
 
 import jinja2
 from procrastinate import exceptions as procrastinate_exceptions
@@ -53,7 +53,7 @@ _STYLESHEET = resources.files("dawdle._dashboard").joinpath("templates/dashboard
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """A request the dashboard answers with an error page (status, one line)."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -69,6 +69,7 @@ class Dashboard:
         self.app = app
         self.read_only = read_only
         self.token = token
+        self.finished = queries.FinishedPerMinute()
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         """The page `name`, with the CSRF token of the session (its cookie set if new)."""
@@ -94,17 +95,15 @@ class Dashboard:
 
     async def overview(self, request: Request) -> Response:
         """Queues, runs ended per minute, workers alive."""
-        data = await queries.overview(self.app)
-        return self.render(
-            request, "overview.html", chart=chart.svg(data["per_minute"]), **data
-        )
+        data = await queries.overview(self.app, self.finished)
+        return self.render(request, "overview.html", chart=chart.svg(data["per_minute"]), **data)
 
     async def jobs(self, request: Request) -> Response:
         """Jobs, newest first, filtered; a page per range of ids."""
         params = request.query_params
         status = params.get("status") or None
         if status is not None and status not in queries.STATUSES:
-            raise _Refused(400, f"unknown status {status!r}: expected one of the listed ones")
+            raise _RefusedError(400, f"unknown status {status!r}: expected one of the listed ones")
         filters = queries.JobFilter(
             status=status, queue=params.get("queue") or None, task=params.get("task") or None
         )
@@ -125,11 +124,9 @@ class Dashboard:
         job_id: int = request.path_params["job_id"]
         details = await queries.job_details(self.app, job_id)
         if details is None:
-            raise _Refused(404, f"no job {job_id}")
+            raise _RefusedError(404, f"no job {job_id}")
         arguments = json.dumps(details["job"]["args"], indent=2, ensure_ascii=False)
-        return self.render(
-            request, "job.html", arguments=arguments, retryable=RETRYABLE, **details
-        )
+        return self.render(request, "job.html", arguments=arguments, retryable=RETRYABLE, **details)
 
     async def workers(self, request: Request) -> Response:
         """Workers, their heartbeat's age and running jobs."""
@@ -144,7 +141,7 @@ class Dashboard:
             return self.render(request, "login.html", failed=False)
         form = await request.form()
         if not security.csrf_valid(request, form.get(security.CSRF_FIELD)):
-            raise _Refused(403, "refused: the form's CSRF token is missing or stale")
+            raise _RefusedError(403, "refused: the form's CSRF token is missing or stale")
         given = form.get("token")
         if not isinstance(given, str) or not security.same(given, self.token):
             return self.render(request, "login.html", status=401, failed=True)
@@ -158,11 +155,11 @@ class Dashboard:
         )
         return response
 
-    async def stylesheet(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's signature)
+    async def stylesheet(self, request: Request) -> Response:
         """The one stylesheet, from the package."""
         return Response(_STYLESHEET.read_text(), media_type="text/css")
 
-    async def no_icon(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's signature)
+    async def no_icon(self, request: Request) -> Response:
         """No icon, and no 404 in the browser's console for it."""
         return Response(status_code=204)
 
@@ -171,10 +168,10 @@ class Dashboard:
     async def _checked_form(self, request: Request) -> dict[str, Any]:
         """The action's form, once read-only mode, the origin and the CSRF token allow it."""
         if self.read_only:
-            raise _Refused(403, "refused: the dashboard is read-only (--read-only)")
+            raise _RefusedError(403, "refused: the dashboard is read-only (--read-only)")
         form = await request.form()
         if not security.csrf_valid(request, form.get(security.CSRF_FIELD)):
-            raise _Refused(403, "refused: the form's CSRF token is missing or stale")
+            raise _RefusedError(403, "refused: the form's CSRF token is missing or stale")
         return dict(form)
 
     async def job_action(self, request: Request) -> Response:
@@ -188,7 +185,7 @@ class Dashboard:
                 self.app, statuses=list(RETRYABLE), id=job_id, task=None, queue=None
             )
             if not retried:
-                raise _Refused(409, await _why_not_retried(self.app, job_id))
+                raise _RefusedError(409, await _why_not_retried(self.app, job_id))
             done = "retried"
         elif action in {"cancel", "abort"}:
             try:
@@ -196,14 +193,16 @@ class Dashboard:
             except procrastinate_exceptions.ConnectorException:
                 changed = False
             if not changed:
-                raise _Refused(409, f"job {job_id} is not waiting or running: nothing to {action}")
+                raise _RefusedError(
+                    409, f"job {job_id} is not waiting or running: nothing to {action}"
+                )
             done = "cancelled" if action == "cancel" else "abort_requested"
             if action == "abort":
                 details = await queries.job_details(self.app, job_id)
                 if details is not None and details["job"]["status"] == "cancelled":
                     done = "cancelled"  # it was still waiting: Procrastinate cancels it
         else:
-            raise _Refused(404, f"no action {action!r}")
+            raise _RefusedError(404, f"no action {action!r}")
         return RedirectResponse(f"/jobs/{job_id}?done={done}", status_code=303)
 
     async def queue_action(self, request: Request) -> Response:
@@ -211,18 +210,17 @@ class Dashboard:
         form = await self._checked_form(request)
         action: str = request.path_params["action"]
         name = form.get("queue")
+        if not isinstance(name, str):
+            raise _RefusedError(400, "the form names no queue")
         try:
             if action == "pause":
-                changed = await self.app.pause_queue_async(
-                    name,  # type: ignore[arg-type] (checked by pause_queue_async)
-                    reason="paused from the dashboard",
-                )
+                changed = await self.app.pause_queue_async(name, reason="paused from the dashboard")
             elif action == "resume":
-                changed = await self.app.resume_queue_async(name)  # type: ignore[arg-type]
+                changed = await self.app.resume_queue_async(name)
             else:
-                raise _Refused(404, f"no action {action!r}")
+                raise _RefusedError(404, f"no action {action!r}")
         except ConfigurationError as exc:
-            raise _Refused(400, str(exc)) from None
+            raise _RefusedError(400, str(exc)) from None
         done = ("paused" if action == "pause" else "resumed") if changed else "already"
         return RedirectResponse(f"/?done={done}", status_code=303)
 
@@ -232,7 +230,7 @@ def _positive(text: str | None, what: str) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1 or len(text) > 19:
-        raise _Refused(400, f"{what} must be a job id (a positive integer), got {text!r:.40}")
+        raise _RefusedError(400, f"{what} must be a job id (a positive integer), got {text!r:.40}")
     return int(text)
 
 
@@ -298,7 +296,7 @@ def dashboard(app: App, *, read_only: bool = False, token: str | None = None) ->
     ]
 
     async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _Refused)  # noqa: S101 (registered for _Refused only)
+        assert isinstance(exc, _RefusedError)  # noqa: S101 (registered for _RefusedError only)
         return handlers.render(request, "error.html", status=exc.status, message=exc.message)
 
-    return _Guard(Starlette(routes=routes, exception_handlers={_Refused: refused}), handlers)
+    return _Guard(Starlette(routes=routes, exception_handlers={_RefusedError: refused}), handlers)

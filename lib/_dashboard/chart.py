@@ -6,43 +6,31 @@ escape; the page needs no script and no chart library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 from markupsafe import Markup
 
-MINUTES: Final = 60
 WIDTH: Final = 720
 HEIGHT: Final = 160
 MARGIN: Final = 30
 
 
-def per_minute(rows: Iterable[dict[str, Any]]) -> list[tuple[int, int]]:
-    """(succeeded, failed) for each of the last 60 minutes, oldest first."""
-    counts = [(0, 0)] * MINUTES
-    for row in rows:
-        ago = int(row["minutes_ago"])
-        if 0 <= ago < MINUTES:
-            counts[MINUTES - 1 - ago] = (int(row["succeeded"]), int(row["failed"]))
-    return counts
-
-
-def svg(rows: Iterable[dict[str, Any]]) -> Markup:
-    """A bar per minute, failures stacked on successes, with the peak on the axis."""
-    counts = per_minute(rows)
+def svg(counts: Sequence[tuple[int, int]]) -> Markup:
+    """A bar per minute (succeeded, failed), failures stacked on successes, the peak shown."""
     peak = max((ok + failed for ok, failed in counts), default=0) or 1
     plot = HEIGHT - 2 * MARGIN
-    step = (WIDTH - 2 * MARGIN) / MINUTES
+    step = (WIDTH - 2 * MARGIN) / len(counts)
     bars = []
     for index, (ok, failed) in enumerate(counts):
         x = MARGIN + index * step
         ok_height = plot * ok / peak
         failed_height = plot * failed / peak
         base = HEIGHT - MARGIN
-        minute = MINUTES - index
+        ago = f"{len(counts) - 1 - index} min ago" if index < len(counts) - 1 else "this minute"
         bars.append(
             f'<rect class="ok" x="{x:.1f}" y="{base - ok_height:.1f}" width="{step - 1:.1f}" '
-            f'height="{ok_height:.1f}"><title>{minute} min ago: {ok} succeeded, '
+            f'height="{ok_height:.1f}"><title>{ago}: {ok} succeeded, '
             f"{failed} failed</title></rect>"
         )
         if failed:

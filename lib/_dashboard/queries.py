@@ -10,6 +10,7 @@ The job, its events, its stored errors and the workers are the admin CLI's own q
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,6 +26,9 @@ PAGE_SIZE: Final = 50
 
 # A worker whose heartbeat is younger than this counts as alive (as `dawdle healthcheck`).
 ALIVE_SECONDS: Final = 30
+
+MINUTES: Final = 60
+ONE_MINUTE: Final = datetime.timedelta(minutes=1)
 
 STATUSES: Final = ("todo", "doing", "succeeded", "failed", "cancelled", "aborted")
 
@@ -63,21 +67,40 @@ SELECT COALESCE(active.queue_name, failed.queue_name)::text AS queue_name,
   FROM active FULL JOIN failed ON failed.queue_name = active.queue_name
 """
 
-# Runs ended per minute over the last hour. The walk back from the newest event stops at
-# the first one older than the hour: it reads the hour's events and no more.
-FINISHED_PER_MINUTE: Final = """
-WITH boundary AS (
-    SELECT COALESCE((SELECT id FROM procrastinate_events
-                      WHERE type <> 'scheduled' AND at < now() - interval '1 hour'
-                      ORDER BY id DESC LIMIT 1), 0) AS id
+# The minute now, and the window's first one: the chart has a bar for each of 60 minutes.
+CLOCK: Final = """
+SELECT date_trunc('minute', now()) AS minute,
+       date_trunc('minute', now()) - interval '59 minutes' AS first
+"""
+
+# Runs ended per minute since `since`. The first event at or after it is found by a binary
+# search on the events' primary key (ids grow with time, but for the few events of a
+# transaction still open as others commit, and 'scheduled' ones, stamped with a due time,
+# which the search skips): some 20 index probes, whatever the table's size. Then only the
+# events since are read.
+FINISHED_SINCE: Final = """
+WITH RECURSIVE search(low, high) AS (
+    SELECT COALESCE(min(id), 0), COALESCE(max(id), 0) + 1 FROM procrastinate_events
+    UNION ALL
+    SELECT CASE WHEN probe.id IS NULL OR probe.recent THEN search.low ELSE probe.id + 1 END,
+           CASE WHEN probe.id IS NULL OR probe.recent THEN (search.low + search.high) / 2
+                ELSE search.high END
+      FROM search
+      LEFT JOIN LATERAL (
+           SELECT event.id, event.at >= %(since)s AS recent
+             FROM procrastinate_events AS event
+            WHERE event.id >= (search.low + search.high) / 2 AND event.type <> 'scheduled'
+            ORDER BY event.id
+            LIMIT 1) AS probe ON true
+     WHERE search.low < search.high
 )
-SELECT floor(extract(epoch FROM now() - event.at) / 60)::int AS minutes_ago,
+SELECT date_trunc('minute', event.at) AS minute,
        count(*) FILTER (WHERE event.type = 'succeeded') AS succeeded,
        count(*) FILTER (WHERE event.type IN ('failed', 'aborted')) AS failed
   FROM procrastinate_events AS event
- WHERE event.id > (SELECT id FROM boundary)
+ WHERE event.id >= (SELECT max(low) FROM search)
    AND event.type IN ('succeeded', 'failed', 'aborted')
-   AND event.at >= now() - interval '1 hour'
+   AND event.at >= %(since)s
  GROUP BY 1
 """
 
@@ -111,6 +134,36 @@ SELECT id, worker_id, queue_name::text AS queue_name, task_name::text AS task_na
 """
 
 
+class FinishedPerMinute:
+    """Runs ended in each of the last 60 minutes, the minutes that are over kept in memory.
+
+    A minute that is over is read once: each overview then reads only the events since the
+    last minute it saw (a run's event written late, by a transaction that began in an
+    earlier minute, is missed by the minute already counted).
+    """
+
+    def __init__(self) -> None:
+        self.complete: dict[datetime.datetime, tuple[int, int]] = {}
+        self.covered: datetime.datetime | None = None  # minutes before this one are kept
+
+    async def read(self, app: App) -> list[tuple[int, int]]:
+        """(succeeded, failed or aborted) for each of the last 60 minutes, oldest first."""
+        connector = app.connector
+        clock = await connector.execute_query_one_async(CLOCK)
+        current, first = clock["minute"], clock["first"]
+        since = first if self.covered is None or self.covered < first else self.covered
+        rows = await connector.execute_query_all_async(FINISHED_SINCE, since=since)
+        read = {row["minute"]: (row["succeeded"], row["failed"]) for row in rows}
+        minute = since
+        while minute < current:
+            self.complete[minute] = read.get(minute, (0, 0))
+            minute += ONE_MINUTE
+        self.covered = max(current, self.covered or current)
+        self.complete = {key: value for key, value in self.complete.items() if key >= first}
+        minutes = [first + index * ONE_MINUTE for index in range(MINUTES)]
+        return [self.complete.get(minute) or read.get(minute, (0, 0)) for minute in minutes]
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """The jobs page's filters; None is any."""
@@ -130,7 +183,7 @@ class JobPage:
     searched_down_to: int
 
 
-async def overview(app: App) -> dict[str, Any]:
+async def overview(app: App, finished: FinishedPerMinute) -> dict[str, Any]:
     """Queues with their counts and pauses, runs ended per minute, live workers."""
     connector = app.connector
     counts = {
@@ -143,7 +196,7 @@ async def overview(app: App) -> dict[str, Any]:
     # A queue with waiting jobs always has a name in the index; this is for safety only.
     queues.extend({"name": name, "state": None, **_counts(row)} for name, row in counts.items())
     queues.sort(key=lambda queue: queue["name"])
-    per_minute = await connector.execute_query_all_async(FINISHED_PER_MINUTE)
+    per_minute = await finished.read(app)
     alive = await connector.execute_query_one_async(WORKERS_ALIVE, seconds=ALIVE_SECONDS)
     return {"queues": queues, "per_minute": per_minute, "workers_alive": alive["alive"]}
 

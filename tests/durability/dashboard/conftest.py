@@ -82,7 +82,7 @@ def csrf_of(page: httpx.Response) -> str:
 
 
 @pytest.fixture
-async def app(schema_dsn: str, db: psycopg.Connection) -> AsyncIterator[App]:  # noqa: ARG001 (emptied first)
+async def app(schema_dsn: str, db: psycopg.Connection) -> AsyncIterator[App]:
     app = App(connector=PsycopgConnector(conninfo=schema_dsn, max_size=4))
     async with app.open_async():
         yield app

@@ -1,5 +1,7 @@
-"""The dashboard's actions and its guards on PostgreSQL, on asyncio and on Trio: retry,
-cancel, abort, pause and resume; CSRF and Origin refusals; read-only mode; the token."""
+"""The dashboard's actions and guards on PostgreSQL, on asyncio and on Trio.
+
+Retry, cancel, abort, pause and resume; CSRF and Origin refusals; read-only mode; the token.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dawdle._dashboard import security
 from tests.durability.dashboard.conftest import BASE_URL, Client, csrf_of, make_job, status_of
 
 pytestmark = pytest.mark.anyio
+ANYWHERE = "0.0.0.0"  # noqa: S104 (an address the CLI must refuse, never bound)
 
 
 def worker_id(db: psycopg.Connection) -> int:
@@ -34,7 +37,9 @@ async def test_retry_puts_a_failed_job_back_due_now(db: psycopg.Connection, clie
     assert status_of(db, job) == ("todo", False)
 
 
-async def test_retry_of_a_waiting_job_is_a_409_naming_why(db: psycopg.Connection, client: Client) -> None:
+async def test_retry_of_a_waiting_job_is_a_409_naming_why(
+    db: psycopg.Connection, client: Client
+) -> None:
     job = make_job(db, "todo")
     async with client() as http:
         page = await http.get(f"/jobs/{job}")
@@ -105,7 +110,9 @@ async def test_csrf_refusals_change_nothing(
     assert same_origin.status_code == (403 if forge == "no cookie" else 200)
 
 
-async def test_read_only_hides_and_refuses_every_action(db: psycopg.Connection, client: Client) -> None:
+async def test_read_only_hides_and_refuses_every_action(
+    db: psycopg.Connection, client: Client
+) -> None:
     failed = make_job(db, "failed", queue="mail")
     waiting = make_job(db, "todo", queue="mail")
     async with client(read_only=True) as http:
@@ -121,7 +128,7 @@ async def test_read_only_hides_and_refuses_every_action(db: psycopg.Connection, 
         ]
     assert "read-only" in overview.text
     for page in (overview, job_page):
-        assert "<form method=\"post\"" not in page.text
+        assert '<form method="post"' not in page.text
     assert [page.status_code for page in refusals] == [403] * 5
     assert all("read-only" in page.text for page in refusals)
     assert status_of(db, failed) == ("failed", False)
@@ -130,13 +137,15 @@ async def test_read_only_hides_and_refuses_every_action(db: psycopg.Connection, 
 
 
 async def test_a_token_guards_every_page(db: psycopg.Connection, client: Client) -> None:
-    token = "s3cret-token-for-tests"
+    token = "s3cret-token-for-tests"  # noqa: S105 (a test's token)
     job = make_job(db, "failed")
     async with client(token=token) as http:
         anonymous = await http.get("/", follow_redirects=False)
         assert anonymous.status_code == 303
         assert anonymous.headers["location"] == "/login"
-        assert (await http.get("/workers", headers={"Authorization": "Bearer nope"})).status_code == 401
+        assert (
+            await http.get("/workers", headers={"Authorization": "Bearer nope"})
+        ).status_code == 401
         assert (await http.post(f"/jobs/{job}/retry", data={})).status_code == 401
         bearer = await http.get("/", headers={"Authorization": f"Bearer {token}"})
         assert bearer.status_code == 200
@@ -144,7 +153,9 @@ async def test_a_token_guards_every_page(db: psycopg.Connection, client: Client)
         csrf = csrf_of(login)
         wrong = await http.post("/login", data={"csrf": csrf, "token": "guess"})
         assert wrong.status_code == 401
-        logged = await http.post("/login", data={"csrf": csrf, "token": token}, follow_redirects=False)
+        logged = await http.post(
+            "/login", data={"csrf": csrf, "token": token}, follow_redirects=False
+        )
         cookie = logged.headers["set-cookie"]
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
@@ -155,8 +166,8 @@ async def test_a_token_guards_every_page(db: psycopg.Connection, client: Client)
     assert all(token not in page.text for page in [bearer, login, wrong, *pages])
 
 
-async def test_login_without_csrf_is_refused(db: psycopg.Connection, client: Client) -> None:  # noqa: ARG001
-    async with client(token="t0ken") as http:
+async def test_login_without_csrf_is_refused(db: psycopg.Connection, client: Client) -> None:
+    async with client(token="t0ken") as http:  # noqa: S106 (a test's token)
         refused = await http.post("/login", data={"token": "t0ken"})
     assert refused.status_code == 403
     assert security.SESSION_COOKIE not in refused.cookies
@@ -165,10 +176,10 @@ async def test_login_without_csrf_is_refused(db: psycopg.Connection, client: Cli
 @pytest.mark.parametrize(
     ("arguments", "environment", "message"),
     [
-        (["--host", "0.0.0.0"], None, "--host '0.0.0.0' is reachable from other machines"),
+        (["--host", ANYWHERE], None, "--host '0.0.0.0' is reachable from other machines"),
         (["--host", "example.org"], None, "--host 'example.org' is reachable"),
-        (["--host", "0.0.0.0", "--token", " "], None, "the dashboard's token is blank"),
-        (["--host", "0.0.0.0"], "", "the dashboard's token is blank"),
+        (["--host", ANYWHERE, "--token", " "], None, "the dashboard's token is blank"),
+        (["--host", ANYWHERE], "", "the dashboard's token is blank"),
         (["--port", "70000"], None, "expected a port from 1 to 65535, got '70000'"),
     ],
 )

@@ -1,5 +1,7 @@
-"""The dashboard's pages on PostgreSQL, on asyncio and on Trio: what each shows, filters,
-pagination, stored errors, escaping of user data, bad query strings."""
+"""The dashboard's pages on PostgreSQL, on asyncio and on Trio.
+
+What each shows, filters, pagination, stored errors, escaping of user data, bad query strings.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from tests.durability.worker.helpers import dawdle_table_dropped
 
 pytestmark = pytest.mark.anyio
 
-HOSTILE = '<script>window.pwned = 1</script>"&\''
+HOSTILE = "<script>window.pwned = 1</script>\"&'"
 
 
 def next_link(text: str) -> str | None:
@@ -34,7 +36,9 @@ def add_worker(db: psycopg.Connection, *, age_seconds: float = 0) -> int:
     return int(row[0])
 
 
-async def test_overview_counts_queues_workers_and_runs(db: psycopg.Connection, client: Client) -> None:
+async def test_overview_counts_queues_workers_and_runs(
+    db: psycopg.Connection, client: Client
+) -> None:
     worker = add_worker(db)
     add_worker(db, age_seconds=3600)
     for _ in range(3):
@@ -58,7 +62,9 @@ async def test_overview_counts_queues_workers_and_runs(db: psycopg.Connection, c
     assert 'aria-label="2 runs ended in the last hour"' in text
 
 
-async def test_jobs_filters_by_status_queue_and_task(db: psycopg.Connection, client: Client) -> None:
+async def test_jobs_filters_by_status_queue_and_task(
+    db: psycopg.Connection, client: Client
+) -> None:
     failed = make_job(db, "failed", queue="mail", task="send")
     make_job(db, "failed", queue="other", task="send")
     make_job(db, "todo", queue="mail", task="send")
@@ -189,7 +195,7 @@ async def test_user_data_is_escaped_on_every_page(db: psycopg.Connection, client
     ],
 )
 async def test_bad_query_strings_are_refused_with_one_line(
-    db: psycopg.Connection,  # noqa: ARG001 (emptied)
+    db: psycopg.Connection,
     client: Client,
     query: str,
     message: str,
@@ -200,7 +206,7 @@ async def test_bad_query_strings_are_refused_with_one_line(
     assert message in page.text
 
 
-async def test_an_unknown_job_is_a_404(db: psycopg.Connection, client: Client) -> None:  # noqa: ARG001
+async def test_an_unknown_job_is_a_404(db: psycopg.Connection, client: Client) -> None:
     async with client() as http:
         page = await http.get("/jobs/424242")
     assert page.status_code == 404
