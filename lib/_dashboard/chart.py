@@ -48,5 +48,5 @@ def svg(counts: Sequence[tuple[int, int]]) -> Markup:
     )
     return Markup(  # noqa: S704 (numbers only, formatted above)
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{total} runs ended in the last hour">{axis}{"".join(bars)}</svg>'
+        f'aria-label="runs ended in the last hour: {total}">{axis}{"".join(bars)}</svg>'
     )

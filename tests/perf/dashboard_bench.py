@@ -82,10 +82,6 @@ SELECT id, 1, 'ConnectionError', 'the mail server hung up',
        'Traceback (most recent call last):' || repeat(E'\\n  File "app/tasks.py", line 1', 20)
   FROM procrastinate_jobs WHERE status = 'failed'
 """
-FAILED_INDEX = (
-    f"CREATE INDEX CONCURRENTLY {queries.FAILED_INDEX} "
-    "ON procrastinate_jobs (queue_name) WHERE status = 'failed'"
-)
 
 
 def fill(dsn: str, jobs: int) -> None:
@@ -216,7 +212,7 @@ def main() -> None:
             times = anyio.run(measure, dsn, {"overview": "/"}, args.runs, backend=backend)
             report(f"{backend}, without the failed jobs' index", times)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FAILED_INDEX)
+            conn.execute(queries.CREATE_FAILED_INDEX)
             conn.execute("VACUUM ANALYZE procrastinate_jobs")
         for backend in ("asyncio", "trio"):
             report(

@@ -59,7 +59,35 @@ async def test_overview_counts_queues_workers_and_runs(
     assert "paused since" in idle
     assert '<span id="workers-alive">1</span>' in text
     assert '<svg class="chart"' in text
-    assert 'aria-label="2 runs ended in the last hour"' in text
+    assert 'id="failed-index-hint"' in text  # the module's database has no such index
+    assert 'aria-label="runs ended in the last hour: 2"' in text
+
+
+async def test_the_failed_index_is_used_once_created(
+    db: psycopg.Connection, client: Client
+) -> None:
+    make_job(db, "failed", queue="mail")
+    db.execute(queries.CREATE_FAILED_INDEX)
+    try:
+        async with client() as http:
+            page = await http.get("/")
+    finally:
+        db.execute(f"DROP INDEX {queries.FAILED_INDEX}")
+    assert 'id="failed-index-hint"' not in page.text
+    assert "/jobs?queue=mail&amp;status=failed" in page.text
+
+
+async def test_the_chart_counts_runs_that_end_after_the_first_render(
+    db: psycopg.Connection, client: Client
+) -> None:
+    make_job(db, "succeeded")
+    async with client() as http:
+        first = await http.get("/")
+        make_job(db, "failed")
+        make_job(db, "aborted")
+        second = await http.get("/")
+    assert 'aria-label="runs ended in the last hour: 1"' in first.text
+    assert 'aria-label="runs ended in the last hour: 3"' in second.text
 
 
 async def test_jobs_filters_by_status_queue_and_task(
