@@ -128,8 +128,8 @@ async def _why_not_retried(app: Any, job: int) -> str:
         return f"job {job} is {row['status']}: only failed, cancelled or aborted jobs are retried"
     if row["queueing_lock"] is not None:
         return (
-            f"job {job} was not retried: a waiting job (or an earlier one to retry) holds its "
-            f"queueing lock {row['queueing_lock']!r}"
+            f"job {job} was not retried: a waiting job holds its queueing lock "
+            f"{row['queueing_lock']!r}"
         )
     return f"job {job} was not retried: another client is changing it; try again"
 
@@ -192,9 +192,10 @@ def cmd_prune(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
 
     async def run() -> int:
         async with app.open_async():
-            count = await prune(app.connector, statuses=args.status, older_than=args.older_than)
+            done = await prune(app.connector, statuses=args.status, older_than=args.older_than)
+        count = 0 if done is None else done.deleted  # None only for an exclusive prune
         print(
-            f"pruned {count or 0:,} job{'' if count == 1 else 's'} ({', '.join(args.status)}) "
+            f"pruned {count:,} job{'' if count == 1 else 's'} ({', '.join(args.status)}) "
             f"finished more than {format_duration(args.older_than)} ago"
         )
         return 0

@@ -18,7 +18,7 @@ import psycopg
 from procrastinate import exceptions
 
 from dawdle._cli_app import app_from_args
-from dawdle._cli_errors import CommandError, shown
+from dawdle._cli_errors import CommandError, redact, shown
 from dawdle._cli_queue import printable
 from dawdle._sql import GET_JOB, JOB_ERRORS, JOB_EVENTS, LIST_JOBS
 
@@ -177,14 +177,18 @@ def cmd_jobs(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
 
 
 async def read_errors(app: Any, job: int) -> list[dict[str, Any]] | None:
-    """The errors stored of the job's runs; None without dawdle's table of them."""
+    """The errors stored of the job's runs, passwords hidden; None without dawdle's table."""
     try:
         rows: list[dict[str, Any]] = await app.connector.execute_query_all_async(JOB_ERRORS, id=job)
     except exceptions.ConnectorException as exc:
         if isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
             return None
         raise
-    return rows
+    # An exception's text may quote a connection string: its password is hidden here too.
+    return [
+        {**row, "message": redact(row["message"]), "traceback": redact(row["traceback"])}
+        for row in rows
+    ]
 
 
 def cmd_job(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:

@@ -110,12 +110,22 @@ class Retention:
             }
         )
 
-    def rounds(self) -> list[tuple[tuple[str, ...], float]]:
+    def prunes(self) -> list[tuple[tuple[str, ...], float]]:
         """The statuses that share a duration, with it: one prune each, shortest first."""
         by_duration: dict[float, list[str]] = {}
         for status, seconds in self.keep.items():
             by_duration.setdefault(seconds, []).append(status)
         return [(tuple(by_duration[seconds]), seconds) for seconds in sorted(by_duration)]
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune did: the jobs it deleted, and where the next prune may start."""
+
+    deleted: int
+    position: int
+    """The id of the last event the prune is done with: a later prune of the same statuses
+    and duration may start after it (0: from the first event)."""
 
 
 async def prune(
@@ -124,16 +134,17 @@ async def prune(
     statuses: Sequence[str],
     older_than: float,
     exclusive: bool = False,
+    after: int = 0,
     batch: int = PRUNE_BATCH,
     pause: float = BATCH_PAUSE,
-) -> int | None:
-    """Delete jobs of `statuses` that finished more than `older_than` seconds ago; how many.
+) -> Pruned | None:
+    """Delete jobs of `statuses` that finished more than `older_than` seconds ago.
 
-    With `exclusive`, each batch first tries the advisory lock: None if another worker
-    held it before any batch ran (that worker prunes), else the count up to then.
+    It reads the finishing events after the event id `after`. With `exclusive`, each batch
+    first tries the advisory lock: None if another worker held it before any batch ran
+    (that worker prunes), else what was done up to then.
     """
     deleted = 0
-    after = 0
     first = True
     while True:
         row = await connector.execute_query_one_async(
@@ -146,12 +157,15 @@ async def prune(
             batch=batch,
         )
         if not row["held"]:
-            return None if first else deleted
+            return None if first else Pruned(deleted, after)
         first = False
         deleted += int(row["deleted"])
-        if row["recent"] or row["scanned"] < batch:
-            return deleted
-        after = int(row["last_event_id"])
+        if row["first_recent_id"] is not None:
+            return Pruned(deleted, int(row["first_recent_id"]) - 1)
+        if row["last_event_id"] is not None:
+            after = int(row["last_event_id"])
+        if row["scanned"] < batch:
+            return Pruned(deleted, after)
         if row["deleted"]:
             await anyio.sleep(pause)
 
@@ -168,26 +182,45 @@ async def apply_retention(
     connector: procrastinate_connector.BaseConnector,
     retention: Retention,
     hooks: Sequence[Hooks] = (),
+    positions: dict[tuple[str, ...], int] | None = None,
 ) -> int:
-    """One round of `retention`: a prune per duration; an INFO record and a hook per prune."""
+    """One round of `retention`; how many jobs it deleted.
+
+    A prune per duration, a `JobsPruned` hook event per prune that deleted jobs, and one
+    INFO record for the round if it deleted any. `positions` (the caller's, kept from round
+    to round) says where each prune stopped, so that the next starts there.
+    """
+    positions = {} if positions is None else positions
     total = 0
-    for statuses, seconds in retention.rounds():
-        count = await prune(connector, statuses=statuses, older_than=seconds, exclusive=True)
-        if count is None:  # another worker holds the lock: this round is its
-            return total
-        if count:
+    parts: list[str] = []
+    pruned: list[str] = []
+    for statuses, seconds in retention.prunes():
+        done = await prune(
+            connector,
+            statuses=statuses,
+            older_than=seconds,
+            exclusive=True,
+            after=positions.get(statuses, 0),
+        )
+        if done is None:  # another worker holds the lock: this round is its
+            break
+        positions[statuses] = done.position
+        if count := done.deleted:
             total += count
-            logger.info(
-                "pruned %d %s jobs finished more than %s ago",
-                count,
-                "/".join(statuses),
-                format_duration(seconds),
-                extra={"action": "jobs_pruned", "count": count, "statuses": list(statuses)},
-            )
+            parts.append(f"{count} {'/'.join(statuses)} (older than {format_duration(seconds)})")
+            pruned += statuses
             event = JobsPruned(count=count, statuses=statuses)
             for hook in hooks:
                 try:
                     hook.jobs_pruned(event)
                 except Exception:
                     logger.exception("hook %r failed on jobs_pruned", hook)
+    if total:
+        logger.info(
+            "pruned %d finished job%s: %s",
+            total,
+            "" if total == 1 else "s",
+            ", ".join(parts),
+            extra={"action": "jobs_pruned", "count": total, "statuses": pruned},
+        )
     return total

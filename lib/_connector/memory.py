@@ -670,6 +670,6 @@ class InMemoryConnector(testing.InMemoryConnector):
             "held": True,
             "deleted": len(old),
             "scanned": len(old),
-            "recent": 0,
-            "last_event_id": 0,
+            "first_recent_id": None,
+            "last_event_id": None,
         }

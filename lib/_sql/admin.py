@@ -56,11 +56,12 @@ SELECT attempt, failed_at, exception_type, message, traceback
 # cancelled or aborted jobs, which are put back here (attempts unchanged, the abort request
 # cleared, a 'retried' event written as the trigger does for failed ones). A job whose
 # queueing lock a waiting job holds is skipped (it would break Procrastinate's unique
-# index), and of several with one lock, only the first. A `job_inserted` hint per queue
-# wakes the listening workers, as a defer does.
+# index; that check is the index's own lookup), and of several with one lock in a batch,
+# only the first (the next batches see it waiting). A `job_inserted` hint per queue wakes
+# the listening workers, as a defer does.
 RETRY_JOBS: Final = """
 WITH picked AS (
-    SELECT job.id, job.status, job.queue_name
+    SELECT job.id, job.status, job.queue_name, job.queueing_lock
       FROM procrastinate_jobs AS job
      WHERE job.status = ANY(%(statuses)s::procrastinate_job_status[])
        AND (%(id)s::bigint IS NULL OR job.id = %(id)s)
@@ -68,24 +69,26 @@ WITH picked AS (
        AND (%(queue)s::varchar IS NULL OR job.queue_name = %(queue)s)
        AND job.id > %(after)s
        AND (job.queueing_lock IS NULL
-            OR (NOT EXISTS (SELECT FROM procrastinate_jobs AS waiting
-                             WHERE waiting.queueing_lock = job.queueing_lock
-                               AND waiting.status = 'todo')
-                AND job.id = (SELECT min(other.id) FROM procrastinate_jobs AS other
-                               WHERE other.queueing_lock = job.queueing_lock
-                                 AND other.status = ANY(%(statuses)s::procrastinate_job_status[]))))
+            OR NOT EXISTS (SELECT FROM procrastinate_jobs AS waiting
+                            WHERE waiting.queueing_lock = job.queueing_lock
+                              AND waiting.status = 'todo'))
      ORDER BY job.id
      LIMIT %(batch)s
      FOR UPDATE OF job SKIP LOCKED
+), chosen AS (
+    SELECT picked.id, picked.status FROM picked
+     WHERE picked.queueing_lock IS NULL
+        OR picked.id = (SELECT min(same.id) FROM picked AS same
+                         WHERE same.queueing_lock = picked.queueing_lock)
 ), failed AS (
-    SELECT picked.id, procrastinate_retry_job_v2(picked.id, now(), NULL, NULL, NULL)
-      FROM picked
-     WHERE picked.status = 'failed'
+    SELECT chosen.id, procrastinate_retry_job_v2(chosen.id, now(), NULL, NULL, NULL)
+      FROM chosen
+     WHERE chosen.status = 'failed'
 ), stopped AS (
     UPDATE procrastinate_jobs AS job
        SET status = 'todo', scheduled_at = now(), abort_requested = false
-      FROM picked
-     WHERE job.id = picked.id AND picked.status IN ('cancelled', 'aborted')
+      FROM chosen
+     WHERE job.id = chosen.id AND chosen.status IN ('cancelled', 'aborted')
     RETURNING job.id
 ), marked AS (
     INSERT INTO procrastinate_events (job_id, type)

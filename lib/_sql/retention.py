@@ -18,9 +18,12 @@ PRUNE_LOCK_KEY: Final = 0x64707275
 # deleted row, so a job retried meanwhile stays) and no later event of the job is recent
 # (a job retried and finished again). Deleting a job deletes its events and dawdle's rows
 # of it (ON DELETE CASCADE) and unlinks its periodic defer (Procrastinate's trigger).
-# `recent` counts the scanned events that are not old yet: the caller stops there, since
-# the events after them are newer still. With `exclusive`, nothing is scanned unless this
-# transaction gets the advisory lock (`held` says whether it did).
+# `first_recent_id` is the first scanned event that is not old yet: the caller stops there,
+# since the events after it are newer still (an event without a time never stops it), and
+# may start its next prune of the same statuses and duration just before it: every job of
+# an event before it was deleted, or kept for good (a status not listed), or has a later
+# event. With `exclusive`, nothing is scanned unless this transaction gets the advisory
+# lock (`held` says whether it did).
 PRUNE_JOBS: Final = """
 WITH lock AS (
     SELECT NOT %(exclusive)s OR pg_try_advisory_xact_lock(%(lock_key)s) AS held
@@ -45,6 +48,6 @@ WITH lock AS (
 SELECT (SELECT held FROM lock) AS held,
        (SELECT count(*) FROM deleted) AS deleted,
        (SELECT count(*) FROM scanned) AS scanned,
-       (SELECT count(*) FROM scanned WHERE old IS NOT TRUE) AS recent,
+       (SELECT min(id) FROM scanned WHERE NOT old) AS first_recent_id,
        (SELECT max(id) FROM scanned) AS last_event_id
 """

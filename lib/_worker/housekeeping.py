@@ -268,9 +268,14 @@ class Housekeeping:
             await connector.listen_notify(on_notification, channels)
 
     async def retain_forever(self, retention: Retention) -> None:
-        """Apply the app's retention now and every RETENTION_INTERVAL (one worker at a time)."""
+        """Apply the app's retention now and every RETENTION_INTERVAL (one worker at a time).
+
+        Each round starts where the last one stopped in the events, so old jobs kept (of
+        statuses not listed) are read once, not every round.
+        """
+        positions: dict[tuple[str, ...], int] = {}
         while True:
-            await apply_retention(self._app.connector, retention, app_hooks(self._app))
+            await apply_retention(self._app.connector, retention, app_hooks(self._app), positions)
             await anyio.sleep(RETENTION_INTERVAL)
 
     async def defer_periodic_forever(self) -> None:

@@ -138,8 +138,10 @@ def test_job_shows_args_events_and_stored_errors(
     db.execute(
         "INSERT INTO dawdle_job_errors (job_id, attempt, exception_type, message, traceback) "
         "VALUES (%s, 1, 'ValueError', 'bad input\nmore', 'Traceback (most recent call last):\n"
-        '  File "t.py"\nValueError: bad input\')',
-        (job,),
+        '  File "t.py"\nValueError: bad input\'), '
+        "(%s, 2, 'OperationalError', 'postgresql://app:s3cret@db/x refused', "
+        "'at postgresql://app:s3cret@db/x')",
+        (job, job),
     )
     assert dawdle(backend, "job", str(job), "--tracebacks") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -148,11 +150,18 @@ def test_job_shows_args_events_and_stored_errors(
     assert [line.split()[-1] for line in lines[4:7]] == ["deferred", "started", "failed"]
     assert lines[7] == "  errors:"
     assert lines[8].endswith(": ValueError: bad input")
-    assert lines[-1] == "      ValueError: bad input"
+    assert lines[11] == "      ValueError: bad input"
+    assert lines[12].endswith(": OperationalError: postgresql://app:***@db/x refused")
+    assert lines[-1] == "      at postgresql://app:***@db/x"
     assert dawdle(backend, "job", str(job), "--json") == 0
-    shown = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    shown = json.loads(out)
     assert [event["type"] for event in shown["events"]] == ["deferred", "started", "failed"]
-    assert shown["errors"][0]["exception_type"] == "ValueError"
+    assert [error["exception_type"] for error in shown["errors"]] == [
+        "ValueError",
+        "OperationalError",
+    ]
+    assert "s3cret" not in out
 
 
 @BACKENDS
@@ -215,8 +224,8 @@ def test_retry_refuses_what_it_cannot_retry_with_the_reason(
         f"dawdle retry: error: job {done} is succeeded: only failed, cancelled or aborted "
         "jobs are retried",
         "dawdle retry: error: no job 999",
-        f"dawdle retry: error: job {blocked} was not retried: a waiting job (or an earlier "
-        "one to retry) holds its queueing lock 'daily'",
+        f"dawdle retry: error: job {blocked} was not retried: a waiting job holds its "
+        "queueing lock 'daily'",
     ]
     assert status_of(db, blocked) == ("failed", 1, False)
     for misuse in (["--failed"], ["--task", "send"]):
@@ -237,11 +246,13 @@ def test_retry_failed_takes_every_failed_job_of_the_filters(
     chosen = [make_job(db, "failed", task="resize") for _ in range(5)]
     other_task = make_job(db, "failed")
     other_queue = make_job(db, "failed", task="resize", queue="images")
+    # A lock's second job in a later batch, then two of another lock in one batch.
     first, second = (make_job(db, "failed", task="resize", queueing_lock="one") for _ in "ab")
+    third, fourth = (make_job(db, "failed", task="resize", queueing_lock="two") for _ in "ab")
     assert dawdle(backend, "retry", "--failed", "--task", "resize", "--queue", "mail") == 0
-    assert capsys.readouterr().out == "retried 6 failed jobs\n"
-    assert all(status_of(db, job) == ("todo", 2, False) for job in [*chosen, first])
-    for job in (other_task, other_queue, second):
+    assert capsys.readouterr().out == "retried 7 failed jobs\n"
+    assert all(status_of(db, job) == ("todo", 2, False) for job in [*chosen, first, third])
+    for job in (other_task, other_queue, second, fourth):
         assert status_of(db, job) == ("failed", 1, False)
 
 

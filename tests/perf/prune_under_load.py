@@ -10,6 +10,7 @@ days, in its small batches). Prints the machine, versions, both rates and their 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any, Final
 
@@ -90,7 +91,8 @@ async def measure(dsn: str, jobs: int) -> dict[str, Any]:
         await anyio.sleep(BASELINE)
         baseline = (done(worker) - before) / (time.monotonic() - start)
         start, before = time.monotonic(), done(worker)
-        pruned = await prune(admin.connector, statuses=["succeeded"], older_than=7 * 86400.0)
+        outcome = await prune(admin.connector, statuses=["succeeded"], older_than=7 * 86400.0)
+        pruned = 0 if outcome is None else outcome.deleted
         prune_seconds = time.monotonic() - start
         during = (done(worker) - before) / prune_seconds
         worker.stop()
@@ -112,11 +114,15 @@ def main() -> None:
     args = parser.parse_args()
     with server(args.dsn) as (server_dsn, _), fresh_database(server_dsn) as dsn:
         fill(dsn, args.jobs)
+        load_before = os.getloadavg()[0]
         result = anyio.run(measure, dsn, args.jobs, backend="asyncio")
+        load_after = os.getloadavg()[0]
         host = machine()
         print(f"{host['platform']}, {host['cores']} cores, Python {host['python']}")
         print(", ".join(f"{name} {version}" for name, version in versions().items()))
         print(f"server: {server_version(dsn)}")
+        # The machine may be shared: its load says how far the rates can be trusted.
+        print(f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after")
         print(
             f"pruned {result['pruned']:,} of {result['jobs']:,} old jobs in "
             f"{result['prune_seconds']:.1f} s ({result['pruned'] / result['prune_seconds']:,.0f}"
