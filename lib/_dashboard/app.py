@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
 import jinja2
-from procrastinate import exceptions as procrastinate_exceptions
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -179,30 +178,24 @@ class Dashboard:
         await self._checked_form(request)
         job_id: int = request.path_params["job_id"]
         action: str = request.path_params["action"]
-        manager = self.app.job_manager
+        if action not in {"retry", "cancel", "abort"}:
+            raise _RefusedError(404, f"no action {action!r}")
+        if await queries.job_status(self.app, job_id) is None:
+            raise _RefusedError(404, f"no job {job_id}")
         if action == "retry":
             retried = await _retry_batches(
                 self.app, statuses=list(RETRYABLE), id=job_id, task=None, queue=None
             )
             if not retried:
                 raise _RefusedError(409, await _why_not_retried(self.app, job_id))
-            done = "retried"
-        elif action in {"cancel", "abort"}:
-            try:
-                changed = await manager.cancel_job_by_id_async(job_id, abort=action == "abort")
-            except procrastinate_exceptions.ConnectorException:
-                changed = False
-            if not changed:
-                raise _RefusedError(
-                    409, f"job {job_id} is not waiting or running: nothing to {action}"
-                )
-            done = "cancelled" if action == "cancel" else "abort_requested"
-            if action == "abort":
-                details = await queries.job_details(self.app, job_id)
-                if details is not None and details["job"]["status"] == "cancelled":
-                    done = "cancelled"  # it was still waiting: Procrastinate cancels it
-        else:
-            raise _RefusedError(404, f"no action {action!r}")
+            return RedirectResponse(f"/jobs/{job_id}?done=retried", status_code=303)
+        abort = action == "abort"
+        if not await self.app.job_manager.cancel_job_by_id_async(job_id, abort=abort):
+            raise _RefusedError(409, f"job {job_id} is not waiting or running: nothing to {action}")
+        # Aborting a job still waiting cancels it (Procrastinate's rule): say which it was.
+        done = "abort_requested"
+        if not abort or await queries.job_status(self.app, job_id) == "cancelled":
+            done = "cancelled"
         return RedirectResponse(f"/jobs/{job_id}?done={done}", status_code=303)
 
     async def queue_action(self, request: Request) -> Response:

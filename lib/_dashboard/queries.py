@@ -246,6 +246,12 @@ async def list_jobs(app: App, filters: JobFilter, *, before: int | None) -> JobP
     return JobPage(rows=rows, next_before=next_before, searched_down_to=low)
 
 
+async def job_status(app: App, job_id: int) -> str | None:
+    """The job's status; None if there is no such job."""
+    found = await app.connector.execute_query_all_async(GET_JOB, id=job_id)
+    return str(found[0]["status"]) if found else None
+
+
 async def job_details(app: App, job_id: int) -> dict[str, Any] | None:
     """The job, its events and stored errors (None without their table); None if no job."""
     connector = app.connector

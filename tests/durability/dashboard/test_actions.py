@@ -63,6 +63,23 @@ async def test_cancel_and_abort(db: psycopg.Connection, client: Client) -> None:
     assert again.status_code == 409
 
 
+async def test_actions_on_an_unknown_job_or_action_are_404s(
+    db: psycopg.Connection, client: Client
+) -> None:
+    job = make_job(db, "todo")
+    async with client() as http:
+        csrf = csrf_of(await http.get(f"/jobs/{job}"))
+        unknown_job = await http.post("/jobs/424242/cancel", data={"csrf": csrf})
+        unknown_action = await http.post(f"/jobs/{job}/delete", data={"csrf": csrf})
+        abort_waiting = await http.post(f"/jobs/{job}/abort", data={"csrf": csrf})
+    assert unknown_job.status_code == 404
+    assert "no job 424242" in unknown_job.text
+    assert unknown_action.status_code == 404
+    assert "no action &#39;delete&#39;" in unknown_action.text
+    assert "Cancelled." in abort_waiting.text  # a waiting job is cancelled, not aborted
+    assert status_of(db, job)[0] == "cancelled"
+
+
 async def test_pause_and_resume_a_queue(db: psycopg.Connection, client: Client) -> None:
     make_job(db, "todo", queue="mail")
     async with client() as http:
