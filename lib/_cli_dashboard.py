@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -20,7 +21,8 @@ import anyio
 import sniffio
 
 from dawdle._cli_app import app_from_args
-from dawdle._cli_errors import UsageError
+from dawdle._cli_errors import CommandError, UsageError
+from dawdle._errors import leaves
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
@@ -88,6 +90,23 @@ def _token(args: argparse.Namespace) -> str | None:
     return token
 
 
+def _check_address(host: str, port: int) -> None:
+    """Raise CommandError unless this machine can listen on `host`:`port` (as hypercorn will).
+
+    Checked before the server starts: hypercorn's own failure to bind leaves its socket
+    unclosed, and says less.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, protocol, _, address in addresses:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def _imports() -> tuple[Any, Any]:
     """The dashboard's app factory and hypercorn's Config, or a UsageError naming the extra."""
     try:
@@ -107,6 +126,7 @@ def cmd_dashboard(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
     token = _token(args)
     dashboard, config_class = _imports()
     app = app_from_args(args, required=False)
+    _check_address(args.host.strip("[]"), args.port)
     config = config_class()
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     config.bind = [f"{host}:{args.port}"]
@@ -127,11 +147,21 @@ def cmd_dashboard(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
             asgi = dashboard(app, read_only=args.read_only, token=token)
             mode = " (read-only)" if args.read_only else ""
             print(
-                f"dawdle dashboard: serving http://{host}:{args.port}/{mode}",
+                f"dawdle dashboard: starting on http://{host}:{args.port}/{mode}",
                 file=sys.stderr,
                 flush=True,
             )
-            await serve(asgi, config, shutdown_trigger=stopped)
+            try:
+                await serve(asgi, config, shutdown_trigger=stopped)
+            except Exception as exc:
+                # The address is taken, or not one of this machine's (in a group on Trio).
+                failures = leaves(exc)
+                if not all(isinstance(leaf, OSError) for leaf in failures):
+                    raise
+                reason = "; ".join(
+                    str(getattr(leaf, "strerror", None) or leaf) for leaf in failures
+                )
+                raise CommandError(f"cannot listen on {host}:{args.port}: {reason}") from None
         return 0
 
     return run

@@ -236,6 +236,21 @@ def _query(filters: queries.JobFilter, before: int | None) -> str | None:
     return urlencode({**kept, "before": before})
 
 
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """The server's start and stop: nothing to do (the caller opens the App around it).
+
+    Answered here rather than by Starlette, whose handler reports a cancelled lifespan (the
+    server failing to listen) as a failure with a traceback.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class _Guard:
     """ASGI middleware: the token on every request, security headers, refusals as pages."""
 
@@ -244,6 +259,9 @@ class _Guard:
         self.dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return

@@ -5,6 +5,8 @@ Retry, cancel, abort, pause and resume; CSRF and Origin refusals; read-only mode
 
 from __future__ import annotations
 
+import socket
+
 import psycopg
 import pytest
 
@@ -217,3 +219,23 @@ def test_cli_refuses_to_listen_openly_without_a_token(
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_cli_says_when_it_cannot_listen(
+    schema_dsn: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+) -> None:
+    monkeypatch.setenv("DAWDLE_DSN", schema_dsn)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["dashboard", "--port", str(port), "--backend", backend])
+    assert code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == (
+        f"dawdle dashboard: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
