@@ -7,6 +7,7 @@ $DAWDLE_CHROMIUM), driven by Playwright; Playwright downloads no browser.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -44,8 +45,10 @@ def free_port() -> int:
 class Process:
     """A `python -m dawdle ...` child, stopped by SIGTERM (killed if it lingers)."""
 
-    def __init__(self, arguments: list[str], dsn: str, log: Path) -> None:
-        env = {**os.environ, "DAWDLE_DSN": dsn}
+    def __init__(
+        self, arguments: list[str], dsn: str, log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, "DAWDLE_DSN": dsn, **(extra_env or {})}
         env.pop("DAWDLE_APP", None)
         self.log = log
         self.output = log.open("wb")
@@ -76,13 +79,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def server(schema_dsn: str, backend: str, tmp_path: Path) -> Iterator[str]:
-    """A running `dawdle dashboard`: its base URL once it answers."""
+@contextlib.contextmanager
+def dashboard(
+    dsn: str, backend: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A running `dawdle dashboard` (stopped on exit): its base URL once it answers."""
     port = free_port()
-    process = Process(
-        ["dashboard", "--port", str(port), "--backend", backend], schema_dsn, tmp_path / "dash.log"
-    )
+    process = Process(["dashboard", "--port", str(port), "--backend", backend], dsn, log, env)
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -97,6 +100,13 @@ def server(schema_dsn: str, backend: str, tmp_path: Path) -> Iterator[str]:
         yield base
     finally:
         process.stop()
+
+
+@pytest.fixture
+def server(schema_dsn: str, backend: str, tmp_path: Path) -> Iterator[str]:
+    """A running `dawdle dashboard` without a token: its base URL."""
+    with dashboard(schema_dsn, backend, tmp_path / "dash.log") as base:
+        yield base
 
 
 @pytest.fixture

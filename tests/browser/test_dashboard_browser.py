@@ -1,7 +1,8 @@
 """The dashboard in Debian's Chromium, against a real dashboard and worker.
 
 Every page loads without a console error, user data shows as text (no script runs), retry
-runs a failed job, a paused queue is not claimed.
+runs a failed job, a paused queue is not claimed; with a token, the login form sets a cookie
+no script reads, and forged posts are refused.
 
 Each test starts a real `dawdle dashboard` and a real worker (on the other runtime) and
 waits for what it checks by polling with a deadline.
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from tests.browser.conftest import Process, poll
+from tests.browser.conftest import Process, dashboard, poll
 
 CHROMIUM = os.environ.get("DAWDLE_CHROMIUM", "/usr/bin/chromium")
 # Short enough for a queue name: its NOTIFY channel holds under 64 bytes.
@@ -150,3 +151,50 @@ def test_pages_actions_and_escaping(
         what="the resumed queue's job to run",
     )
     assert worker.alive()
+
+
+def forged_post(tab: Page, target: str) -> tuple[int, str]:
+    """From the page `tab` shows, post a pause of 'mail' with a made-up CSRF token."""
+    tab.set_content(
+        f'<form method="post" action="{target}/queues/pause">'
+        '<input name="queue" value="mail"><input name="csrf" value="forged"></form>'
+    )
+    with tab.expect_navigation() as navigation:
+        tab.locator("form").evaluate("form => form.submit()")
+    return navigation.value.status, tab.inner_text("#error-message")
+
+
+def test_token_login_and_a_forged_post(
+    schema_dsn: str, backend: str, tmp_path: Path, db: psycopg.Connection, browser: Browser
+) -> None:
+    token = "browser-test-token"  # noqa: S105 (a test's token)
+    defer(db, "noop", "mail")
+    with dashboard(
+        schema_dsn, backend, tmp_path / "dash.log", {"DAWDLE_DASHBOARD_TOKEN": token}
+    ) as base:
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.set_default_timeout(15_000)
+        tab.goto(f"{base}/workers")
+        assert tab.url == f"{base}/login"
+        tab.fill("input[name=token]", "wrong")
+        tab.click("button[type=submit]")
+        assert "not the dashboard's" in tab.inner_text("main")
+        tab.fill("input[name=token]", token)
+        tab.click("button[type=submit]")
+        assert tab.url == f"{base}/"
+        cookies = {cookie["name"]: cookie for cookie in context.cookies()}
+        session = cookies["dawdle_session"]
+        assert session["httpOnly"]
+        assert session["sameSite"] == "Strict"
+        assert token not in session["value"]
+        assert tab.evaluate("document.cookie") == ""  # no script can read either cookie
+        # A form without the session's CSRF token, on a page of the dashboard's: refused.
+        refused = (403, "refused: the form's CSRF token is missing or stale")
+        assert forged_post(tab, base) == refused
+        # The same from a page of no site of the dashboard's (a new tab's about:blank): the
+        # browser keeps the SameSite=Strict session cookie to itself.
+        elsewhere = context.new_page()
+        assert forged_post(elsewhere, base) == (401, "refused: a valid token is needed")
+        assert db.execute("SELECT count(*) FROM dawdle_queue_pauses").fetchone() == (0,)
+        context.close()
