@@ -8,10 +8,14 @@ from __future__ import annotations
 import html
 import re
 
+import httpx
 import psycopg
+import psycopg.conninfo
 import pytest
 
+from dawdle import App, PsycopgConnector
 from dawdle._dashboard import queries
+from dawdle._dashboard.app import dashboard
 from tests.durability.dashboard.conftest import Client, make_job
 from tests.durability.worker.helpers import dawdle_table_dropped
 
@@ -239,3 +243,23 @@ async def test_an_unknown_job_is_a_404(db: psycopg.Connection, client: Client) -
         page = await http.get("/jobs/424242")
     assert page.status_code == 404
     assert "no job 424242" in page.text
+
+
+async def test_no_page_shows_the_connection_string_or_its_password(
+    db: psycopg.Connection, schema_dsn: str
+) -> None:
+    secret = "hunter2-not-shown"  # noqa: S105 (a password that must not show)
+    job = make_job(db, "failed")
+    conninfo = psycopg.conninfo.make_conninfo(schema_dsn, password=secret)
+    app = App(connector=PsycopgConnector(conninfo=conninfo, max_size=2))
+    async with app.open_async():
+        transport = httpx.ASGITransport(app=dashboard(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            pages = [
+                await http.get(path)
+                for path in ("/", "/jobs", f"/jobs/{job}", "/workers", "/jobs/999999", "/login")
+            ]
+    dbname = psycopg.conninfo.conninfo_to_dict(schema_dsn)["dbname"]
+    for page in pages:
+        assert secret not in page.text
+        assert str(dbname) not in page.text
