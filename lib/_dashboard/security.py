@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 from typing import Final
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -64,12 +65,15 @@ def csrf_token(request: Request) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another origin."""
+    """False when the browser says the request comes from another host than ours.
+
+    The scheme is not compared: behind a TLS proxy the page is https and the request the
+    dashboard sees is http.
+    """
     origin = request.headers.get("origin")
     if origin is None:
         return True  # not sent by every client; the CSRF token is the protection
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return origin == own
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def csrf_valid(request: Request, field: object) -> bool:

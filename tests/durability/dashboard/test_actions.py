@@ -121,7 +121,10 @@ async def test_csrf_refusals_change_nothing(
             headers = {"Origin": "http://evil.example"}
         refused = await http.post(f"/jobs/{job}/retry", data=data, headers=headers)
         same_origin = await http.post(
-            "/queues/pause", data={"csrf": csrf, "queue": "q"}, headers={"Origin": BASE_URL}
+            "/queues/pause",
+            data={"csrf": csrf, "queue": "q"},
+            # The page's own host, over https as behind a TLS proxy.
+            headers={"Origin": BASE_URL.replace("http:", "https:")},
         )
     assert refused.status_code == 403
     assert "CSRF" in refused.text
