@@ -1,6 +1,8 @@
-"""Sessions: `tests` (unit + durability, asyncio and trio), `perf`, `lint`."""
+"""Sessions: `tests` (unit + durability, asyncio and trio), `browser`, `perf`, `lint`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -11,14 +13,34 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 PERF_DEPS = nox.project.dependency_groups(PYPROJECT, "perf")
+BROWSER_DEPS = nox.project.dependency_groups(PYPROJECT, "browser")
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the unit and durability suites on both runtimes, and the perf sanity floors."""
     # otel: OpenTelemetryHooks' tests (the test group brings the SDK's in-memory exporters).
-    session.install(".[trio,embedded,prometheus,otel]", *TEST_DEPS)
+    session.install(".[trio,embedded,prometheus,otel,dashboard]", *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Drive a real dashboard and worker in Debian's headless Chromium (apt-installed if absent).
+
+    Playwright's Python package drives /usr/bin/chromium; it downloads no browser. Screenshots
+    go to browser-results/ (or $DAWDLE_SCREENSHOTS).
+    """
+    if not CHROMIUM.exists():
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", external=True, env=env)
+        session.run(
+            "apt-get", "install", "-y", "chromium", "chromium-driver", external=True, env=env
+        )
+    session.env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    session.install(".[trio,embedded,dashboard]", *TEST_DEPS, *BROWSER_DEPS)
+    session.run("pytest", "tests/browser", *session.posargs)
 
 
 @nox.session
@@ -41,7 +63,7 @@ def perf(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff (lint and format) on everything, mypy --strict on the package and on user programs."""
-    session.install(".[trio,embedded,prometheus]", *LINT_DEPS)
+    session.install(".[trio,embedded,prometheus,dashboard]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     # mypy reads the installed copy of lib/: it cannot follow the package-dir mapping in lib/.

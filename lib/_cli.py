@@ -26,6 +26,7 @@ import anyio
 from dawdle._cli_actions import add_action_parsers
 from dawdle._cli_app import load_app
 from dawdle._cli_commands import NO_LIMIT, cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_dashboard import add_dashboard_parser
 from dawdle._cli_embedded import add_embedded_parser
 from dawdle._cli_errors import (
     EXIT_INTERRUPTED,
@@ -400,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_action_parsers(commands, common)
     add_fleet_parsers(commands, common)
     add_embedded_parser(commands)
+    add_dashboard_parser(commands, common)
     return parser
 
 

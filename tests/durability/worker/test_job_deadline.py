@@ -27,6 +27,9 @@ from tests.durability.worker.helpers import (
 
 pytestmark = pytest.mark.anyio
 
+# How much later than it was due a job may begin: its claim's round trip, on a busy machine.
+CLAIM_SLACK = 0.25
+
 
 async def test_a_deadline_ends_the_retries_of_a_job_without_max_attempts(app: App) -> None:
     """RetryPolicy(deadline=1, max_attempts=None) fails a job that always fails, about 1 s in."""
@@ -49,7 +52,9 @@ async def test_a_deadline_ends_the_retries_of_a_job_without_max_attempts(app: Ap
     job = await job_row(app, job_id)
     assert job.status == "failed"
     assert 3 <= job.attempts == len(runs) <= 11
-    assert runs[-1] - runs[0] <= 1.0
+    # The last retry was due within the deadline; it began once claimed, a little later on
+    # a busy machine (2 ms late was seen), so the bound allows for the claim.
+    assert runs[-1] - runs[0] <= 1.0 + CLAIM_SLACK
     [record] = log.of("job_error")
     assert "deadline" in record.getMessage()
 
