@@ -125,6 +125,10 @@ def test_pages_actions_and_escaping(
         timeout=30,
         what="the retried job to succeed",
     )
+    # The first run's error, stored by the worker, is shown with its traceback.
+    error = page.locator(".error-entry").first
+    assert "card 4242 declined for 1999 (first run)" in error.inner_text()
+    assert "in fail_once" in error.locator("pre").inner_text()
     page.screenshot(path=str(screenshots / "dashboard-job.png"), full_page=True)
 
     # Pause a queue: the worker claims other queues' jobs, not its own; resume: it does.
