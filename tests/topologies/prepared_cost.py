@@ -74,9 +74,7 @@ def main() -> None:
     print(f"median µs per statement over {rounds} rounds (one job each):")
     print(f"{'prepare_threshold':>18} {'claim':>8} {'outcome':>8} {'defer':>8}")
     for threshold, row in results.items():
-        print(
-            f"{threshold!s:>18} {row['claim']:8.0f} {row['outcome']:8.0f} {row['defer']:8.0f}"
-        )
+        print(f"{threshold!s:>18} {row['claim']:8.0f} {row['outcome']:8.0f} {row['defer']:8.0f}")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ async def test_schema_apply_through_transaction_mode(
 ) -> None:
     """`schema --apply` takes only a transaction-scoped lock: it works through the pooler."""
     empty = create_database(server.get_uri(), with_schema=False)
-    app = App(connector=PsycopgConnector(conninfo=through(transaction_pooler, empty), pooler="transaction"))
+    connector = PsycopgConnector(conninfo=through(transaction_pooler, empty), pooler="transaction")
+    app = App(connector=connector)
     async with app.open_async():
         applied = await app.schema_manager.apply_async()  # type: ignore[attr-defined]
         assert applied.procrastinate
