@@ -31,7 +31,7 @@ PREPARE_HINT: Final = (
 def check_pooler(pooler: object) -> Pooler | None:
     """`pooler` if it is None, "session" or "transaction"; ConfigurationError otherwise."""
     if pooler is None or pooler in POOLERS:
-        return pooler  # type: ignore[return-value]
+        return pooler
     raise ConfigurationError(
         f"PsycopgConnector: pooler={pooler!r} is not a pooler mode; expected 'transaction' "
         "(PgBouncer's pool_mode = transaction), 'session', or None (a direct connection)"
