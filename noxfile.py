@@ -1,6 +1,8 @@
-"""Sessions: `tests` (unit + durability, asyncio and trio), `perf`, `lint`."""
+"""Sessions: `tests` (unit + durability, asyncio and trio), `topologies`, `perf`, `lint`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -11,6 +13,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 PERF_DEPS = nox.project.dependency_groups(PYPROJECT, "perf")
+PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
 @nox.session
@@ -18,6 +21,21 @@ def tests(session: nox.Session) -> None:
     """Run the unit and durability suites on both runtimes, and the perf sanity floors."""
     session.install(".[trio,embedded]", *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/durability", "tests/perf", *session.posargs)
+
+
+@nox.session
+def topologies(session: nox.Session) -> None:
+    """PgBouncer (both modes), failover to a promoted standby, 8 worker hosts (under 10 min).
+
+    Installs PgBouncer where missing (as root, with apt-get); every server and pooler is
+    started and stopped by the tests. The fleet runs $DAWDLE_FLEET_SECONDS (60); then the
+    cost of unprepared statements is printed.
+    """
+    if not Path(PGBOUNCER).exists():
+        session.run("apt-get", "install", "-y", "pgbouncer", external=True)
+    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.run("pytest", "tests/topologies", "-s", *session.posargs)
+    session.run("python", "-m", "tests.topologies.prepared_cost", "", "1000")
 
 
 @nox.session

@@ -1,7 +1,7 @@
 """What preparing saves on the worker's hottest statements: claim, outcome write, defer.
 
-`python -m tests.topologies.prepared_cost DSN [ROUNDS]` times, on a fresh database of DSN's
-server, one claim of one job (`FETCH_JOBS`), the write of its verdict (`RECORD_OUTCOMES`)
+`python -m tests.topologies.prepared_cost [DSN [ROUNDS]]` times, on a fresh database of
+DSN's server (default: $DAWDLE_TEST_DSN, else an embedded server), one claim of one job (`FETCH_JOBS`), the write of its verdict (`RECORD_OUTCOMES`)
 and one defer, with psycopg's prepare_threshold None (never prepared), 5 (psycopg's
 default) and 0 (prepared at once). Each setting runs the same rounds on its own jobs.
 """
@@ -18,7 +18,7 @@ import anyio
 import dawdle
 from dawdle._worker.outcomes import Outcome, Verdict
 from dawdle._worker.store import JobStore
-from tests.perf.benchmark._database import fresh_database
+from tests.perf.benchmark._database import fresh_database, server
 
 SETTINGS: tuple[int | None, ...] = (None, 5, 0)
 
@@ -57,10 +57,10 @@ async def _time_one(dsn: str, threshold: int | None, rounds: int) -> dict[str, f
     return {name: statistics.median(values[10:]) * 1e6 for name, values in times.items()}
 
 
-def measure(dsn: str, rounds: int = 2000) -> dict[int | None, dict[str, Any]]:
+def measure(dsn: str | None, rounds: int = 2000) -> dict[int | None, dict[str, Any]]:
     """Median microseconds of claim, outcome and defer, by prepare_threshold."""
     results: dict[int | None, dict[str, Any]] = {}
-    with fresh_database(dsn) as database:
+    with server(dsn) as (server_dsn, _), fresh_database(server_dsn) as database:
         for threshold in SETTINGS:
             results[threshold] = anyio.run(_time_one, database, threshold, rounds)
     return results
@@ -68,7 +68,7 @@ def measure(dsn: str, rounds: int = 2000) -> dict[int | None, dict[str, Any]]:
 
 def main() -> None:
     """Print the table for the DSN given (the README's figures come from it)."""
-    dsn = sys.argv[1]
+    dsn = sys.argv[1] if len(sys.argv) > 1 else None
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     results = measure(dsn, rounds)
     print(f"median µs per statement over {rounds} rounds (one job each):")
