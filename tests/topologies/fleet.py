@@ -1,4 +1,6 @@
-"""One host of a fleet, as a process: `python -m tests.topologies.fleet ROLE DSN SECONDS`.
+"""One host of a fleet, as a process: `python -m tests.topologies.fleet ROLE DSN SECONDS [N]`.
+
+N is psycopg's prepare_threshold (`none`: never prepare; psycopg's 5 unless given).
 
 ROLE `asyncio` or `trio` runs a worker of no-op jobs for SECONDS, timing each claim
 statement, then stops gracefully and prints one JSON line (jobs worked, claim times).
@@ -23,9 +25,12 @@ LOW, HIGH = 2_000, 6_000
 CONCURRENCY = 10
 
 
-def make_app(dsn: str) -> tuple[dawdle.App, dict[str, int]]:
+def make_app(dsn: str, prepare: int | None = 5) -> tuple[dawdle.App, dict[str, int]]:
     """An app with the fleet's no-op task, and its count of jobs run."""
-    app = dawdle.App(connector=dawdle.PsycopgConnector(conninfo=dsn, min_size=2, max_size=4))
+    connector = dawdle.PsycopgConnector(
+        conninfo=dsn, min_size=2, max_size=4, prepare_threshold=prepare
+    )
+    app = dawdle.App(connector=connector)
     counts = {"worked": 0}
 
     @app.task(name="noop")
@@ -35,9 +40,9 @@ def make_app(dsn: str) -> tuple[dawdle.App, dict[str, int]]:
     return app, counts
 
 
-async def work(dsn: str, seconds: float) -> dict[str, Any]:
+async def work(dsn: str, seconds: float, prepare: int | None) -> dict[str, Any]:
     """Run a worker for `seconds`; what it did."""
-    app, counts = make_app(dsn)
+    app, counts = make_app(dsn, prepare)
     claims: list[float] = []
     claim = JobStore.claim
 
@@ -81,10 +86,12 @@ async def produce(dsn: str, seconds: float) -> dict[str, Any]:
 def main() -> None:
     """Run ROLE for SECONDS on DSN; print its JSON line."""
     role, dsn, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    threshold = sys.argv[4] if len(sys.argv) > 4 else "5"
+    prepare = None if threshold == "none" else int(threshold)
     if role == "produce":
         result = anyio.run(produce, dsn, seconds)
     else:
-        result = anyio.run(work, dsn, seconds, backend=role)
+        result = anyio.run(work, dsn, seconds, prepare, backend=role)
     print(json.dumps(result))
 
 

@@ -1,7 +1,7 @@
 """Many hosts on one PostgreSQL: 8 worker processes (4 on asyncio, 4 on Trio) and a producer.
 
 For $DAWDLE_FLEET_SECONDS (60 unless set) the producer keeps the queue deep and the
-workers drain it. Printed, to size a fleet: jobs/s, the claim statement's p50 and p99 (as
+workers drain it, once with psycopg preparing statements (its default) and once without. Printed, to size a fleet: jobs/s, the claim statement's p50 and p99 (as
 each worker timed it), and the database server's CPU per 1,000 jobs (its processes' CPU
 time, from /proc, over the same window), against the workers' own CPU.
 """
@@ -57,22 +57,25 @@ def database_counters(dsn: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def spawn(role: str, dsn: str) -> subprocess.Popen[str]:
+def spawn(role: str, dsn: str, prepare: str) -> subprocess.Popen[str]:
     """One host of the fleet, as a process of its own."""
     return subprocess.Popen(  # noqa: S603 (our interpreter and module)
-        [sys.executable, "-m", "tests.topologies.fleet", role, dsn, str(SECONDS)],
+        [sys.executable, "-m", "tests.topologies.fleet", role, dsn, str(SECONDS), prepare],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],
     )
 
 
-def test_eight_worker_processes_and_a_producer(server: PrivateServer, database: str) -> None:
+@pytest.mark.parametrize("prepare", ["5", "none"])
+def test_eight_worker_processes_and_a_producer(
+    server: PrivateServer, database: str, prepare: str
+) -> None:
     """Every job worked once, nothing left doing; the fleet's figures printed."""
     postmaster = Postmaster.read(server.server.data_dir)
     assert postmaster is not None
-    hosts = [spawn(role, database) for role in WORKERS]
-    producer = spawn("produce", database)
+    hosts = [spawn(role, database, prepare) for role in WORKERS]
+    producer = spawn("produce", database, prepare)
     cpu_before, started = server_cpu(postmaster.pid), time.monotonic()
     commits_before, syncs_before = database_counters(database)
     results = [json.loads(host.communicate(timeout=SECONDS + 60)[0]) for host in hosts]
@@ -101,8 +104,8 @@ def test_eight_worker_processes_and_a_producer(server: PrivateServer, database: 
     database_cpu = cpu_after - cpu_before
     workers_cpu = sum(result["cpu"] for result in results)
     print(
-        f"\nfleet of 8 worker processes (4 asyncio, 4 trio; concurrency 10 each) and a "
-        f"producer, {elapsed:.0f} s on {os.cpu_count()} CPUs (load average "
+        f"\nfleet of 8 worker processes (4 asyncio, 4 trio; concurrency 10 each; "
+        f"prepare_threshold={prepare}) and a producer, {elapsed:.0f} s on {os.cpu_count()} CPUs (load average "
         f"{os.getloadavg()[0]:.1f}):\n"
         f"  {worked / window[0]:,.0f} jobs/s ({worked:,} jobs in {window[0]:.1f} s)\n"
         f"  claim statement: p50 {statistics.median(claims) * 1000:.1f} ms, "

@@ -10,7 +10,9 @@ route is one way to reach the same database, with dawdle's connector (pool of 10
 
 For each, on asyncio and on Trio: sequential `defer_async`, `defer_async` from 10 tasks,
 and no-op jobs worked by one worker (concurrency 10, polling) from a queue of `--quick`
-1,000 / 5,000 jobs; the median of 1 / 3 rounds, routes in rotated order.
+1,000 / 5,000 jobs; the median of 1 / 3 rounds, routes in rotated order. The database has
+`synchronous_commit = off` for the run: a commit's wait for the disk is the same on every
+route and, on a shared machine, by far its noisiest part; what differs is the path to it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Final
 
 import anyio
 import psycopg
+from psycopg import sql
 
 import dawdle
 from tests.perf.benchmark._database import TRUNCATE, refill, tally
@@ -99,6 +102,12 @@ async def _worked(dsn: str, options: dict[str, Any]) -> float:
         return time.perf_counter() - started
 
 
+def _cell(values: list[float]) -> str:
+    """The median, and the range of the rounds: the noise of the machine is in plain sight."""
+    text = f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+    return f"{text:>20}"
+
+
 def main(dsn: str, *, quick: bool) -> None:
     """Measure every route on both backends; print the table."""
     jobs, depth, rounds = (500, 1_000, 1) if quick else (2_000, 5_000, 3)
@@ -107,6 +116,12 @@ def main(dsn: str, *, quick: bool) -> None:
         for route in ROUTES
         for backend in BACKENDS
     }
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
     with routes(dsn) as by_route:
         for number in range(rounds):
             order = ROUTES[number % len(ROUTES) :] + ROUTES[: number % len(ROUTES)]
@@ -132,10 +147,11 @@ def main(dsn: str, *, quick: bool) -> None:
         [PGBOUNCER, "--version"], capture_output=True, text=True, check=True
     ).stdout.splitlines()[0]
     print(f"server: {server[0] if server else '?'}; {bouncer}")
-    print(f"median of {rounds} round(s); defers: {jobs:,} each; worked: a queue of {depth:,}")
+    print(
+        f"median of {rounds} round(s); defers: {jobs:,} each; worked: a queue of {depth:,}; "
+        "synchronous_commit = off"
+    )
     print(f"{'route':<20} {'backend':<8} {'defer seq/s':>12} {'defer x10/s':>12} {'worked/s':>10}")
     for (route, backend), row in figures.items():
-        sequential, concurrent, worked = (
-            statistics.median(row[name]) for name in ("sequential", "concurrent", "worked")
-        )
-        print(f"{route:<20} {backend:<8} {sequential:12,.0f} {concurrent:12,.0f} {worked:10,.0f}")
+        cells = " ".join(_cell(row[name]) for name in ("sequential", "concurrent", "worked"))
+        print(f"{route:<20} {backend:<8} {cells}")
