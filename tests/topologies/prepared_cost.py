@@ -1,9 +1,10 @@
 """What preparing saves on the worker's hottest statements: claim, outcome write, defer.
 
 `python -m tests.topologies.prepared_cost [DSN [ROUNDS]]` times, on a fresh database of
-DSN's server (default: $DAWDLE_TEST_DSN, else an embedded server), one claim of one job (`FETCH_JOBS`), the write of its verdict (`RECORD_OUTCOMES`)
-and one defer, with psycopg's prepare_threshold None (never prepared), 5 (psycopg's
-default) and 0 (prepared at once). Each setting runs the same rounds on its own jobs.
+DSN's server (default: $DAWDLE_TEST_DSN, else an embedded server), one claim of one job
+(`FETCH_JOBS`), the write of its verdict (`RECORD_OUTCOMES`) and one defer, with psycopg's
+prepare_threshold None (never prepared), 5 (psycopg's default) and 0 (prepared at once).
+Each setting runs the same rounds on its own jobs.
 """
 
 from __future__ import annotations

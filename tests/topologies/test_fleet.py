@@ -1,8 +1,9 @@
 """Many hosts on one PostgreSQL: 8 worker processes (4 on asyncio, 4 on Trio) and a producer.
 
 For $DAWDLE_FLEET_SECONDS (60 unless set) the producer keeps the queue deep and the
-workers drain it, once with psycopg preparing statements (its default) and once without. Printed, to size a fleet: jobs/s, the claim statement's p50 and p99 (as
-each worker timed it), and the database server's CPU per 1,000 jobs (its processes' CPU
+workers drain it, once with psycopg preparing statements (its default) and once without.
+Printed, to size a fleet: jobs/s, the claim statement's p50 and p99 (as each worker timed
+it), and the database server's CPU per 1,000 jobs (its processes' CPU
 time, from /proc, over the same window), against the workers' own CPU.
 """
 
@@ -105,8 +106,8 @@ def test_eight_worker_processes_and_a_producer(
     workers_cpu = sum(result["cpu"] for result in results)
     print(
         f"\nfleet of 8 worker processes (4 asyncio, 4 trio; concurrency 10 each; "
-        f"prepare_threshold={prepare}) and a producer, {elapsed:.0f} s on {os.cpu_count()} CPUs (load average "
-        f"{os.getloadavg()[0]:.1f}):\n"
+        f"prepare_threshold={prepare}) and a producer, {elapsed:.0f} s on "
+        f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}):\n"
         f"  {worked / window[0]:,.0f} jobs/s ({worked:,} jobs in {window[0]:.1f} s)\n"
         f"  claim statement: p50 {statistics.median(claims) * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms ({len(claims):,} claims)\n"
