@@ -116,16 +116,24 @@ async def test_transaction_mode_with_pooler_option(
 async def test_kwargs_as_procrastinate_users_write_them(
     database: str, transaction_pooler: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`kwargs={"prepare_threshold": None}` reaches every connection: no clash, no warning."""
+    """`kwargs={"prepare_threshold": None}` reaches every connection, sync ones too."""
     caplog.set_level(logging.INFO)
     app = make_app(through(transaction_pooler, database), kwargs={"prepare_threshold": None})
     async with app.open_async():
         await defer_concurrently(app)
+        # Sync code defers through the sync connector, a pool of its own: 4 threads at once
+        # defer 10 jobs each, more than the 5 runs after which psycopg would prepare.
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(
+                    anyio.to_thread.run_sync,
+                    lambda: [app.tasks["noop"].defer(i=i) for i in range(10)],
+                )
         await app.run_worker_async(
             wait=False, concurrency=4, listen_notify=False, install_signal_handlers=False
         )
     assert actions(caplog, "prepared_statements_off") == []
-    assert count_jobs(database, "succeeded") == 2 * JOBS
+    assert count_jobs(database, "succeeded") == 2 * JOBS + 40
 
 
 async def test_schema_apply_through_transaction_mode(
