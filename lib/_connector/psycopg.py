@@ -280,7 +280,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         *,
         on_listening: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """LISTEN on `channels` until cancelled, on a connection of its own.
+        """LISTEN on `channels` until cancelled, on a connection of its own (`listen_conninfo`'s).
 
         `on_listening` is awaited each time LISTEN is in place: at start and after every
         reconnect (a dropped connection is replaced with backoff). Notifications sent
