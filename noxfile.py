@@ -1,4 +1,4 @@
-"""Sessions: `tests` (unit + durability, asyncio and trio), `browser`, `perf`, `lint`."""
+"""Sessions: `tests` (unit + durability, both runtimes), `browser`, `topologies`, `perf`, `lint`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
 PERF_DEPS = nox.project.dependency_groups(PYPROJECT, "perf")
 BROWSER_DEPS = nox.project.dependency_groups(PYPROJECT, "browser")
 CHROMIUM = Path("/usr/bin/chromium")
+PGBOUNCER = Path("/usr/sbin/pgbouncer")
+
+
+def apt_install(session: nox.Session, *packages: str) -> None:
+    """Install Debian packages a session needs (CI runs as root, as this machine does)."""
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", external=True, env=env)
+    session.run("apt-get", "install", "-y", *packages, external=True, env=env)
 
 
 @nox.session
@@ -33,14 +41,25 @@ def browser(session: nox.Session) -> None:
     go to browser-results/ (or $DAWDLE_SCREENSHOTS).
     """
     if not CHROMIUM.exists():
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", external=True, env=env)
-        session.run(
-            "apt-get", "install", "-y", "chromium", "chromium-driver", external=True, env=env
-        )
+        apt_install(session, "chromium", "chromium-driver")
     session.env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     session.install(".[trio,embedded,dashboard]", *TEST_DEPS, *BROWSER_DEPS)
     session.run("pytest", "tests/browser", *session.posargs)
+
+
+@nox.session
+def topologies(session: nox.Session) -> None:
+    """PgBouncer (both modes), failover to a promoted standby, 8 worker hosts (under 10 min).
+
+    Installs PgBouncer where missing (as root, with apt-get); every server and pooler is
+    started and stopped by the tests. The fleet runs $DAWDLE_FLEET_SECONDS (60); then the
+    cost of unprepared statements is printed.
+    """
+    if not PGBOUNCER.exists():
+        apt_install(session, "pgbouncer")
+    session.install(".[trio,embedded]", *TEST_DEPS)
+    session.run("pytest", "tests/topologies", "-s", *session.posargs)
+    session.run("python", "-m", "tests.topologies.prepared_cost", "", "1000")
 
 
 @nox.session

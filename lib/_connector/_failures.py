@@ -15,6 +15,7 @@ from typing import Final
 import psycopg
 from procrastinate import exceptions, sync_psycopg_connector
 
+from dawdle._connector._pooler import PREPARE_HINT, prepared_statement_lost
 from dawdle._errors import DatabaseError, DawdleError, UniqueViolation
 
 # A primary message can quote a value (an enum label, a too long input): kept this short.
@@ -55,6 +56,8 @@ def reason(exc: psycopg.Error) -> str:
         text = f"{text} ({condition})"
     if isinstance(exc, _UNDEFINED) and _SCHEMA_NAME.search(primary):
         text = f"{text}: {SCHEMA_HINT}"
+    elif prepared_statement_lost(exc):
+        text = f"{text}: {PREPARE_HINT}"
     return text
 
 

@@ -21,6 +21,13 @@ from dawdle._connector._factory import Configure, ConnectionFactory
 from dawdle._connector._failures import database_errors
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits, query_params
 from dawdle._connector._pool import Pool, connect_with_retries
+from dawdle._connector._pooler import (
+    Pooler,
+    Preparing,
+    check_pooler,
+    check_prepare_threshold,
+    prepared_statement_lost,
+)
 from dawdle._connector._sync import SyncConnector
 from dawdle._errors import ConfigurationError, DatabaseUnavailable
 from dawdle._validate import integer, number
@@ -78,6 +85,13 @@ class PsycopgConnector(connector.BaseAsyncConnector):
     before its first use. `name` identifies the connector in its repr, as psycopg's pool
     name does in its logs. Other keywords are connection options too; psycopg pool arguments
     that dawdle does not honour are refused by name.
+
+    Behind a connection pooler, `pooler="transaction"` (PgBouncer's `pool_mode =
+    transaction`) turns psycopg's prepared statements off unless `prepare_threshold` is given
+    (PgBouncer 1.21+ with `max_prepared_statements` keeps them) and says that LISTEN cannot
+    work: workers then poll, unless `listen_conninfo` names a direct connection, which is
+    then used for LISTEN alone. Without it, a statement the server refuses as a lost
+    prepared statement switches preparing off on this connector (logged once) and is resent.
     """
 
     def __init__(
@@ -92,6 +106,8 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         reconnect_timeout: float = 60.0,
         max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
         name: str | None = None,
+        listen_conninfo: str | None = None,
+        pooler: Pooler | None = None,
         json_dumps: Callable[[Any], str] | None = None,
         json_loads: Callable[[str | bytes], Any] | None = None,
         **connect_kwargs: Any,
@@ -104,13 +120,28 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             raise ConfigurationError(
                 f"PsycopgConnector: min_size={min_size} exceeds max_size={max_size}"
             )
+        self._pooler = check_pooler(pooler)
+        options = connection_options(kwargs, connect_kwargs)
+        check_prepare_threshold(options, self._pooler)
+        self._listen_connect = (
+            None
+            if listen_conninfo is None
+            else ConnectionFactory(
+                conninfo=listen_conninfo,
+                options=dict(options),
+                configure=configure,
+                json_dumps=json_dumps,
+                json_loads=json_loads,
+            )
+        )
         self._connect = ConnectionFactory(
             conninfo=conninfo,
-            options=connection_options(kwargs, connect_kwargs),
+            options=options,
             configure=configure,
             json_dumps=json_dumps,
             json_loads=json_loads,
         )
+        self._preparing = Preparing(self._connect.options)
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
@@ -193,12 +224,18 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                         self.pool.connection() as conn,
                         conn.cursor(row_factory=dict_row) as cursor,
                     ):
+                        self._preparing.follow(conn)
                         await cursor.execute(query, params)
                         return await fetch(cursor)
                 except SERVER_CLOSED_THE_SESSION as exc:
                     if not tries_left:
                         raise
                     logger.info("a pooled connection was closed by the server (%s); retrying", exc)
+                except psycopg.Error as exc:
+                    # Refused before it ran: sent again, unprepared (as from now on everywhere).
+                    if not tries_left or not prepared_statement_lost(exc):
+                        raise
+                    self._preparing.stop(exc)
         raise AssertionError("unreachable: the last try returns or raises")
 
     def _configure_json(self, cursor: psycopg.AsyncCursor[DictRow]) -> None:
@@ -243,15 +280,21 @@ class PsycopgConnector(connector.BaseAsyncConnector):
         *,
         on_listening: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """LISTEN on `channels` until cancelled, on a connection of its own.
+        """LISTEN on `channels` until cancelled, on a connection of its own (`listen_conninfo`'s).
 
         `on_listening` is awaited each time LISTEN is in place: at start and after every
         reconnect (a dropped connection is replaced with backoff). Notifications sent
         before that moment are lost, so that is when the caller should poll.
         """
+        if not self.can_listen:
+            raise ConfigurationError(
+                "PsycopgConnector: LISTEN cannot work through a transaction-mode pooler "
+                "(pooler='transaction'): pass listen_conninfo= (a direct connection)"
+            )
+        connect = self._connect if self._listen_connect is None else self._listen_connect
         channels = list(channels)
         while True:
-            conn = await connect_with_retries(self._connect, self._reconnect)
+            conn = await connect_with_retries(connect, self._reconnect)
             try:
                 for channel in channels:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -275,6 +318,11 @@ class PsycopgConnector(connector.BaseAsyncConnector):
                     await on_notification(channel=notify.channel, payload=notify.payload)
             # Quiet for a while: a query proves the connection is alive (or raises).
             await conn.execute("SELECT 1")
+
+    @property
+    def can_listen(self) -> bool:
+        """False behind a transaction-mode pooler without `listen_conninfo`: poll instead."""
+        return self._pooler != "transaction" or self._listen_connect is not None
 
     def get_sync_connector(self) -> connector.BaseConnector:
         """A thread-safe synchronous connector on the same database, for sync code.

@@ -261,6 +261,15 @@ class Housekeeping:
             state.wake_claimer.set()  # whatever was announced while not listening: claim now
 
         connector = self._app.connector
+        if isinstance(connector, PsycopgConnector) and not connector.can_listen:
+            logger.warning(
+                "not listening for new jobs: LISTEN cannot work through a transaction-mode "
+                "pooler (pooler='transaction'); polling every %g s instead (pass "
+                "listen_conninfo= for a direct connection to listen on)",
+                state.settings.fetch_job_polling_interval,
+                extra={"action": "listen_unavailable"},
+            )
+            return
         # Procrastinate's own connectors cannot say when LISTEN is in place; dawdle's can.
         if isinstance(connector, PsycopgConnector | InMemoryConnector):
             await connector.listen_notify(on_notification, channels, on_listening=on_listening)

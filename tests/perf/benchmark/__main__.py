@@ -1,6 +1,7 @@
 """`python -m tests.perf.benchmark [--quick] [--output DIR] [--dsn DSN]`: run every benchmark.
 
-`--scenario outage` runs the outage scenario instead (`_outage`), on a fresh database too.
+`--scenario outage` runs the outage scenario instead (`_outage`), on a fresh database too;
+`--scenario pgbouncer` the pooler scenario (`_pgbouncer`, when PgBouncer is installed).
 
 One run, one fresh database, three configurations (see `_configurations`). The families run
 in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
@@ -26,6 +27,7 @@ from tests.perf.benchmark import (
     _latency,
     _memory,
     _outage,
+    _pgbouncer,
     _processes,
     _retry,
     _worked,
@@ -52,11 +54,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenario",
-        choices=("standard", "outage"),
+        choices=("standard", "outage", "pgbouncer"),
         default="standard",
         help="standard: the comparison with Procrastinate (default); outage: a dependency "
         "down for 30 s under four worker processes, without and with the retry budget and "
-        "the breaker (about 4 minutes; see _outage)",
+        "the breaker (about 4 minutes; see _outage); pgbouncer: defer and worked jobs/s "
+        "direct and through PgBouncer in both modes (about 3 minutes; see _pgbouncer)",
     )
     parser.add_argument(
         "--dsn",
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.scenario == "outage":
         with server(args.dsn) as (server_dsn, _), fresh_database(server_dsn) as dsn:
             _outage.main(dsn, quick=args.quick, output=args.output)
+        return
+    if args.scenario == "pgbouncer":
+        with server(args.dsn) as (server_dsn, _), fresh_database(server_dsn) as dsn:
+            _pgbouncer.main(dsn, quick=args.quick)
         return
     settings = QUICK if args.quick else FULL
     started, date, load = time.perf_counter(), datetime.now().astimezone(), os.getloadavg()[0]

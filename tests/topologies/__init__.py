@@ -1,0 +1,1 @@
+"""Production topologies: PgBouncer, failover to a standby, many worker hosts."""
