@@ -12,56 +12,32 @@ from typing import Any, Final
 
 import anyio.from_thread
 import anyio.lowlevel
-import psycopg
 from procrastinate import connector as procrastinate_connector
-from procrastinate import exceptions, jobs, schema, testing, types, utils
+from procrastinate import jobs, schema, testing, types, utils
 
-from dawdle._breaker import Breaker, BreakerRow, Calls, free_probes, record_calls, take_probes
-from dawdle._budget_fleet import BudgetRow
 from dawdle._connector._memory_budgets import MemoryBudgets
+from dawdle._connector._memory_claims import ClaimsInMemory
 from dawdle._connector._memory_errors import JobErrors
+from dawdle._connector._memory_outcomes import OutcomesInMemory
 from dawdle._connector._memory_traces import TracesInMemory
+from dawdle._connector._memory_workers import WorkersInMemory
 from dawdle._connector._params import DEFAULT_MAX_PAYLOAD_BYTES, JobLimits
 from dawdle._dawdle_schema import DAWDLE_SCHEMA, DAWDLE_TABLES
 from dawdle._queues import LIST_QUEUES, PAUSE_QUEUE, RESUME_QUEUE
 from dawdle._schema import CHECK_SCHEMA_QUERY, expected_functions
-from dawdle._sql import (
-    ADD_BREAKER,
-    ADD_RETRY_BUDGETS,
-    CLAIM_JOBS_TIMED,
-    CLAIM_JOBS_TIMED_IGNORING_PAUSES,
-    CLAIM_JOBS_TIMED_WITH_BREAKERS,
-    FETCH_JOBS,
-    FETCH_JOBS_IGNORING_PAUSES,
-    FETCH_JOBS_WITH_BREAKERS,
-    HEARTBEAT,
-    PRUNE_JOBS,
-    PUBLISH_TASKS,
-    RECLAIM_JOBS,
-    RECORD_OUTCOMES,
-    RECORD_OUTCOMES_BUDGETED,
-    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
-    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
-    RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
-    RECORD_OUTCOMES_WITH_BREAKERS,
-    RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
-    RECORD_OUTCOMES_WITH_ERRORS,
-    RECOVER_STALLED_JOBS,
-)
-
-# The arguments of the outcome statement that every version of it takes.
-_OUTCOME_KEYS: Final = frozenset(
-    {"ids", "statuses", "retry_at", "priorities", "queues", "locks", "spent", "worker_id"}
-)
+from dawdle._sql import PRUNE_JOBS
 
 # The in-memory database has no roles: what its pauses give as `paused_by`.
 PAUSED_BY: Final = "in-memory"
-# The key that marks the events a recovery from a stalled worker wrote (a run cut short),
-# which PostgreSQL tells apart by the 'scheduled' event every other put-back writes.
-RECOVERY_MARK: Final = "dawdle_recovered"
 
 
-class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
+class InMemoryConnector(
+    ClaimsInMemory,
+    OutcomesInMemory,
+    WorkersInMemory,
+    TracesInMemory,
+    testing.InMemoryConnector,
+):
     """Procrastinate's in-memory connector with its asyncio ties cut.
 
     Same query semantics and inspection API (`connector.jobs`, `reset()`); notifications
@@ -80,34 +56,12 @@ class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
         self.reverse_queries[escaped] = "apply_schema"
         self.reverse_queries[CHECK_SCHEMA_QUERY] = "check_schema"
         self.reverse_queries[DAWDLE_SCHEMA] = "apply_dawdle_schema"
-        self.reverse_queries[PUBLISH_TASKS] = "publish_tasks"
-        self.reverse_queries[FETCH_JOBS] = "fetch_jobs"
-        self.reverse_queries[FETCH_JOBS_IGNORING_PAUSES] = "fetch_jobs_ignoring_pauses"
-        self.reverse_queries[CLAIM_JOBS_TIMED] = "claim_jobs_timed"
-        self.reverse_queries[CLAIM_JOBS_TIMED_IGNORING_PAUSES] = "claim_jobs_timed_ignoring_pauses"
         self.reverse_queries[PAUSE_QUEUE] = "pause_queue"
         self.reverse_queries[RESUME_QUEUE] = "resume_queue"
         self.reverse_queries[LIST_QUEUES] = "list_queue_states"
-        self.reverse_queries[RECORD_OUTCOMES] = "record_outcomes"
-        self.reverse_queries[RECORD_OUTCOMES_BUDGETED] = "record_outcomes_budgeted"
-        self.reverse_queries[ADD_RETRY_BUDGETS] = "add_retry_budgets"
-        self.reverse_queries[RECORD_OUTCOMES_WITH_BREAKERS] = "record_outcomes_with_breakers"
-        self.reverse_queries[RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS] = (
-            "record_outcomes_budgeted_with_breakers"
-        )
-        for with_errors in (
-            RECORD_OUTCOMES_WITH_ERRORS,
-            RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
-            RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
-            RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
-        ):  # one handler: the arguments say whether budgets and breakers come along
-            self.reverse_queries[with_errors] = "record_outcomes_with_errors"
-        self.reverse_queries[ADD_BREAKER] = "add_breaker"
-        self.reverse_queries[FETCH_JOBS_WITH_BREAKERS] = "fetch_jobs_with_breakers"
-        self.reverse_queries[CLAIM_JOBS_TIMED_WITH_BREAKERS] = "claim_jobs_timed_with_breakers"
-        self.reverse_queries[RECOVER_STALLED_JOBS] = "recover_stalled_jobs"
-        self.reverse_queries[HEARTBEAT] = "heartbeat"
-        self.reverse_queries[RECLAIM_JOBS] = "reclaim_jobs"
+        self._register_claim_queries(self.reverse_queries)
+        self._register_outcome_queries(self.reverse_queries)
+        self._register_worker_queries(self.reverse_queries)
         self._register_trace_queries(self.reverse_queries)
         self.reverse_queries[PRUNE_JOBS] = "prune_jobs"
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -186,354 +140,6 @@ class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
     async def apply_dawdle_schema_run(self) -> None:
         """Nothing to create: the in-memory database always has dawdle's tables."""
 
-    async def publish_tasks_run(self, *, worker_id: int, task_names: list[str]) -> None:
-        """Record the worker's task names, as its SQL does (refused for an unknown worker)."""
-        if worker_id not in self.workers:
-            raise exceptions.ConnectorException(
-                f"worker {worker_id} is not registered"
-            ) from psycopg.errors.ForeignKeyViolation(
-                'insert or update on table "dawdle_worker_tasks" violates foreign key constraint'
-            )
-        self.worker_tasks[worker_id] = list(task_names)
-
-    def published_tasks(self) -> dict[int, list[str]]:
-        """The task names each registered worker published, by worker id.
-
-        A row goes with its worker, as the foreign key's cascade does in PostgreSQL.
-        """
-        return {
-            worker_id: names
-            for worker_id, names in self.worker_tasks.items()
-            if worker_id in self.workers
-        }
-
-    async def fetch_jobs_all(
-        self, *, queues: list[str] | None, task_names: list[str] | None, limit: int, worker_id: int
-    ) -> list[dict[str, Any]]:
-        """The worker's batched claim, with the same order, filters and lock rules as its SQL.
-
-        A ready job of a task outside `task_names`, or of a paused queue, is not taken, but
-        still comes first in its lock's order, as in the SQL.
-        """
-        return self._claim(
-            queues=queues,
-            task_names=task_names,
-            limit=limit,
-            worker_id=worker_id,
-            paused=set(self.queue_pauses),
-        )
-
-    async def fetch_jobs_ignoring_pauses_all(
-        self, *, queues: list[str] | None, task_names: list[str] | None, limit: int, worker_id: int
-    ) -> list[dict[str, Any]]:
-        """The claim of a database without dawdle_queue_pauses: paused queues are claimed."""
-        return self._claim(
-            queues=queues, task_names=task_names, limit=limit, worker_id=worker_id, paused=set()
-        )
-
-    async def fetch_jobs_with_breakers_all(self, **claim: Any) -> list[dict[str, Any]]:
-        """The claim with breakers: open ones' tasks skipped, probes taken, as its SQL does."""
-        return self._claim(**claim, paused=set(self.queue_pauses), breakers=True)
-
-    async def claim_jobs_timed_with_breakers_all(
-        self, *, timed_tasks: list[str], **claim: Any
-    ) -> list[dict[str, Any]]:
-        """The same, with each timed task's `first_run_age`."""
-        claimed = await self.fetch_jobs_with_breakers_all(**claim)
-        return self._with_first_run_age(claimed, timed_tasks)
-
-    def _claim(
-        self,
-        *,
-        queues: list[str] | None,
-        task_names: list[str] | None,
-        limit: int,
-        worker_id: int,
-        paused: set[str],
-        breakers: bool = False,
-    ) -> list[dict[str, Any]]:
-        now = utils.utcnow()
-        ready = sorted(
-            (
-                job
-                for job in self.jobs.values()
-                if job["status"] == "todo"
-                and (not job["scheduled_at"] or job["scheduled_at"] <= now)
-            ),
-            key=lambda job: (-job["priority"], job["id"]),
-        )
-        first_of_lock: dict[str, int] = {}
-        for job in ready:
-            if job["lock"] is not None:
-                first_of_lock.setdefault(job["lock"], job["id"])
-        held = set(self.current_locks)
-
-        def claimable(job: dict[str, Any]) -> bool:
-            lock = job["lock"]
-            return not (
-                (queues is not None and job["queue_name"] not in queues)
-                or job["queue_name"] in paused
-                or (task_names is not None and job["task_name"] not in task_names)
-                or (lock is not None and (lock in held or first_of_lock[lock] != job["id"]))
-            )
-
-        probes = self._take_probes(ready, claimable, limit, task_names) if breakers else {}
-        blocked = {
-            name
-            for row in (self.breakers.values() if breakers else ())
-            if row.state != "closed"
-            for name in row.names
-        }
-        claimed = [job for job in ready if job["id"] in probes]
-        for job in ready:
-            if len(claimed) == limit:
-                break
-            if job["task_name"] in blocked or not claimable(job):
-                continue
-            claimed.append(job)
-        if claimed and worker_id not in self.workers:
-            # As the SQL's foreign key on worker_id: a pruned worker claims nothing until it
-            # registers again (the worker does so on this very error).
-            raise exceptions.ConnectorException(
-                f"worker {worker_id} is not registered"
-            ) from psycopg.errors.ForeignKeyViolation(
-                'insert or update on table "procrastinate_jobs" violates foreign key constraint'
-            )
-        for job in claimed:
-            job["status"] = "doing"
-            job["worker_id"] = worker_id
-            self.events[job["id"]].append({"type": "started", "at": now})
-        if breakers:
-            return [{**job, "probe_of": probes.get(job["id"])} for job in claimed]
-        return claimed
-
-    def _take_probes(
-        self,
-        ready: list[dict[str, Any]],
-        claimable: Callable[[dict[str, Any]], bool],
-        limit: int,
-        task_names: list[str] | None,
-    ) -> dict[int, str]:
-        """Probe jobs of breakers that may probe, by job id: the breaker's state before."""
-        now = utils.utcnow()
-        probes: dict[int, str] = {}
-        for task in sorted(self.breakers):
-            row = self.breakers[task]
-            free = free_probes(row, now)
-            if free <= 0 or (task_names is not None and not set(row.names) & set(task_names)):
-                continue
-            taken = [
-                job["id"] for job in ready if job["task_name"] in row.names and claimable(job)
-            ][: min(free, limit - len(probes))]
-            if taken:
-                probes |= dict.fromkeys(taken, row.state)
-                take_probes(row, len(taken), now)
-        return probes
-
-    async def claim_jobs_timed_all(
-        self, *, timed_tasks: list[str], **claim: Any
-    ) -> list[dict[str, Any]]:
-        """The claim with each timed task's `first_run_age`, as its SQL reads the events."""
-        return self._with_first_run_age(await self.fetch_jobs_all(**claim), timed_tasks)
-
-    async def claim_jobs_timed_ignoring_pauses_all(
-        self, *, timed_tasks: list[str], **claim: Any
-    ) -> list[dict[str, Any]]:
-        """The same, on a database without dawdle_queue_pauses."""
-        claimed = await self.fetch_jobs_ignoring_pauses_all(**claim)
-        return self._with_first_run_age(claimed, timed_tasks)
-
-    def _with_first_run_age(
-        self, claimed: list[dict[str, Any]], timed_tasks: list[str]
-    ) -> list[dict[str, Any]]:
-        """Claimed rows with `first_run_age` for the jobs of `timed_tasks`.
-
-        The claim appended each job's own 'started' event last; the SQL's snapshot does not
-        see it, so it is left out here.
-        """
-        now = utils.utcnow()
-        rows = []
-        for job in claimed:
-            first_run_age = None
-            if job["task_name"] in timed_tasks:
-                earlier = self.events[job["id"]][:-1]
-                retried = [i for i, event in enumerate(earlier) if event["type"] == "retried"]
-                since = retried[-1] + 1 if retried else 0
-                starts = [event["at"] for event in earlier[since:] if event["type"] == "started"]
-                if starts:
-                    first_run_age = (now - min(starts)).total_seconds()
-            rows.append({**job, "first_run_age": first_run_age})
-        return rows
-
-    async def add_retry_budgets_run(self, *, task_names: list[str]) -> None:
-        """Add the budget rows of these tasks; a row already there is kept."""
-        for name in task_names:
-            self.budgets.rows.setdefault(name, BudgetRow(counted_at=utils.utcnow()))
-
-    async def add_breaker_run(
-        self, *, task_name: str, names: list[str], max_probes: int, probe_lease: float
-    ) -> None:
-        """Add a task's breaker row, or refresh its names and probe settings."""
-        row = self.breakers.setdefault(task_name, BreakerRow(counted_at=utils.utcnow()))
-        row.names, row.max_probes, row.probe_lease = tuple(names), max_probes, probe_lease
-
-    async def record_outcomes_budgeted_one(self, **arguments: Any) -> dict[str, Any]:
-        """The batched outcomes with the fleet retry budget, as its SQL records them."""
-        return self._record_fleet(arguments)
-
-    async def record_outcomes_with_breakers_one(self, **arguments: Any) -> dict[str, Any]:
-        """The batched outcomes with breakers, as their SQL records them."""
-        return self._record_fleet(arguments)
-
-    async def record_outcomes_budgeted_with_breakers_one(self, **arguments: Any) -> dict[str, Any]:
-        """The batched outcomes with the fleet retry budget and breakers."""
-        return self._record_fleet(arguments)
-
-    async def record_outcomes_with_errors_one(self, **arguments: Any) -> dict[str, Any]:
-        """The batched outcomes (budgets and breakers too, if sent) and the errors they carry."""
-        worker_id = arguments["worker_id"]
-        rows = self.job_errors.planned(
-            arguments,
-            lambda job_id, status: status != "delete" and bool(self._owned(job_id, worker_id)),
-        )
-        result = self._record_fleet(arguments)
-        self.job_errors.insert(rows)
-        return result
-
-    def stored_errors(self, job_id: int) -> list[dict[str, Any]]:
-        """The job's rows of dawdle_job_errors by attempt (none once the job is deleted)."""
-        return self.job_errors.of(job_id, self.jobs)
-
-    def _owned(self, job_id: int, worker_id: int) -> dict[str, Any] | None:
-        """The job, if it is still 'doing' for this worker (what the SQL updates)."""
-        job = self.jobs.get(job_id)
-        if job is None or job["status"] != "doing" or job["worker_id"] != worker_id:
-            return None
-        return job
-
-    def _record_fleet(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Budgets and breakers as the outcome statement moves them, then the outcomes."""
-        outcomes = {key: value for key, value in arguments.items() if key in _OUTCOME_KEYS}
-        now = utils.utcnow()
-        result: dict[str, Any] = {}
-        scheduled: dict[int, datetime.datetime] = {}
-        if "budget_names" in arguments:
-            planned, released = self.budgets.plan(
-                arguments,
-                owned=lambda job_id: self._owned(job_id, arguments["worker_id"]),
-                jobs=self.jobs,
-                now=now,
-            )
-            scheduled = {job_id: at for job_id, (_, _, at) in planned.items()}
-            pushed = sorted((job_id, *one) for job_id, one in planned.items() if one[2] > one[1])
-            result |= {
-                "pushed_ids": [one[0] for one in pushed],
-                "pushed_tasks": [one[1] for one in pushed],
-                "pushed_from": [one[2] for one in pushed],
-                "pushed_to": [one[3] for one in pushed],
-                "released": released,
-            }
-        if "breaker_names" in arguments:
-            moved = self._move_breakers(arguments, now)
-            result |= {
-                "moved_tasks": [task for task, _, _ in moved],
-                "moved_states": [state for _, state, _ in moved],
-                "moved_open_until": [until for _, _, until in moved],
-            }
-        return {"recorded": self._record_outcomes(**outcomes, scheduled=scheduled), **result}
-
-    def _move_breakers(
-        self, arguments: dict[str, Any], now: datetime.datetime
-    ) -> list[tuple[str, str, datetime.datetime]]:
-        """Count the batch's calls on their tasks' breakers; the breakers that changed state."""
-        settings = {
-            name: (task, Breaker(ratio, window, min_calls, open_for, max_open_for, probes))
-            for name, task, ratio, window, min_calls, open_for, max_open_for, probes in zip(
-                arguments["breaker_names"],
-                arguments["breaker_tasks"],
-                arguments["breaker_ratios"],
-                arguments["breaker_windows"],
-                arguments["breaker_min_calls"],
-                arguments["breaker_open_for"],
-                arguments["breaker_max_open_for"],
-                arguments["breaker_probes"],
-                strict=True,
-            )
-        }
-        kinds: dict[str, tuple[Breaker, list[str]]] = {}
-        for job_id, kind in zip(arguments["ids"], arguments["calls"], strict=True):
-            job = self._owned(job_id, arguments["worker_id"])
-            if job is None or kind is None:
-                continue
-            task, breaker = settings.get(job["task_name"], (None, None))
-            if task is None or breaker is None or task not in self.breakers:
-                continue
-            kinds.setdefault(task, (breaker, []))[1].append(kind)
-        moved: list[tuple[str, str, datetime.datetime]] = []
-        for task in sorted(kinds):
-            breaker, seen = kinds[task]
-            row = self.breakers[task]
-            before = row.state
-            calls = Calls(
-                calls=seen.count("success") + seen.count("failure"),
-                failures=seen.count("failure"),
-                probe_successes=seen.count("probe_success"),
-                probe_failures=seen.count("probe_failure"),
-                released=seen.count("probe_released"),
-            )
-            if record_calls(breaker, row, calls, now=now) != before:
-                assert row.open_until is not None  # noqa: S101 (set when it first opened)
-                moved.append((task, row.state, row.open_until))
-        return moved
-
-    async def record_outcomes_one(self, **outcomes: Any) -> dict[str, int]:
-        """The worker's batched outcomes, as its SQL records them."""
-        return {"recorded": self._record_outcomes(**outcomes, scheduled={})}
-
-    def _record_outcomes(
-        self,
-        *,
-        ids: list[int],
-        statuses: list[str],
-        retry_at: list[datetime.datetime | None],
-        priorities: list[int | None],
-        queues: list[str | None],
-        locks: list[str | None],
-        spent: list[bool],
-        worker_id: int,
-        scheduled: dict[int, datetime.datetime],
-    ) -> int:
-        """Record the outcomes; a retry in `scheduled` runs at that time instead."""
-        recorded = 0
-        for job_id, status, when, priority, queue, lock, counted in zip(
-            ids, statuses, retry_at, priorities, queues, locks, spent, strict=True
-        ):
-            job = self.jobs.get(job_id)
-            if job is None or job["status"] != "doing" or job["worker_id"] != worker_id:
-                continue
-            recorded += 1
-            if status == "delete":
-                self.jobs.pop(job_id)
-                continue
-            new_status = status
-            if status == "todo" and not job["abort_requested"]:
-                job["scheduled_at"] = scheduled.get(job_id, when)
-                for key, value in (("priority", priority), ("queue_name", queue), ("lock", lock)):
-                    if value is not None:
-                        job[key] = value
-            elif status == "todo":
-                new_status = "aborted"
-            job["status"] = new_status
-            job["abort_requested"] = False
-            job["attempts"] += 1 if counted else 0
-            self.events[job_id].append(
-                {
-                    "type": "deferred_for_retry" if new_status == "todo" else new_status,
-                    "at": utils.utcnow(),
-                }
-            )
-        return recorded
-
     async def pause_queue_all(self, *, queue: str, reason: str | None) -> list[dict[str, Any]]:
         """Pause `queue` unless it is paused; a row if it was not, as the SQL returns."""
         if queue in self.queue_pauses:
@@ -565,114 +171,21 @@ class InMemoryConnector(TracesInMemory, testing.InMemoryConnector):
             for name in sorted(names)
         ]
 
-    async def recover_stalled_jobs_all(
-        self,
-        *,
-        seconds: float,
-        own_jobs: list[int],
-        worker_id: int,
-        max_recoveries: int | None,
-    ) -> list[dict[str, Any]]:
-        """Put back the jobs of workers whose heartbeat is older than `seconds`, as its SQL does.
-
-        No attempt is spent; the change leaves its event, as Procrastinate's trigger writes.
-        A job of a stalled worker whose last runs all ended so, more than `max_recoveries`
-        of them, fails instead.
-        """
-        limit = utils.utcnow() - datetime.timedelta(seconds=seconds)
-        recovered = []
-        for job in self.jobs.values():
-            heartbeat = self.workers.get(job["worker_id"])
-            stalled = heartbeat is None or heartbeat < limit or job["worker_id"] == worker_id
-            if job["status"] != "doing" or not stalled or job["id"] in own_jobs:
-                continue
-            runs = self._runs_cut_short(job["id"])
-            poisoned = (
-                job["worker_id"] != worker_id
-                and max_recoveries is not None
-                and runs > max_recoveries
-            )
-            if job["abort_requested"]:
-                job["status"] = "aborted"
-            elif poisoned:
-                job["status"] = "failed"
-            else:
-                job["status"] = "todo"
-                job["scheduled_at"] = None
-            job["abort_requested"] = False
-            job["worker_id"] = None
-            event = "deferred_for_retry" if job["status"] == "todo" else job["status"]
-            self.events[job["id"]].append(
-                {"type": event, "at": utils.utcnow(), RECOVERY_MARK: True}
-            )
-            recovered.append(
-                {
-                    "id": job["id"],
-                    "task_name": job["task_name"],
-                    "status": job["status"],
-                    "runs": runs,
-                }
-            )
-        return recovered
-
-    def _runs_cut_short(self, job_id: int) -> int:
-        """The job's 'started' events since a run last went back to 'todo' otherwise.
-
-        The SQL counts them since the last 'scheduled' or 'retried' event (every put-back
-        but a recovery sets scheduled_at); this store writes no 'scheduled' event for an
-        outcome, so a 'deferred_for_retry' without the recovery's mark plays its part.
-        """
-        runs = 0
-        for event in reversed(self.events[job_id]):
-            if event["type"] in {"scheduled", "retried"} or (
-                event["type"] == "deferred_for_retry" and not event.get(RECOVERY_MARK)
-            ):
-                break
-            runs += event["type"] == "started"
-        return runs
-
     def reset(self) -> None:
         """Empty the in-memory database (worker ids start again from 1, as after TRUNCATE)."""
         super().reset()
         self._worker_ids = itertools.count(1)
         # dawdle_worker_tasks; read it through published_tasks(), which applies the cascade.
-        self.worker_tasks: dict[int, list[str]] = {}
+        self.worker_tasks = {}
         # dawdle_queue_pauses: each paused queue's row, by queue name.
-        self.queue_pauses: dict[str, dict[str, Any]] = {}
+        self.queue_pauses = {}
         # dawdle_retry_budgets and dawdle_budget_pushed.
         self.budgets = MemoryBudgets()
         # dawdle_breakers: each task's breaker row, by task name.
-        self.breakers: dict[str, BreakerRow] = {}
+        self.breakers = {}
         # dawdle_job_errors; read it through stored_errors(), which applies the cascade.
         self.job_errors = JobErrors()
         self.job_traces = {}
-
-    async def register_worker_one(self) -> dict[str, Any]:
-        """Register a worker under an id never used before, as PostgreSQL's sequence does.
-
-        Procrastinate's in-memory connector reuses the highest id + 1: a worker pruned and
-        registered again got its old id back, so jobs claimed under that id looked like ours.
-        """
-        worker_id = next(self._worker_ids)
-        self.workers[worker_id] = utils.utcnow()
-        return {"worker_id": worker_id}
-
-    async def heartbeat_all(self, *, worker_id: int) -> list[dict[str, Any]]:
-        """The worker's heartbeat: no row when the worker was pruned."""
-        if worker_id not in self.workers:
-            return []
-        self.workers[worker_id] = utils.utcnow()
-        return [{"id": worker_id}]
-
-    async def reclaim_jobs_all(self, *, worker_id: int, ids: list[int]) -> list[dict[str, Any]]:
-        """Give back to a worker registered again the jobs that pruning left without one."""
-        reclaimed = []
-        for job_id in ids:
-            job = self.jobs.get(job_id)
-            if job is not None and job["status"] == "doing" and job["worker_id"] is None:
-                job["worker_id"] = worker_id
-                reclaimed.append({"id": job_id})
-        return reclaimed
 
     async def close_async(self) -> None:
         """Forget the event loop; the jobs stay inspectable."""

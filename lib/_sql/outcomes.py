@@ -190,7 +190,7 @@ _BUDGET_CTES: Final = (
     .replace("{refund}", str(RETRY_SUCCESS_REFUND))
 )
 # The circuit breakers (`Breaker`), in the same statement: `calls` classifies each verdict
-# (decided in Python, `dawdle._breaker.call_kind`): 'success' or 'failure' (a call of the
+# (decided in Python, `dawdle._worker.fleet.call_kind`): 'success' or 'failure' (a call of the
 # dependency), 'probe_success' or 'probe_failure' (a half-open breaker's probe), or
 # 'probe_released' (a probe that ended without a verdict: put back, snoozed, aborted);
 # NULL for the rest. Each breaker row of a task in the batch is locked in name

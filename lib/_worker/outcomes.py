@@ -130,47 +130,66 @@ def decide(
         return _finished(job.id, Outcome.ABORTED, delete_jobs)
     if failure is None:
         return _finished(job.id, Outcome.SUCCEEDED, delete_jobs)
-    return _decided_on_failure(
-        task, job, failure, when=when, elapsed=elapsed, delete_jobs=delete_jobs
-    )
+    return _decided_on_failure(task, _FailedRun(job, failure, when, elapsed, delete_jobs))
 
 
-def _decided_on_failure(
-    task: tasks.Task[Any, Any, Any] | None,
-    job: jobs.Job,
-    failure: BaseException,
-    *,
-    when: datetime.datetime,
-    elapsed: float | None,
-    delete_jobs: jobs.DeleteJobCondition,
-) -> Verdict:
-    """The verdict on a run that raised `failure`: snoozed, or as its retry strategy says."""
-    assert job.id is not None  # noqa: S101 (claimed jobs have ids)
-    failures = leaves(failure)
+@dataclass(frozen=True, slots=True)
+class _FailedRun:
+    """A run that raised, as the deciders see it: its job, its failure, when it ended."""
+
+    job: jobs.Job
+    failure: BaseException
+    when: datetime.datetime
+    elapsed: float | None
+    """Seconds since the job's first run, for a policy's deadline (None if unknown)."""
+    delete_jobs: jobs.DeleteJobCondition
+
+    @property
+    def job_id(self) -> int:
+        """The job's id (claimed jobs have one)."""
+        assert self.job.id is not None  # noqa: S101 (claimed jobs have ids)
+        return self.job.id
+
+    def failed(
+        self, *, strategy_error: Exception | None = None, reason: str | None = None
+    ) -> Verdict:
+        """The verdict that the run failed for good (deleted if `delete_jobs` says so)."""
+        return _finished(
+            self.job_id,
+            Outcome.FAILED,
+            self.delete_jobs,
+            strategy_error=strategy_error,
+            reason=reason,
+        )
+
+
+def _decided_on_failure(task: tasks.Task[Any, Any, Any] | None, run: _FailedRun) -> Verdict:
+    """The verdict on a run that raised: snoozed, or as its retry strategy says."""
+    failures = leaves(run.failure)
     snoozes = [leaf for leaf in failures if isinstance(leaf, Snooze)]
     if snoozes and len(snoozes) == len(failures):
-        due = max(snooze.scheduled_at(when) for snooze in snoozes)
-        return Verdict(job.id, Outcome.SNOOZED, retry_at=due, reason=f"due {due.isoformat()}")
+        due = max(snooze.scheduled_at(run.when) for snooze in snoozes)
+        return Verdict(run.job_id, Outcome.SNOOZED, retry_at=due, reason=f"due {due.isoformat()}")
     strategy = None if task is None else task.retry_strategy
     # A subclass that overrides Procrastinate's hook is asked through that hook.
     if (
         isinstance(strategy, RetryPolicy)
         and type(strategy).get_retry_decision is RetryPolicy.get_retry_decision
     ):
-        return _decided_by_policy(
-            strategy, job, failure, when=when, elapsed=elapsed, delete_jobs=delete_jobs
-        )
+        return _decided_by_policy(strategy, run)
     try:
-        retry = None if task is None else task.get_retry_exception(exception=failure, job=job)
+        retry = (
+            None if task is None else task.get_retry_exception(exception=run.failure, job=run.job)
+        )
     except Exception as exc:  # noqa: BLE001 (a broken strategy fails its job, not the worker)
-        return _finished(job.id, Outcome.FAILED, delete_jobs, strategy_error=exc)
+        return run.failed(strategy_error=exc)
     if retry is None:
-        return _finished(job.id, Outcome.FAILED, delete_jobs)
+        return run.failed()
     decision = retry.retry_decision
     return Verdict(
-        job.id,
+        run.job_id,
         Outcome.RETRY,
-        retry_at=decision.retry_at or when,
+        retry_at=decision.retry_at or run.when,
         priority=decision.priority,
         queue=decision.queue,
         lock=decision.lock,
@@ -183,34 +202,25 @@ def job_deadline(task: tasks.Task[Any, Any, Any] | None) -> float | None:
     return strategy.deadline if isinstance(strategy, RetryPolicy) else None
 
 
-def _decided_by_policy(
-    policy: RetryPolicy,
-    job: jobs.Job,
-    failure: BaseException,
-    *,
-    when: datetime.datetime,
-    elapsed: float | None,
-    delete_jobs: jobs.DeleteJobCondition,
-) -> Verdict:
+def _decided_by_policy(policy: RetryPolicy, run: _FailedRun) -> Verdict:
     """A dawdle policy's verdict, with its reason, and the event its `on_retry` hook gets."""
-    assert job.id is not None  # noqa: S101 (claimed jobs have ids)
     try:
-        decision = policy.decide_job(failure, job=job, elapsed=elapsed)
+        decision = policy.decide_job(run.failure, job=run.job, elapsed=run.elapsed)
     except Exception as exc:  # noqa: BLE001 (a broken policy fails its job, not the worker)
-        return _finished(job.id, Outcome.FAILED, delete_jobs, strategy_error=exc)
+        return run.failed(strategy_error=exc)
     if not decision.retry or decision.delay is None:
-        return _finished(job.id, Outcome.FAILED, delete_jobs, reason=decision.reason)
+        return run.failed(reason=decision.reason)
     event = RetryEvent(
-        attempt=job.attempts + 1,
+        attempt=run.job.attempts + 1,
         delay=decision.delay,
         reason=decision.reason,
-        exception=failure,
-        job_id=job.id,
+        exception=run.failure,
+        job_id=run.job_id,
     )
     return Verdict(
-        job.id,
+        run.job_id,
         Outcome.RETRY,
-        retry_at=later(when, decision.delay),
+        retry_at=later(run.when, decision.delay),
         reason=decision.reason,
         event=event,
     )

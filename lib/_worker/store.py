@@ -16,15 +16,11 @@ import anyio
 import psycopg
 from procrastinate import exceptions, jobs
 
-from dawdle._breaker import Breaker
-from dawdle._budget_fleet import FleetRetryBudget
 from dawdle._carriers import TableCheck, read_carriers
 from dawdle._defer import JobManager
 from dawdle._errors import DawdleError
 from dawdle._hooks import TraceContext
 from dawdle._sql import (
-    ADD_BREAKER,
-    ADD_RETRY_BUDGETS,
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     CLAIM_JOBS_TIMED_WITH_BREAKERS,
@@ -34,17 +30,10 @@ from dawdle._sql import (
     HEARTBEAT,
     PUBLISH_TASKS,
     RECLAIM_JOBS,
-    RECORD_OUTCOMES,
-    RECORD_OUTCOMES_BUDGETED,
-    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
-    RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
-    RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
-    RECORD_OUTCOMES_WITH_BREAKERS,
-    RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
-    RECORD_OUTCOMES_WITH_ERRORS,
     RECOVER_STALLED_JOBS,
 )
-from dawdle._worker.outcomes import Outcome, Verdict
+from dawdle._worker.fleet import Fleet, outcome_write
+from dawdle._worker.outcomes import Verdict
 from dawdle._worker.stored_errors import ErrorsTable, error_arguments
 
 if TYPE_CHECKING:
@@ -58,11 +47,6 @@ QUERY_TIMEOUT: Final = 30.0
 # again (so `dawdle schema --apply` takes effect without restarting the worker).
 PAUSES_RECHECK: Final = 60.0
 
-# Without the tables of budgets and breakers (dawdle_retry_budgets and dawdle_breakers of
-# schema 3, dawdle_budget_pushed of schema 4), how long the worker goes without fleet retry
-# budgets and breakers before trying the tables again.
-FLEET_TABLES_RECHECK: Final = 60.0
-
 logger = logging.getLogger("dawdle.worker")
 
 
@@ -72,32 +56,6 @@ _TIMED_CLAIMS: Final[dict[str, LiteralString]] = {
     FETCH_JOBS_IGNORING_PAUSES: CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS_WITH_BREAKERS: CLAIM_JOBS_TIMED_WITH_BREAKERS,
 }
-# The outcome statement, by (with the fleet retry budget, with breakers, with errors).
-_OUTCOME_WRITES: Final[dict[tuple[bool, bool, bool], LiteralString]] = {
-    (False, False, False): RECORD_OUTCOMES,
-    (True, False, False): RECORD_OUTCOMES_BUDGETED,
-    (False, True, False): RECORD_OUTCOMES_WITH_BREAKERS,
-    (True, True, False): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS,
-    (False, False, True): RECORD_OUTCOMES_WITH_ERRORS,
-    (True, False, True): RECORD_OUTCOMES_BUDGETED_WITH_ERRORS,
-    (False, True, True): RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
-    (True, True, True): RECORD_OUTCOMES_BUDGETED_WITH_BREAKERS_AND_ERRORS,
-}
-# What a verdict tells a breaker: a call that succeeded or failed (None: no call, as a
-# snooze, a put-back or an abort say nothing of the dependency).
-_CALLS: Final[dict[Outcome, str]] = {
-    Outcome.SUCCEEDED: "success",
-    Outcome.FAILED: "failure",
-    Outcome.RETRY: "failure",
-}
-
-
-def call_kind(verdict: Verdict, *, probe: bool) -> str | None:
-    """How the outcome statement counts `verdict` for its task's breaker (see `_sql`)."""
-    kind = _CALLS.get(verdict.outcome)
-    if not probe:
-        return kind
-    return "probe_released" if kind is None else f"probe_{kind}"
 
 
 class WorkerNotRegistered(DawdleError):  # noqa: N818 (reads as a state)
@@ -155,24 +113,7 @@ class JobStore:
         self._tasks = app.tasks
         # When the claim last found no dawdle_queue_pauses (anyio's clock); None: it has it.
         self._pauses_missing_at: float | None = None
-        # Every name and alias of a task with a fleet retry budget: its task and budget.
-        self._budgets: dict[str, tuple[str, FleetRetryBudget]] = {
-            name: (task.name, budget)
-            for name, task in app.tasks.items()
-            if (budget := getattr(task, "dawdle_retry_budget", None)) is not None
-        }
-        # Every name and alias of a task with a breaker: its task and breaker.
-        self._breakers: dict[str, tuple[str, Breaker]] = {
-            name: (task.name, breaker)
-            for name, task in app.tasks.items()
-            if (breaker := getattr(task, "dawdle_breaker", None)) is not None
-        }
-        # Whether the rows of this worker's budgets and breakers were added, and when the
-        # worker last found their tables missing (anyio's clock; None: found).
-        self._fleet_rows_added = False
-        self._fleet_missing_at: float | None = None
-        # Claimed jobs that probe a half-open breaker, until their verdict is written.
-        self._probes: set[int] = set()
+        self._fleet = Fleet(app, timeout=QUERY_TIMEOUT)
         self._errors_table = ErrorsTable()
         # Whether dawdle_job_traces exists: the app's check when its job manager is dawdle's
         # (one answer, one warning for its defers and claims), else the store's own.
@@ -258,19 +199,19 @@ class JobStore:
 
         Logs the half-open transition of a breaker whose first probe this claim took.
         """
-        if not self._breakers or not await self._fleet_tables_ready():
+        if not self._fleet.breakers or not await self._fleet.ready():
             return None
         try:
             rows = await self._fetch(FETCH_JOBS_WITH_BREAKERS, arguments)
         except exceptions.ConnectorException as exc:
             if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
                 raise
-            self._fleet_tables_missing()
+            self._fleet.missing()
             return None
         half_open: dict[str, int] = {}
         for row in rows:
             if row.get("probe_of") is not None:
-                self._probes.add(row["id"])
+                self._fleet.probes.add(row["id"])
                 if row["probe_of"] == "open":
                     half_open.setdefault(row["task_name"], row["id"])
         for task_name, job_id in half_open.items():
@@ -332,7 +273,7 @@ class JobStore:
         have a fleet retry budget, the same statement counts their runs and spaces their
         retries; with tasks that have a breaker, it counts their calls and moves their
         breakers. Without their tables both are off (one warning each) and the tables are
-        tried again every FLEET_TABLES_RECHECK seconds.
+        tried again every `fleet.FLEET_TABLES_RECHECK` seconds.
         """
         arguments: dict[str, Any] = {
             "ids": [verdict.job_id for verdict in verdicts],
@@ -344,12 +285,13 @@ class JobStore:
             "spent": [verdict.spends_attempt for verdict in verdicts],
             "worker_id": worker_id,
         }
-        fleet = await self._fleet_tables_ready()
-        budget, breaker = fleet and bool(self._budgets), fleet and bool(self._breakers)
+        fleet = await self._fleet.ready()
+        budget = fleet and bool(self._fleet.budgets)
+        breaker = fleet and bool(self._fleet.breakers)
         if budget:
-            arguments |= self._budget_arguments(verdicts)
+            arguments |= self._fleet.budget_arguments(verdicts)
         if breaker:
-            arguments |= self._breaker_arguments(verdicts)
+            arguments |= self._fleet.breaker_arguments(verdicts)
         # Only a batch with errors sends them: successes write as they did before.
         errors = (
             store_errors
@@ -358,8 +300,9 @@ class JobStore:
         )
         if errors:
             arguments |= error_arguments(verdicts)
+        write = outcome_write(budget=budget, breaker=breaker, errors=errors)
         try:
-            row = await self._write(_OUTCOME_WRITES[budget, breaker, errors], arguments)
+            row = await self._write(write, arguments)
         except exceptions.ConnectorException as exc:
             cause = exc.__cause__
             if not isinstance(cause, psycopg.errors.UndefinedTable):
@@ -369,11 +312,11 @@ class JobStore:
                 return await self.record(verdicts, worker_id=worker_id, store_errors=False)
             if not fleet:
                 raise
-            self._fleet_tables_missing()
+            self._fleet.missing()
             return await self.record(verdicts, worker_id=worker_id, store_errors=store_errors)
         if errors:
             self._errors_table.found()
-        self._probes.difference_update(verdict.job_id for verdict in verdicts)
+        self._fleet.probes.difference_update(verdict.job_id for verdict in verdicts)
         pushed = zip(
             row.get("pushed_ids", ()),
             row.get("pushed_tasks", ()),
@@ -394,94 +337,9 @@ class JobStore:
             int(row.get("released", 0)),
         )
 
-    def _budget_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-        """The runs that succeeded, and the budgeted tasks' settings by every name and alias."""
-        names = sorted(self._budgets)
-        settings = [self._budgets[name] for name in names]
-        return {
-            "budget_successes": [
-                one.job_id for one in verdicts if one.outcome is Outcome.SUCCEEDED
-            ],
-            "budget_names": names,
-            "budget_tasks": [task for task, _ in settings],
-            "budget_ratios": [budget.ratio for _, budget in settings],
-            "budget_floors": [budget.min_per_second for _, budget in settings],
-            "budget_windows": [budget.window for _, budget in settings],
-        }
-
-    def _breaker_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-        """What each verdict tells a breaker, and the breakers' settings by name and alias."""
-        names = sorted(self._breakers)
-        settings = [self._breakers[name] for name in names]
-        return {
-            "calls": [call_kind(one, probe=one.job_id in self._probes) for one in verdicts],
-            "breaker_names": names,
-            "breaker_tasks": [task for task, _ in settings],
-            "breaker_ratios": [breaker.failure_ratio for _, breaker in settings],
-            "breaker_windows": [breaker.window for _, breaker in settings],
-            "breaker_min_calls": [breaker.min_calls for _, breaker in settings],
-            "breaker_open_for": [breaker.open_for for _, breaker in settings],
-            "breaker_max_open_for": [breaker.max_open_for for _, breaker in settings],
-            "breaker_probes": [breaker.half_open_probes for _, breaker in settings],
-        }
-
     async def _write(self, query: LiteralString, arguments: dict[str, Any]) -> dict[str, Any]:
         with anyio.fail_after(QUERY_TIMEOUT, shield=True):
             return await self._connector.execute_query_one_async(query, **arguments)
-
-    async def _fleet_tables_ready(self) -> bool:
-        """Whether budgets and breakers can be used now (their rows added once per worker)."""
-        if not (self._budgets or self._breakers):
-            return False
-        missing_at = self._fleet_missing_at
-        if missing_at is not None and anyio.current_time() - missing_at < FLEET_TABLES_RECHECK:
-            return False
-        if not self._fleet_rows_added:
-            try:
-                with anyio.fail_after(QUERY_TIMEOUT, shield=True):
-                    await self._add_fleet_rows()
-            except exceptions.ConnectorException as exc:
-                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
-                    raise
-                self._fleet_tables_missing()
-                return False
-            self._fleet_rows_added = True
-        self._fleet_missing_at = None
-        return True
-
-    async def _add_fleet_rows(self) -> None:
-        """Add the budget and breaker rows of this worker's tasks (breakers' settings too)."""
-        if self._budgets:
-            tasks = sorted({task for task, _ in self._budgets.values()})
-            await self._connector.execute_query_async(ADD_RETRY_BUDGETS, task_names=tasks)
-        breakers = dict(self._breakers.values())
-        for task, breaker in sorted(breakers.items(), key=lambda item: item[0]):
-            names = sorted(name for name, (owner, _) in self._breakers.items() if owner == task)
-            await self._connector.execute_query_async(
-                ADD_BREAKER,
-                task_name=task,
-                names=names,
-                max_probes=breaker.half_open_probes,
-                probe_lease=breaker.max_open_for,
-            )
-
-    def _fleet_tables_missing(self) -> None:
-        """Go without budgets and breakers for FLEET_TABLES_RECHECK seconds; warn the first time."""
-        if self._fleet_missing_at is None:
-            for used, feature, action in (
-                (self._budgets, "fleet retry budgets", "retry_budgets_off"),
-                (self._breakers, "circuit breakers", "breakers_off"),
-            ):
-                if used:
-                    logger.warning(
-                        "%s are off: the database lacks dawdle's tables for them "
-                        "(dawdle_retry_budgets, dawdle_breakers, dawdle_budget_pushed); "
-                        "run `dawdle schema --apply`",
-                        feature,
-                        extra={"action": action},
-                    )
-        self._fleet_missing_at = anyio.current_time()
-        self._fleet_rows_added = False
 
     async def prune_stalled_workers(self, seconds: float) -> None:
         """Remove the rows of workers silent for `seconds` (their jobs become stalled)."""

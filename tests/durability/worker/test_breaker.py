@@ -15,10 +15,10 @@ from procrastinate import utils
 
 from dawdle import App, Breaker, InMemoryConnector
 from dawdle._breaker import BreakerRow
-from dawdle._dawdle_schema import BREAKERS_DDL
 from dawdle._sql import ADD_BREAKER, FETCH_JOBS_WITH_BREAKERS
 from tests.durability.worker.helpers import (
     actions,
+    dawdle_table_dropped,
     job_rows,
     make_worker,
     postgres_only,
@@ -197,10 +197,11 @@ async def test_concurrent_claims_take_at_most_half_open_probes(app: App, admin: 
 
 
 @postgres_only("the table is dropped: the in-memory database always has dawdle's tables")
-async def test_without_the_table_breakers_are_off_with_one_warning(app: App) -> None:
+async def test_without_the_table_breakers_are_off_with_one_warning(
+    app: App, schema_dsn: str
+) -> None:
     """No dawdle_breakers: every job runs as without breakers, one breakers_off line."""
-    await app.connector.execute_query_async("DROP TABLE dawdle_breakers")
-    try:
+    with dawdle_table_dropped(schema_dsn, "dawdle_breakers"):
 
         @app.task(name="no_table", breaker=Breaker(min_calls=1))
         async def no_table() -> None:
@@ -212,5 +213,3 @@ async def test_without_the_table_breakers_are_off_with_one_warning(app: App) -> 
             await work(app, concurrency=1)
         assert await statuses(app) == {"failed": 5}
         assert len(log.of("breakers_off")) == 1
-    finally:
-        await app.connector.execute_query_async(BREAKERS_DDL)

@@ -15,11 +15,11 @@ import pytest
 
 from dawdle import App, FleetRetryBudget, InMemoryConnector, JobContext, RetryPolicy
 from dawdle._budget_fleet import RETRY_SUCCESS_REFUND, BudgetRow, plan_retries
-from dawdle._dawdle_schema import RETRY_BUDGETS_DDL
 from dawdle._sql import ADD_RETRY_BUDGETS, RECORD_OUTCOMES_BUDGETED
 from dawdle.backoff import Constant
 from tests.durability.worker.helpers import (
     actions,
+    dawdle_table_dropped,
     job_rows,
     make_worker,
     postgres_only,
@@ -128,10 +128,11 @@ async def test_an_alias_counts_against_its_tasks_budget(app: App) -> None:
 
 
 @postgres_only("the table is dropped: the in-memory database always has dawdle's tables")
-async def test_without_the_table_the_budget_is_off_with_one_warning(app: App) -> None:
+async def test_without_the_table_the_budget_is_off_with_one_warning(
+    app: App, schema_dsn: str
+) -> None:
     """No dawdle_retry_budgets: outcomes are written unbudgeted, one retry_budgets_off line."""
-    await app.connector.execute_query_async("DROP TABLE dawdle_retry_budgets")
-    try:
+    with dawdle_table_dropped(schema_dsn, "dawdle_retry_budgets"):
         fails = failing_task(app, "no_table", SLOW_BUDGET)
         for _ in range(3):
             await fails.defer_async()
@@ -140,8 +141,6 @@ async def test_without_the_table_the_budget_is_off_with_one_warning(app: App) ->
         due = await retry_times(app)
         assert (due[-1] - due[0]).total_seconds() < 5
         assert len(log.of("retry_budgets_off")) == 1
-    finally:
-        await app.connector.execute_query_async(RETRY_BUDGETS_DDL)
 
 
 async def record_retries(
