@@ -90,16 +90,17 @@ def job_error(
 
 
 def _formatted(failure: BaseException, task_code: types.CodeType | None) -> str:
-    """The traceback of `failure`, from the task's frame on if it has one."""
-    report = traceback.TracebackException.from_exception(failure)
-    frames = list(report.stack)
-    for index, frame in enumerate(frames):
-        if task_code is not None and (frame.filename, frame.name) == (
-            task_code.co_filename,
-            task_code.co_name,
-        ):
-            report.stack = traceback.StackSummary.from_list(frames[index:])
-            break
+    """The traceback of `failure`, from the task's frame on if it has one.
+
+    The frames above the task's are skipped before formatting, so their source lines are
+    never read.
+    """
+    start = failure.__traceback__
+    while start is not None and start.tb_frame.f_code is not task_code:
+        start = start.tb_next
+    report = traceback.TracebackException(
+        type(failure), failure, start if start is not None else failure.__traceback__
+    )
     return "".join(report.format())
 
 
