@@ -1,12 +1,13 @@
-"""What the hooks' tests of both suites share: a recording `Hooks` and two checks.
+"""What the hooks' tests of both suites share: a recording `Hooks` and the same checks.
 
-`fail_first_call` makes a store method fail once; `check_context_reaches_the_tasks` is the
-test that a context a hook sets reaches the tasks.
+`fail_first_call` makes a store method fail once; the `check_...` functions are the tests
+each suite runs on its connector (PostgreSQL, in memory), given how to work the jobs.
 """
 
 from __future__ import annotations
 
 import contextvars
+import datetime
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -132,3 +133,19 @@ async def check_context_reaches_the_tasks(
     assert seen == {"async": async_id, "sync": sync_id}
     assert sorted(recorder.seen_in_finished, key=str) == sorted([async_id, sync_id], key=str)
     assert CURRENT_JOB.get() is None  # the runner's value never leaked here
+
+
+async def check_queue_time_counts_from_the_due_time(
+    app: App, run: Callable[[Recorder], Awaitable[None]]
+) -> None:
+    """A job due a minute ago waited about a minute (the database's clock, the wall's)."""
+    recorder = Recorder()
+
+    @app.task(name="late")
+    async def late() -> None: ...
+
+    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    await late.configure(schedule_at=due).defer_async()
+    await run(recorder)
+    [started] = recorder.of(JobStarted)
+    assert 60.0 <= started.queue_time < 70.0

@@ -6,7 +6,6 @@ exact: a task that sleeps 2 s takes 2 s on the loop's clock, at once on the wall
 
 from __future__ import annotations
 
-import datetime
 import logging
 from typing import Any
 
@@ -35,6 +34,7 @@ from dawdle.backoff import Constant, RetryPolicy
 from tests.hooks_recorder import (
     Recorder,
     check_context_reaches_the_tasks,
+    check_queue_time_counts_from_the_due_time,
     fail_first_call,
 )
 
@@ -196,16 +196,11 @@ async def test_a_run_reports_its_duration_on_the_loops_clock(in_memory_app: App)
 
 async def test_queue_time_counts_from_the_jobs_due_time(in_memory_app: App) -> None:
     """A job due a minute ago waited a minute (the wall's clock: the database's time)."""
-    recorder = Recorder()
 
-    @in_memory_app.task(name="late")
-    async def late() -> None: ...
+    async def run(recorder: Recorder) -> None:
+        await quiet_worker(in_memory_app, hooks=[recorder]).run()
 
-    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
-    await late.configure(schedule_at=due).defer_async()
-    await quiet_worker(in_memory_app, hooks=[recorder]).run()
-    [started] = recorder.of(JobStarted)
-    assert 60.0 <= started.queue_time < 70.0
+    await check_queue_time_counts_from_the_due_time(in_memory_app, run)
 
 
 async def test_failure_retry_and_snooze_in_order(in_memory_app: App) -> None:

@@ -5,7 +5,6 @@ On connector x runtime.
 
 from __future__ import annotations
 
-import datetime
 import time
 
 import anyio
@@ -31,6 +30,7 @@ from tests.durability.worker.helpers import job_states, make_worker, running, wo
 from tests.hooks_recorder import (
     Recorder,
     check_context_reaches_the_tasks,
+    check_queue_time_counts_from_the_due_time,
     fail_first_call,
 )
 
@@ -176,16 +176,11 @@ async def test_context_set_by_job_started_reaches_the_task(app: App) -> None:
 
 async def test_queue_time_of_a_job_due_a_minute_ago(app: App) -> None:
     """A job scheduled a minute in the past waited about a minute."""
-    recorder = Recorder()
 
-    @app.task(name="late")
-    async def late() -> None: ...
+    async def run(recorder: Recorder) -> None:
+        await work(app, hooks=[recorder])
 
-    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
-    await late.configure(schedule_at=due).defer_async()
-    await work(app, hooks=[recorder])
-    [started] = recorder.of(JobStarted)
-    assert 60.0 <= started.queue_time < 70.0
+    await check_queue_time_counts_from_the_due_time(app, run)
 
 
 async def test_a_broken_hook_is_dropped_and_the_jobs_go_on(
