@@ -79,7 +79,8 @@ __all__ = [
 ]
 
 # The `prometheus` extra's names, imported when first used, so that `import dawdle` never
-# needs prometheus_client.
+# needs prometheus_client. QueueStats, the gauges' row (dawdle._queue_stats, which needs no
+# extra), is taken from the gauges' module, so it is of the extra as they are.
 _PROMETHEUS_NAMES = {
     "PrometheusMetrics": "dawdle._prometheus",
     "QueueGauges": "dawdle._prometheus_queues",
@@ -91,8 +92,8 @@ __all__ += list(_PROMETHEUS_NAMES)
 if _typing.TYPE_CHECKING:
     from dawdle._prometheus import PrometheusMetrics as PrometheusMetrics
     from dawdle._prometheus_queues import QueueGauges as QueueGauges
-    from dawdle._prometheus_queues import QueueStats as QueueStats
     from dawdle._prometheus_server import serve_metrics as serve_metrics
+    from dawdle._queue_stats import QueueStats as QueueStats
 
 
 def __getattr__(name: str) -> _typing.Any:

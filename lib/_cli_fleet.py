@@ -15,7 +15,8 @@ from typing import Any, Final, TypeVar
 from dawdle._cli_app import app_from_args
 from dawdle._cli_jobs import age, jsonable
 from dawdle._cli_queue import printable
-from dawdle._sql import FINISHED_RECENTLY, LIST_WORKERS, QUEUE_STATS
+from dawdle._queue_stats import read_failed, read_queue_stats, shown_counts
+from dawdle._sql import FINISHED_RECENTLY, LIST_WORKERS
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
@@ -45,32 +46,18 @@ def add_fleet_parsers(commands: argparse._SubParsersAction[Parser], common: Pars
 
 async def queue_stats(app: Any) -> list[dict[str, Any]]:
     """Per queue: todo, doing, failed, oldest_ready_age (s) and finished_per_minute."""
-    counted = await app.connector.execute_query_all_async(QUEUE_STATS)
+    active = await read_queue_stats(app.connector)
+    failed = await read_failed(app.connector)
     finished = await app.connector.execute_query_all_async(FINISHED_RECENTLY, window=RATE_WINDOW)
-    stats = {
-        row["queue_name"]: {
-            "queue": row["queue_name"],
-            "todo": row["todo"],
-            "doing": row["doing"],
-            "failed": row["failed"],
-            "oldest_ready_age": row["oldest_ready_age"],
-            "finished_per_minute": 0.0,
+    rates = {row["queue_name"]: round(row["finished"] / (RATE_WINDOW / 60), 1) for row in finished}
+    return [
+        {
+            "queue": queue,
+            **shown_counts(active.get(queue), failed.get(queue, 0)),
+            "finished_per_minute": rates.get(queue, 0.0),
         }
-        for row in counted
-    }
-    for row in finished:
-        queue = stats.setdefault(
-            row["queue_name"],
-            {
-                "queue": row["queue_name"],
-                "todo": 0,
-                "doing": 0,
-                "failed": 0,
-                "oldest_ready_age": None,
-            },
-        )
-        queue["finished_per_minute"] = round(row["finished"] / (RATE_WINDOW / 60), 1)
-    return [stats[queue] for queue in sorted(stats)]
+        for queue in sorted(active.keys() | failed.keys() | rates.keys())
+    ]
 
 
 def cmd_queues(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:

@@ -112,27 +112,14 @@ class OpenTelemetryHooks(Hooks):
         self._finished = meter.create_counter(
             "dawdle.jobs.finished", unit="{job}", description="Runs of jobs, by outcome."
         )
-        self._duration = meter.create_histogram(
-            "messaging.process.duration",
-            unit="s",
-            description="Duration of a job's run.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
-        self._queue_time = meter.create_histogram(
-            "dawdle.job.queue_time",
-            unit="s",
-            description="Time from when a job was due to when its run began.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        self._duration = _seconds(meter, "messaging.process.duration", "Duration of a job's run.")
+        self._queue_time = _seconds(
+            meter, "dawdle.job.queue_time", "Time from when a job was due to when its run began."
         )
         self._running = meter.create_up_down_counter(
             "dawdle.jobs.running", unit="{job}", description="Runs under way."
         )
-        self._claims = meter.create_histogram(
-            "dawdle.claim.duration",
-            unit="s",
-            description="Latency of a claim statement.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
+        self._claims = _seconds(meter, "dawdle.claim.duration", "Latency of a claim statement.")
         self._retried = meter.create_counter(
             "dawdle.jobs.retried", unit="{job}", description="Runs that ended in a retry."
         )
@@ -256,3 +243,13 @@ class OpenTelemetryHooks(Hooks):
             "messaging.destination.name": job.queue,
             "dawdle.task.name": job.task_name,
         }
+
+
+def _seconds(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+    """A histogram of durations in seconds, on the buckets every dawdle duration shares."""
+    return meter.create_histogram(
+        name,
+        unit="s",
+        description=description,
+        explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+    )

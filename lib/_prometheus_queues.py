@@ -1,60 +1,25 @@
 """Queue gauges for Prometheus: depth and the oldest ready job's age, per queue, cached.
 
-One statement reads every queue; a scrape refreshes it at most every `max_age` seconds (and
-at most every 20 times the last reading's duration), so frequent scrapes cost the database
-one query per interval and worker.
+One statement reads every queue (`ACTIVE_QUEUES`, over the unfinished jobs' partial index:
+failed jobs are not counted, which without an index scans the table); a scrape refreshes it
+at most every `max_age` seconds (and at most every 20 times the last reading's duration), so
+frequent scrapes cost the database one query per interval and worker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from collections.abc import Iterator
+from typing import Final
 
 import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dawdle._queue_stats import Queries, QueueStats, read_queue_stats
 from dawdle._validate import number
 
 logger = logging.getLogger("dawdle.prometheus")
-
-# Only unfinished jobs are read: the partial index on status IN ('todo', 'doing')
-# (procrastinate_jobs_id_lock_idx_v1) finds them, so the cost follows the jobs waiting or
-# running, never the finished ones a busy database keeps by the million. Failed jobs are not
-# counted for that reason: no index has them, and counting them scans the whole table.
-#
-# A ready job is due since its scheduled_at; one never scheduled (scheduled_at NULL) since
-# its deferral, which only its 'deferred' event knows. Ids grow with insertion, so the oldest
-# of those is the smallest id, and one indexed lookup of its event per queue gives the age.
-QUEUE_STATS: Final = """
-WITH queues AS (
-    SELECT queue_name,
-           count(*) FILTER (WHERE status = 'todo') AS todo,
-           count(*) FILTER (WHERE status = 'todo'
-                              AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
-           count(*) FILTER (WHERE status = 'doing') AS doing,
-           min(scheduled_at) FILTER (WHERE status = 'todo' AND scheduled_at <= now())
-               AS oldest_scheduled,
-           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled
-      FROM procrastinate_jobs
-     WHERE status IN ('todo', 'doing')
-     GROUP BY queue_name
-)
-SELECT queues.queue_name AS queue,
-       queues.todo,
-       queues.ready,
-       queues.doing,
-       extract(epoch FROM now() - least(queues.oldest_scheduled, deferred.at))::float
-           AS oldest_ready_seconds
-  FROM queues
-  LEFT JOIN LATERAL (
-       SELECT min(event.at) AS at
-         FROM procrastinate_events AS event
-        WHERE event.job_id = queues.oldest_unscheduled AND event.type = 'deferred'
-  ) AS deferred ON true
-"""
 
 # Refreshed at most this often by default: Prometheus scrapes every 15 s or more.
 DEFAULT_MAX_AGE: Final = 5.0
@@ -66,27 +31,6 @@ QUERY_TIMEOUT: Final = 5.0
 # not before this many times its duration, so the reading costs the database at most 5% of
 # one backend per worker scraped, however often Prometheus asks.
 COST_FACTOR: Final = 20
-
-
-class Queries(Protocol):
-    """What the gauges need of a connector: Procrastinate's `execute_query_all_async`."""
-
-    def execute_query_all_async(self, query: str, **arguments: Any) -> Awaitable[list[Any]]:
-        """The rows of `query`, as dicts."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """One queue's unfinished jobs, as the gauges show them."""
-
-    queue: str
-    todo: int
-    ready: int
-    """'todo' jobs whose time has come: what a worker could claim now (locks and pauses aside)."""
-    doing: int
-    oldest_ready_seconds: float
-    """Seconds since the oldest ready job was due; 0 when none is ready."""
 
 
 class QueueGauges(Collector):
@@ -124,7 +68,7 @@ class QueueGauges(Collector):
             self.readings += 1
             try:
                 with anyio.fail_after(QUERY_TIMEOUT):
-                    rows = await self._connector.execute_query_all_async(QUEUE_STATS)
+                    stats = await read_queue_stats(self._connector)
             except Exception as exc:  # noqa: BLE001 (the database's failures vary; all are logged)
                 self._next_at = start + self._max_age
                 self.failures += 1
@@ -137,7 +81,7 @@ class QueueGauges(Collector):
                 return
             took = anyio.current_time() - start
             self._next_at = start + max(self._max_age, COST_FACTOR * took)
-            self._stats = {row["queue"]: _stats(row) for row in rows}
+            self._stats = stats
             self._seen.update(self._stats)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -170,18 +114,6 @@ class QueueGauges(Collector):
             for field, family in families.items():
                 family.add_metric([queue], getattr(stats, field))
         yield from families.values()
-
-
-def _stats(row: Any) -> QueueStats:
-    """A row of QUEUE_STATS as `QueueStats`."""
-    age = row["oldest_ready_seconds"]
-    return QueueStats(
-        queue=row["queue"],
-        todo=int(row["todo"]),
-        ready=int(row["ready"]),
-        doing=int(row["doing"]),
-        oldest_ready_seconds=max(0.0, float(age)) if age is not None else 0.0,
-    )
 
 
 def _first_line(exc: BaseException) -> str:

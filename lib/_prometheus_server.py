@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dawdle._errors import ConfigurationError
 from dawdle._prometheus import PrometheusMetrics
-from dawdle._prometheus_queues import DEFAULT_MAX_AGE, Queries, QueueGauges
+from dawdle._prometheus_queues import DEFAULT_MAX_AGE, QueueGauges
+from dawdle._queue_stats import Queries
 from dawdle._validate import integer
 
 logger = logging.getLogger("dawdle.prometheus")

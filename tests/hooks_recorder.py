@@ -1,13 +1,22 @@
-"""A `Hooks` that records every event it receives, for the hooks' tests of both suites."""
+"""What the hooks' tests of both suites share: a recording `Hooks` and the same checks.
+
+`fail_first_call` makes a store method fail once; the `check_...` functions are the tests
+each suite runs on its connector (PostgreSQL, in memory), given how to work the jobs.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import datetime
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import pytest
 
 from dawdle import (
+    App,
     Hooks,
     JobDeferred,
     JobFinished,
@@ -81,3 +90,62 @@ class Recorder(Hooks):
 
     def jobs_pruned(self, event: JobsPruned) -> None:
         self.events.append(("jobs_pruned", event))
+
+
+def fail_first_call(
+    monkeypatch: pytest.MonkeyPatch, owner: type, method: str, error: Exception
+) -> None:
+    """`owner.method` (an async method taking keywords) raises `error` once, then works."""
+    original = getattr(owner, method)
+    failures = [error]
+
+    async def flaky(self: Any, **arguments: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await original(self, **arguments)
+
+    monkeypatch.setattr(owner, method, flaky)
+
+
+async def check_context_reaches_the_tasks(
+    app: App, run: Callable[[Recorder], Awaitable[None]]
+) -> None:
+    """`CURRENT_JOB`, set in `job_started`, reaches the tasks and `job_finished`, not the caller.
+
+    Seen by an async task, a sync task (in its thread) and `job_finished`; `run` works the
+    jobs with the recorder given.
+    """
+    recorder = Recorder()
+    seen: dict[str, int | None] = {}
+
+    @app.task(name="async_reader")
+    async def async_reader() -> None:
+        seen["async"] = CURRENT_JOB.get()
+
+    @app.task(name="sync_reader")
+    def sync_reader() -> None:
+        assert threading.current_thread() is not threading.main_thread()
+        seen["sync"] = CURRENT_JOB.get()
+
+    async_id = await async_reader.defer_async()
+    sync_id = await sync_reader.defer_async()
+    await run(recorder)
+    assert seen == {"async": async_id, "sync": sync_id}
+    assert sorted(recorder.seen_in_finished, key=str) == sorted([async_id, sync_id], key=str)
+    assert CURRENT_JOB.get() is None  # the runner's value never leaked here
+
+
+async def check_queue_time_counts_from_the_due_time(
+    app: App, run: Callable[[Recorder], Awaitable[None]]
+) -> None:
+    """A job due a minute ago waited about a minute (the database's clock, the wall's)."""
+    recorder = Recorder()
+
+    @app.task(name="late")
+    async def late() -> None: ...
+
+    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    await late.configure(schedule_at=due).defer_async()
+    await run(recorder)
+    [started] = recorder.of(JobStarted)
+    assert 60.0 <= started.queue_time < 70.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from dawdle._cli_jobs import read_errors
+from dawdle._queue_stats import QueueStats, read_failed, read_queue_stats, shown_counts
 from dawdle._sql import GET_JOB, JOB_EVENTS, LIST_WORKERS
 
 if TYPE_CHECKING:
@@ -40,38 +41,6 @@ CREATE_FAILED_INDEX: Final = (
     f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {FAILED_INDEX} "
     "ON procrastinate_jobs (queue_name) WHERE status = 'failed'"
 )
-
-# Per queue: waiting and running jobs (Procrastinate's partial index on them) with the age
-# of the oldest ready one: the earliest past `scheduled_at`, or, for the lowest id among
-# those due at once, when it last became 'todo' (its event); then failed jobs, apart.
-QUEUE_COUNTS: Final = """
-WITH active AS (
-    SELECT queue_name,
-           count(*) FILTER (WHERE status = 'todo') AS todo,
-           count(*) FILTER (WHERE status = 'doing') AS doing,
-           min(scheduled_at) FILTER (WHERE status = 'todo' AND scheduled_at <= now())
-               AS oldest_scheduled,
-           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled
-      FROM procrastinate_jobs
-     WHERE status IN ('todo', 'doing')
-     GROUP BY queue_name
-), failed AS (
-    SELECT queue_name, count(*) AS failed
-      FROM procrastinate_jobs
-     WHERE status = 'failed'
-     GROUP BY queue_name
-)
-SELECT COALESCE(active.queue_name, failed.queue_name)::text AS queue_name,
-       COALESCE(active.todo, 0) AS todo, COALESCE(active.doing, 0) AS doing,
-       COALESCE(failed.failed, 0) AS failed,
-       extract(epoch FROM now() - LEAST(
-           active.oldest_scheduled,
-           (SELECT max(event.at) FROM procrastinate_events AS event
-             WHERE event.job_id = active.oldest_unscheduled
-               AND event.type IN ('deferred', 'deferred_for_retry', 'retried'))
-       ))::float AS oldest_ready_age
-  FROM active FULL JOIN failed ON failed.queue_name = active.queue_name
-"""
 
 # The minute now, and the window's first one: the chart has a bar for each of 60 minutes.
 CLOCK: Final = """
@@ -194,15 +163,18 @@ class JobPage:
 async def overview(app: App, finished: FinishedPerMinute) -> dict[str, Any]:
     """Queues with their counts and pauses, runs ended per minute, live workers."""
     connector = app.connector
-    counts = {
-        row["queue_name"]: row for row in await connector.execute_query_all_async(QUEUE_COUNTS)
-    }
-    queues = []
-    for state in await app.list_queue_states_async():
-        row = counts.pop(state.name, None) or {}
-        queues.append({"name": state.name, "state": state, **_counts(row)})
+    active = await read_queue_stats(connector)
+    failed = await read_failed(connector)
+    queues = [
+        {"name": state.name, "state": state, **_counts(state.name, active, failed)}
+        for state in await app.list_queue_states_async()
+    ]
     # A queue with waiting jobs always has a name in the index; this is for safety only.
-    queues.extend({"name": name, "state": None, **_counts(row)} for name, row in counts.items())
+    listed = {queue["name"] for queue in queues}
+    queues.extend(
+        {"name": name, "state": None, **_counts(name, active, failed)}
+        for name in sorted((active.keys() | failed.keys()) - listed)
+    )
     queues.sort(key=lambda queue: queue["name"])
     per_minute = await finished.read(app)
     alive = await connector.execute_query_one_async(WORKERS_ALIVE, seconds=ALIVE_SECONDS)
@@ -215,13 +187,8 @@ async def overview(app: App, finished: FinishedPerMinute) -> dict[str, Any]:
     }
 
 
-def _counts(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "todo": row.get("todo", 0),
-        "doing": row.get("doing", 0),
-        "failed": row.get("failed", 0),
-        "oldest_ready_age": row.get("oldest_ready_age"),
-    }
+def _counts(name: str, active: dict[str, QueueStats], failed: dict[str, int]) -> dict[str, Any]:
+    return shown_counts(active.get(name), failed.get(name, 0))
 
 
 async def list_jobs(app: App, filters: JobFilter, *, before: int | None) -> JobPage:

@@ -8,7 +8,6 @@ from dawdle._sql.admin import JOB_ERRORS as JOB_ERRORS
 from dawdle._sql.admin import JOB_EVENTS as JOB_EVENTS
 from dawdle._sql.admin import LIST_JOBS as LIST_JOBS
 from dawdle._sql.admin import LIST_WORKERS as LIST_WORKERS
-from dawdle._sql.admin import QUEUE_STATS as QUEUE_STATS
 from dawdle._sql.admin import RETRY_JOBS as RETRY_JOBS
 from dawdle._sql.claims import CLAIM_JOBS_TIMED as CLAIM_JOBS_TIMED
 from dawdle._sql.claims import CLAIM_JOBS_TIMED_IGNORING_PAUSES as CLAIM_JOBS_TIMED_IGNORING_PAUSES
@@ -34,6 +33,8 @@ from dawdle._sql.outcomes import (
     RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS as RECORD_OUTCOMES_WITH_BREAKERS_AND_ERRORS,
 )
 from dawdle._sql.outcomes import RECORD_OUTCOMES_WITH_ERRORS as RECORD_OUTCOMES_WITH_ERRORS
+from dawdle._sql.queues import ACTIVE_QUEUES as ACTIVE_QUEUES
+from dawdle._sql.queues import FAILED_QUEUES as FAILED_QUEUES
 from dawdle._sql.retention import PRUNE_JOBS as PRUNE_JOBS
 from dawdle._sql.retention import PRUNE_LOCK_KEY as PRUNE_LOCK_KEY
 from dawdle._sql.workers import HEARTBEAT as HEARTBEAT

@@ -1,8 +1,8 @@
 """What the admin commands read and change: jobs, one job's story, retries, queues, workers.
 
 Every query is bounded by an index of Procrastinate's (its primary keys, its partial
-indexes on 'todo' and 'doing' jobs, its index of events by job) or by a LIMIT; none counts
-the whole jobs table except `QUEUE_STATS`, for its failed jobs.
+indexes on 'todo' and 'doing' jobs, its index of events by job) or by a LIMIT. The queues'
+counts are `dawdle._sql.queues`'s.
 """
 
 from __future__ import annotations
@@ -105,33 +105,6 @@ WITH picked AS (
 SELECT (SELECT count(*) FROM failed) + (SELECT count(*) FROM stopped) AS retried,
        (SELECT max(id) FROM picked) AS last_id,
        (SELECT count(*) FROM hint) AS hints
-"""
-
-# Per queue with waiting, running or failed jobs: the counts, and the oldest ready job's
-# due time: the earliest past `scheduled_at`, or for the lowest id among jobs due at once
-# (scheduled_at NULL), when it last became 'todo'. One pass over the jobs table.
-QUEUE_STATS: Final = """
-WITH counted AS (
-    SELECT queue_name,
-           count(*) FILTER (WHERE status = 'todo') AS todo,
-           count(*) FILTER (WHERE status = 'doing') AS doing,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           min(scheduled_at) FILTER (WHERE status = 'todo' AND scheduled_at <= now())
-               AS oldest_scheduled,
-           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled
-      FROM procrastinate_jobs
-     WHERE status IN ('todo', 'doing', 'failed')
-     GROUP BY queue_name
-)
-SELECT counted.queue_name::text AS queue_name, counted.todo, counted.doing, counted.failed,
-       extract(epoch FROM now() - LEAST(
-           counted.oldest_scheduled,
-           (SELECT max(event.at) FROM procrastinate_events AS event
-             WHERE event.job_id = counted.oldest_unscheduled
-               AND event.type IN ('deferred', 'deferred_for_retry', 'retried'))
-       ))::float AS oldest_ready_age
-  FROM counted
- ORDER BY counted.queue_name
 """
 
 # Runs that ended (succeeded, failed, aborted) in the last `window` seconds, per queue.

@@ -15,22 +15,10 @@ import psycopg
 import pytest
 
 from dawdle._cli import main
+from tests.durability.made_jobs import add_worker, emptied, make_job
 from tests.durability.worker.helpers import dawdle_table_dropped
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
-TRUNCATE = (
-    "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers, "
-    "procrastinate_events RESTART IDENTITY CASCADE"
-)
-# The status changes that lead to each status, as a worker makes them.
-PATHS = {
-    "todo": [],
-    "doing": ["doing"],
-    "succeeded": ["doing", "succeeded"],
-    "failed": ["doing", "failed"],
-    "aborted": ["doing", "aborted"],
-    "cancelled": ["cancelled"],
-}
 
 
 @pytest.fixture
@@ -38,35 +26,8 @@ def db(schema_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[psycopg.Con
     """The module's database, emptied, as the CLI's DAWDLE_DSN; a connection to it."""
     monkeypatch.setenv("DAWDLE_DSN", schema_dsn)
     monkeypatch.delenv("DAWDLE_APP", raising=False)
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute(TRUNCATE)
+    with emptied(schema_dsn) as conn:
         yield conn
-
-
-def make_job(
-    conn: psycopg.Connection,
-    status: str,
-    *,
-    task: str = "send",
-    queue: str = "mail",
-    queueing_lock: str | None = None,
-    worker_id: int | None = None,
-) -> int:
-    """A job inserted as 'todo' then moved to `status`; its id."""
-    row = conn.execute(
-        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, queueing_lock) "
-        "VALUES (%s, %s, '{\"n\": 1}', %s) RETURNING id",
-        (queue, task, queueing_lock),
-    ).fetchone()
-    assert row is not None
-    for step in PATHS[status]:
-        attempts = "attempts + 1" if step in {"succeeded", "failed", "aborted"} else "attempts"
-        conn.execute(
-            f"UPDATE procrastinate_jobs SET status = %s, worker_id = %s, attempts = {attempts} "  # noqa: S608 (constants)
-            "WHERE id = %s",
-            (step, worker_id if step == "doing" else None, row[0]),
-        )
-    return int(row[0])
 
 
 def age_jobs(conn: psycopg.Connection, ids: list[int], days: float) -> None:
@@ -261,8 +222,7 @@ def test_cancel_and_abort_follow_procrastinate(
     db: psycopg.Connection, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     """A waiting job is cancelled; a running one needs --abort, which asks its worker."""
-    worker = db.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
-    worker_id = worker.fetchone()[0]  # type: ignore[index]
+    worker_id = add_worker(db)
     waiting = make_job(db, "todo")
     running = make_job(db, "doing", worker_id=worker_id)
     done = make_job(db, "succeeded")
@@ -291,8 +251,7 @@ def test_queues_and_workers_count_what_is_there(
     db: psycopg.Connection, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     """Per queue: todo, doing, failed, oldest ready age, finished per minute; per worker: jobs."""
-    worker = db.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
-    worker_id = worker.fetchone()[0]  # type: ignore[index]
+    worker_id = add_worker(db)
     # Events are in time order by id, as the events' window expects: the old ones first.
     age_jobs(db, [make_job(db, "succeeded", queue="images")], days=1)  # outside the window
     old = make_job(db, "todo")

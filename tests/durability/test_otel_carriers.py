@@ -8,7 +8,7 @@ tests/durability/worker/test_otel.py has the whole path through a worker.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio.to_thread
 import psycopg
@@ -40,6 +40,13 @@ async def app(schema_dsn: str, otel: Telemetry) -> AsyncIterator[App]:
     async with app.open_async():
         await app.connector.execute_query_async(TRUNCATE)
         yield app
+
+
+@pytest.fixture
+def missing_table_warnings(caplog: pytest.LogCaptureFixture) -> Callable[[], int]:
+    """How many times dawdle.otel has warned so far that `dawdle_job_traces` is missing."""
+    caplog.set_level(logging.WARNING, "dawdle.otel")
+    return lambda: sum(getattr(r, "action", "") == "job_traces_missing" for r in caplog.records)
 
 
 def ids(context: SpanContext) -> tuple[int, int]:
@@ -139,28 +146,25 @@ async def test_without_the_table_jobs_are_deferred_and_run_unlinked(
     app: App,
     otel: Telemetry,
     schema_dsn: str,
-    caplog: pytest.LogCaptureFixture,
+    missing_table_warnings: Callable[[], int],
 ) -> None:
     """Before `dawdle schema --apply`: one warning, spans without links, jobs as usual."""
-    caplog.set_level(logging.WARNING, "dawdle.otel")
     with dawdle_table_dropped(schema_dsn, "dawdle_job_traces"):
         await app.tasks["work"].defer_async(n=1)
         await app.tasks["work"].defer_async(n=2)
         await claim_and_run(app, otel)
     assert links_by_job(otel) == {job_id: [] for job_id in sent_by_job(otel)}
     assert len(links_by_job(otel)) == 2
-    warned = [r for r in caplog.records if getattr(r, "action", "") == "job_traces_missing"]
-    assert len(warned) == 1
+    assert missing_table_warnings() == 1
 
 
 async def test_a_table_dropped_after_it_was_seen_costs_no_defer(
     app: App,
     otel: Telemetry,
     schema_dsn: str,
-    caplog: pytest.LogCaptureFixture,
+    missing_table_warnings: Callable[[], int],
 ) -> None:
     """The traced insert fails on the missing table: sent again untraced, one warning."""
-    caplog.set_level(logging.WARNING, "dawdle.otel")
     await app.tasks["work"].defer_async(n=0)
     with dawdle_table_dropped(schema_dsn, "dawdle_job_traces"):
         await app.tasks["work"].defer_async(n=1)
@@ -169,15 +173,16 @@ async def test_a_table_dropped_after_it_was_seen_costs_no_defer(
         assert periodic is not None
         await app.tasks["work"].batch_defer_async({"n": 2}, {"n": 3})
     assert len(sent_by_job(otel)) == 5
-    warned = [r for r in caplog.records if getattr(r, "action", "") == "job_traces_missing"]
-    assert len(warned) == 1
+    assert missing_table_warnings() == 1
 
 
 async def test_a_claim_that_meets_no_table_warns_once_and_its_jobs_run(
-    app: App, otel: Telemetry, schema_dsn: str, caplog: pytest.LogCaptureFixture
+    app: App,
+    otel: Telemetry,
+    schema_dsn: str,
+    missing_table_warnings: Callable[[], int],
 ) -> None:
     """A worker's app that never deferred finds the table missing at its claim's read."""
-    caplog.set_level(logging.WARNING, "dawdle.otel")
     await app.tasks["work"].batch_defer_async({"n": 1}, {"n": 2})
     worker_app = App(connector=PsycopgConnector(conninfo=schema_dsn))
     async with worker_app.open_async():
@@ -191,5 +196,4 @@ async def test_a_claim_that_meets_no_table_warns_once_and_its_jobs_run(
                 for _ in range(2)
             ]
     assert [[one.trace_context for one in claim] for claim in claimed] == [[None], [None]]
-    warned = [r for r in caplog.records if getattr(r, "action", "") == "job_traces_missing"]
-    assert len(warned) == 1
+    assert missing_table_warnings() == 1

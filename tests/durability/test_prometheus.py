@@ -134,6 +134,30 @@ async def test_queue_gauges_match_the_table(app: App) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_job_put_back_is_ready_since_it_was_put_back(app: App) -> None:
+    """A stalled run put back to 'todo' (scheduled_at NULL) dates from then, not its deferral."""
+
+    @app.task(name="mail.send", queue="mail")
+    async def send() -> None:
+        raise AssertionError("never run here")
+
+    await send.defer_async()
+    await app.connector.execute_query_async(
+        "UPDATE procrastinate_events SET at = now() - interval '1 hour' WHERE type = 'deferred'"
+    )
+    before = time.monotonic()
+    for status in ("doing", "todo"):  # Procrastinate's trigger writes 'deferred_for_retry'
+        await app.connector.execute_query_async(
+            f"UPDATE procrastinate_jobs SET status = '{status}'"  # noqa: S608 (constants)
+        )
+    async with serve_metrics(app.connector, PrometheusMetrics(), port=0) as port:
+        samples = await scrape(port)
+    waited = time.monotonic() - before
+    assert sample(samples, "dawdle_queue_jobs_ready", queue="mail") == 1
+    assert 0 < sample(samples, "dawdle_queue_oldest_ready_seconds", queue="mail") <= waited
+
+
+@pytest.mark.anyio
 async def test_the_server_answers_only_get_metrics(app: App) -> None:
     """404 elsewhere, 405 for other methods, 400 for garbage; it serves on after each."""
     async with serve_metrics(app.connector, PrometheusMetrics(), port=0) as port:

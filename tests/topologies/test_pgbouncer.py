@@ -82,6 +82,11 @@ async def defer_concurrently(app: App) -> None:
     await app.tasks["noop"].batch_defer_async(*({"i": i} for i in range(JOBS)))
 
 
+async def work_all(app: App, **options: bool) -> None:
+    """Run the jobs waiting, 4 at once, until none is left (no signal handlers)."""
+    await app.run_worker_async(wait=False, concurrency=4, install_signal_handlers=False, **options)
+
+
 async def test_transaction_mode_stops_preparing_once_and_resends(
     database: str, transaction_pooler: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -90,9 +95,7 @@ async def test_transaction_mode_stops_preparing_once_and_resends(
     app = make_app(through(transaction_pooler, database), prepare_threshold=0)
     async with app.open_async():
         await defer_concurrently(app)
-        await app.run_worker_async(
-            wait=False, concurrency=4, listen_notify=False, install_signal_handlers=False
-        )
+        await work_all(app, listen_notify=False)
         async with app.connector.connection() as conn:  # type: ignore[attr-defined]
             assert conn.prepare_threshold is None
     assert len(actions(caplog, "prepared_statements_off")) == 1
@@ -107,7 +110,7 @@ async def test_transaction_mode_with_pooler_option(
     app = make_app(through(transaction_pooler, database), pooler="transaction")
     async with app.open_async():
         await defer_concurrently(app)
-        await app.run_worker_async(wait=False, concurrency=4, install_signal_handlers=False)
+        await work_all(app)
     assert actions(caplog, "prepared_statements_off") == []
     assert len(actions(caplog, "listen_unavailable")) == 1
     assert count_jobs(database, "succeeded") == 2 * JOBS
@@ -129,9 +132,7 @@ async def test_kwargs_as_procrastinate_users_write_them(
                     anyio.to_thread.run_sync,
                     lambda: [app.tasks["noop"].defer(i=i) for i in range(10)],
                 )
-        await app.run_worker_async(
-            wait=False, concurrency=4, listen_notify=False, install_signal_handlers=False
-        )
+        await work_all(app, listen_notify=False)
     assert actions(caplog, "prepared_statements_off") == []
     assert count_jobs(database, "succeeded") == 2 * JOBS + 40
 
@@ -205,9 +206,7 @@ async def test_session_mode_keeps_prepared_statements_and_listen(
     app = make_app(through(session_pooler, database), pooler="session", prepare_threshold=0)
     async with app.open_async():
         await defer_concurrently(app)
-        await app.run_worker_async(
-            wait=False, concurrency=4, listen_notify=False, install_signal_handlers=False
-        )
+        await work_all(app, listen_notify=False)
     assert actions(caplog, "prepared_statements_off") == []
     assert count_jobs(database, "succeeded") == 2 * JOBS
     app = make_app(through(session_pooler, database), pooler="session")

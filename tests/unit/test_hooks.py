@@ -6,9 +6,7 @@ exact: a task that sleeps 2 s takes 2 s on the loop's clock, at once on the wall
 
 from __future__ import annotations
 
-import datetime
 import logging
-import threading
 from typing import Any
 
 import anyio
@@ -33,7 +31,12 @@ from dawdle import (
 from dawdle._hooks_dispatch import HookDispatch
 from dawdle._worker.store import Claimed, JobStore
 from dawdle.backoff import Constant, RetryPolicy
-from tests.hooks_recorder import CURRENT_JOB, Recorder
+from tests.hooks_recorder import (
+    Recorder,
+    check_context_reaches_the_tasks,
+    check_queue_time_counts_from_the_due_time,
+    fail_first_call,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -193,16 +196,11 @@ async def test_a_run_reports_its_duration_on_the_loops_clock(in_memory_app: App)
 
 async def test_queue_time_counts_from_the_jobs_due_time(in_memory_app: App) -> None:
     """A job due a minute ago waited a minute (the wall's clock: the database's time)."""
-    recorder = Recorder()
 
-    @in_memory_app.task(name="late")
-    async def late() -> None: ...
+    async def run(recorder: Recorder) -> None:
+        await quiet_worker(in_memory_app, hooks=[recorder]).run()
 
-    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
-    await late.configure(schedule_at=due).defer_async()
-    await quiet_worker(in_memory_app, hooks=[recorder]).run()
-    [started] = recorder.of(JobStarted)
-    assert 60.0 <= started.queue_time < 70.0
+    await check_queue_time_counts_from_the_due_time(in_memory_app, run)
 
 
 async def test_failure_retry_and_snooze_in_order(in_memory_app: App) -> None:
@@ -287,24 +285,11 @@ async def test_a_timeout_is_reported_and_counted(in_memory_app: App) -> None:
 
 async def test_job_started_sets_context_seen_by_the_task(in_memory_app: App) -> None:
     """A context variable set in job_started: seen by async and sync tasks and job_finished."""
-    recorder = Recorder()
-    seen: dict[str, int | None] = {}
 
-    @in_memory_app.task(name="async_reader")
-    async def async_reader() -> None:
-        seen["async"] = CURRENT_JOB.get()
+    async def run(recorder: Recorder) -> None:
+        await quiet_worker(in_memory_app, hooks=[recorder]).run()
 
-    @in_memory_app.task(name="sync_reader")
-    def sync_reader() -> None:
-        assert threading.current_thread() is not threading.main_thread()
-        seen["sync"] = CURRENT_JOB.get()
-
-    async_id = await async_reader.defer_async()
-    sync_id = await sync_reader.defer_async()
-    await quiet_worker(in_memory_app, hooks=[recorder]).run()
-    assert seen == {"async": async_id, "sync": sync_id}
-    assert sorted(recorder.seen_in_finished, key=str) == sorted([async_id, sync_id], key=str)
-    assert CURRENT_JOB.get() is None  # the runner's value never leaked here
+    await check_context_reaches_the_tasks(in_memory_app, run)
 
 
 async def test_a_broken_hook_never_stops_the_jobs(
@@ -355,15 +340,7 @@ async def test_a_failing_claim_restarts_the_claimer(
 ) -> None:
     """The claimer's own restart: loop_restarted('claimer'), counted, then the job runs."""
     recorder = Recorder()
-    original = JobStore.claim
-    failures = [ConnectionError("database away")]
-
-    async def flaky(store: JobStore, **arguments: Any) -> list[Claimed]:
-        if failures:
-            raise failures.pop()
-        return await original(store, **arguments)
-
-    monkeypatch.setattr(JobStore, "claim", flaky)
+    fail_first_call(monkeypatch, JobStore, "claim", ConnectionError("database away"))
 
     @in_memory_app.task(name="noop")
     async def noop() -> None: ...
@@ -385,15 +362,7 @@ async def test_a_failing_supervised_loop_is_reported(
 ) -> None:
     """The stalled-jobs loop fails once: loop_restarted('stalled jobs'), counted once."""
     recorder = Recorder()
-    original = JobStore.recover_stalled
-    failures = [ConnectionError("database away")]
-
-    async def flaky(store: JobStore, **arguments: Any) -> list[dict[str, Any]]:
-        if failures:
-            raise failures.pop()
-        return await original(store, **arguments)
-
-    monkeypatch.setattr(JobStore, "recover_stalled", flaky)
+    fail_first_call(monkeypatch, JobStore, "recover_stalled", ConnectionError("database away"))
     worker = Worker(in_memory_app, hooks=[recorder])
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)

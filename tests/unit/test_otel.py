@@ -7,7 +7,6 @@ real claim by the worker's store, whose trace contexts the events carry.
 from __future__ import annotations
 
 import datetime
-import subprocess
 import sys
 
 import anyio.to_thread
@@ -21,6 +20,7 @@ from dawdle import App, InMemoryConnector, Outcome, TraceContext
 from dawdle._hooks import Hooks, JobDeferred, JobFinished, JobRetried, JobsClaimed, JobStarted
 from dawdle._worker.store import Claimed, JobStore
 from tests.otel_support import Telemetry, telemetry
+from tests.without_extra import run_without
 
 pytestmark = pytest.mark.anyio
 
@@ -276,18 +276,15 @@ def test_without_opentelemetry_the_hooks_name_the_extra(monkeypatch: pytest.Monk
 
 def test_import_dawdle_works_without_opentelemetry() -> None:
     """A fresh interpreter where opentelemetry cannot be imported still imports dawdle."""
-    script = (
-        "import sys; sys.modules['opentelemetry'] = None\n"
-        "import dawdle\n"
+    program = (
         "try:\n"
         "    dawdle.OpenTelemetryHooks()\n"
         "except dawdle.ConfigurationError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run(  # noqa: S603 (our arguments)
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    assert run_without("opentelemetry", program) == (
+        'OpenTelemetryHooks needs OpenTelemetry: pip install "dawdle[otel]"\n'
     )
-    assert done.stdout == 'OpenTelemetryHooks needs OpenTelemetry: pip install "dawdle[otel]"\n'
 
 
 async def test_sync_defers_and_blueprint_tasks_carry_their_context_too(

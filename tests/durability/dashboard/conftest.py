@@ -1,9 +1,8 @@
 """The dashboard's ASGI app in process, on an opened App over the module's database.
 
 `client(read_only=..., token=...)` gives an httpx client driving the app through its ASGI
-transport on the test's runtime; `db` is a connection to the emptied database, and
-`make_job` walks a job to a status with plain UPDATEs, so Procrastinate's triggers write
-the events a real run leaves.
+transport on the test's runtime; `db` is a connection to the emptied database, where
+`tests.durability.made_jobs.make_job` walks jobs to a status.
 """
 
 from __future__ import annotations
@@ -19,51 +18,15 @@ import pytest
 
 from dawdle import App, PsycopgConnector
 from dawdle._dashboard.app import dashboard
+from tests.durability.made_jobs import emptied
 
-TRUNCATE = (
-    "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers, "
-    "procrastinate_events, dawdle_queue_pauses RESTART IDENTITY CASCADE"
-)
-PATHS = {
-    "todo": [],
-    "doing": ["doing"],
-    "succeeded": ["doing", "succeeded"],
-    "failed": ["doing", "failed"],
-    "aborted": ["doing", "aborted"],
-    "cancelled": ["cancelled"],
-}
 BASE_URL = "http://testserver"
 
 
 @pytest.fixture
 def db(schema_dsn: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(schema_dsn, autocommit=True) as conn:
-        conn.execute(TRUNCATE)
+    with emptied(schema_dsn) as conn:
         yield conn
-
-
-def make_job(
-    conn: psycopg.Connection,
-    status: str,
-    *,
-    task: str = "send",
-    queue: str = "mail",
-    args: str = '{"n": 1}',
-    worker_id: int | None = None,
-) -> int:
-    """A job inserted as 'todo' then moved to `status`; its id."""
-    row = conn.execute(
-        "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES (%s, %s, %s) "
-        "RETURNING id",
-        (queue, task, args),
-    ).fetchone()
-    assert row is not None
-    for step in PATHS[status]:
-        conn.execute(
-            "UPDATE procrastinate_jobs SET status = %s, worker_id = %s WHERE id = %s",
-            (step, worker_id if step == "doing" else None, row[0]),
-        )
-    return int(row[0])
 
 
 def status_of(conn: psycopg.Connection, job_id: int) -> tuple[str, bool]:

@@ -12,16 +12,11 @@ import pytest
 
 from dawdle._cli import main
 from dawdle._dashboard import security
-from tests.durability.dashboard.conftest import BASE_URL, Client, csrf_of, make_job, status_of
+from tests.durability.dashboard.conftest import BASE_URL, Client, csrf_of, status_of
+from tests.durability.made_jobs import add_worker, make_job
 
 pytestmark = pytest.mark.anyio
 ANYWHERE = "0.0.0.0"  # noqa: S104 (an address the CLI must refuse, never bound)
-
-
-def worker_id(db: psycopg.Connection) -> int:
-    row = db.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def paused(db: psycopg.Connection) -> list[str]:
@@ -52,7 +47,7 @@ async def test_retry_of_a_waiting_job_is_a_409_naming_why(
 
 async def test_cancel_and_abort(db: psycopg.Connection, client: Client) -> None:
     waiting = make_job(db, "todo")
-    running = make_job(db, "doing", worker_id=worker_id(db))
+    running = make_job(db, "doing", worker_id=add_worker(db))
     async with client() as http:
         csrf = csrf_of(await http.get(f"/jobs/{waiting}"))
         cancelled = await http.post(f"/jobs/{waiting}/cancel", data={"csrf": csrf})

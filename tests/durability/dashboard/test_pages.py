@@ -16,7 +16,8 @@ import pytest
 from dawdle import App, PsycopgConnector
 from dawdle._dashboard import queries
 from dawdle._dashboard.app import dashboard
-from tests.durability.dashboard.conftest import Client, make_job
+from tests.durability.dashboard.conftest import Client
+from tests.durability.made_jobs import add_worker, make_job
 from tests.durability.worker.helpers import dawdle_table_dropped
 
 pytestmark = pytest.mark.anyio
@@ -28,16 +29,6 @@ def next_link(text: str) -> str | None:
     """The query string of the page's link to older jobs, or None."""
     found = re.search(r'<a href="/jobs\?([^"]*)" rel="next" id="next-page">', text)
     return None if found is None else html.unescape(found.group(1))
-
-
-def add_worker(db: psycopg.Connection, *, age_seconds: float = 0) -> int:
-    row = db.execute(
-        "INSERT INTO procrastinate_workers (last_heartbeat) "
-        "VALUES (now() - make_interval(secs => %s)) RETURNING id",
-        (age_seconds,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_overview_counts_queues_workers_and_runs(

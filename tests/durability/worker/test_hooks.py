@@ -5,9 +5,7 @@ On connector x runtime.
 
 from __future__ import annotations
 
-import datetime
 import time
-from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -26,10 +24,15 @@ from dawdle import (
     RetryPolicy,
     Snooze,
 )
-from dawdle._worker.store import Claimed, JobStore
+from dawdle._worker.store import JobStore
 from dawdle.backoff import Constant
 from tests.durability.worker.helpers import job_states, make_worker, running, work
-from tests.hooks_recorder import CURRENT_JOB, Recorder
+from tests.hooks_recorder import (
+    Recorder,
+    check_context_reaches_the_tasks,
+    check_queue_time_counts_from_the_due_time,
+    fail_first_call,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -164,36 +167,20 @@ async def test_a_run_past_its_timeout_is_marked(app: App, kind: str) -> None:
 
 async def test_context_set_by_job_started_reaches_the_task(app: App) -> None:
     """CURRENT_JOB, set in job_started: the async task, the sync task's thread, job_finished."""
-    recorder = Recorder()
-    seen: dict[str, int | None] = {}
 
-    @app.task(name="async_reader")
-    async def async_reader() -> None:
-        seen["async"] = CURRENT_JOB.get()
+    async def run(recorder: Recorder) -> None:
+        await work(app, hooks=[recorder], concurrency=2)
 
-    @app.task(name="sync_reader")
-    def sync_reader() -> None:
-        seen["sync"] = CURRENT_JOB.get()
-
-    async_id = await async_reader.defer_async()
-    sync_id = await sync_reader.defer_async()
-    await work(app, hooks=[recorder], concurrency=2)
-    assert seen == {"async": async_id, "sync": sync_id}
-    assert sorted(recorder.seen_in_finished, key=str) == sorted([async_id, sync_id], key=str)
+    await check_context_reaches_the_tasks(app, run)
 
 
 async def test_queue_time_of_a_job_due_a_minute_ago(app: App) -> None:
     """A job scheduled a minute in the past waited about a minute."""
-    recorder = Recorder()
 
-    @app.task(name="late")
-    async def late() -> None: ...
+    async def run(recorder: Recorder) -> None:
+        await work(app, hooks=[recorder])
 
-    due = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
-    await late.configure(schedule_at=due).defer_async()
-    await work(app, hooks=[recorder])
-    [started] = recorder.of(JobStarted)
-    assert 60.0 <= started.queue_time < 70.0
+    await check_queue_time_counts_from_the_due_time(app, run)
 
 
 async def test_a_broken_hook_is_dropped_and_the_jobs_go_on(
@@ -244,15 +231,7 @@ async def test_claims_report_their_count_and_latency(app: App) -> None:
 async def test_a_failing_claim_is_a_loop_restart(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     """The claim fails once: loop_restarted('claimer') with its error, then the job runs."""
     recorder = Recorder()
-    original = JobStore.claim
-    failures = [ConnectionError("database away")]
-
-    async def flaky(store: JobStore, **arguments: Any) -> list[Claimed]:
-        if failures:
-            raise failures.pop()
-        return await original(store, **arguments)
-
-    monkeypatch.setattr(JobStore, "claim", flaky)
+    fail_first_call(monkeypatch, JobStore, "claim", ConnectionError("database away"))
 
     @app.task(name="noop")
     async def noop() -> None: ...
