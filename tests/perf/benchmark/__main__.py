@@ -5,8 +5,8 @@
 One run, one fresh database, three configurations (see `_configurations`). The families run
 in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
 worker, throughput by queue depth, a claim on one lock's 300,000 jobs, several worker
-processes, and memory (whose job count comes from the depth-100,000 rates). Progress goes to stderr; the report to stdout; the JSON
-and the charts to `--output`.
+processes, and memory (whose job count comes from the depth-100,000 rates). Progress goes
+to stderr; the report to stdout; the JSON and the charts to `--output`.
 """
 
 from __future__ import annotations
