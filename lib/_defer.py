@@ -1,7 +1,8 @@
 """dawdle's job manager: Procrastinate's, whose defers emit `job_deferred` and carry traces.
 
 Every defer path goes through the app's job manager: `defer_async`, `batch_defer_async`,
-their sync twins and the periodic deferrer. With no hooks, each is Procrastinate's own call.
+their sync twins and the periodic deferrer. With no hooks, each is Procrastinate's own call,
+whose statement is, on dawdle's `PsycopgConnector`, the set-based `_sql.DEFER_JOBS`.
 With a hook that traces (`DeferTracer`, such as `OpenTelemetryHooks`), its spans begin
 before the insert and their trace contexts are written by the insert itself
 (`_carriers.DEFER_JOBS_TRACED`); after it, every hook gets `JobDeferred` with the stored job.
@@ -26,7 +27,10 @@ from dawdle._carriers import (
     HAS_JOB_TRACES,
     TableCheck,
 )
+from dawdle._connector._params import JobColumns
+from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._hooks import Hooks, JobDeferred, TraceContext
+from dawdle._sql import defers
 
 logger = logging.getLogger("dawdle.hooks")
 
@@ -113,6 +117,9 @@ class JobManager(manager.JobManager):
         self._broken: set[int] = set()
         self.traces_table = TableCheck()
         """Whether its database has `dawdle_job_traces`; the app's workers' claims share it."""
+        # dawdle's PsycopgConnector (and its sync twin) expand `JobColumns` into the arrays of
+        # the set-based defer; other connectors get Procrastinate's statement.
+        self._set_based = isinstance(connector, PsycopgConnector)
 
     def _live_hooks(self) -> list[Hooks]:
         return [hook for hook in self._hooks() if id(hook) not in self._broken]
@@ -190,8 +197,12 @@ class JobManager(manager.JobManager):
     def _defer_jobs_query_kwargs(self, jobs: list[jobs_module.Job]) -> dict[str, Any]:
         arguments = super()._defer_jobs_query_kwargs(jobs)
         carriers = _CARRIERS.get()
-        if carriers is not None:
+        if self._set_based:
+            arguments["jobs"] = JobColumns(arguments["jobs"])
+            arguments["query"] = defers.DEFER_JOBS if carriers is None else defers.DEFER_JOBS_TRACED
+        elif carriers is not None:
             arguments["query"] = DEFER_JOBS_TRACED
+        if carriers is not None:
             arguments["traceparents"] = [carrier.traceparent for carrier in carriers]
             arguments["tracestates"] = [carrier.tracestate for carrier in carriers]
         return arguments

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from procrastinate.types import JobToDefer
@@ -112,6 +113,16 @@ def _check_jsonb(value: Any, path: str) -> int:
     return 1  # a number, true, false or null: at least a byte
 
 
+@dataclass(frozen=True)
+class JobColumns:
+    """A batch of jobs to defer, sent as one array per column (`_sql.DEFER_JOBS`).
+
+    `query_params` checks each job and expands it into the statement's `job_*` parameters.
+    """
+
+    jobs: Sequence[JobToDefer]
+
+
 class _Encoded:
     """A `dumps` for psycopg's Jsonb that hands over JSON encoded already, once.
 
@@ -153,10 +164,34 @@ class _Params:
             return tuple(self.convert(item) for item in value)
         return value
 
+    def columns(self, batch: JobColumns) -> dict[str, Any]:
+        """The batch's `job_*` arrays, each job checked and its argument encoded once."""
+        jobs = batch.jobs
+        for job in jobs:
+            self._limits.check_job(job)
+        return {
+            "job_queue_names": [job.queue_name for job in jobs],
+            "job_task_names": [job.task_name for job in jobs],
+            "job_priorities": [job.priority for job in jobs],
+            "job_locks": [job.lock for job in jobs],
+            "job_queueing_locks": [job.queueing_lock for job in jobs],
+            "job_args": [self.convert(job.args) for job in jobs],
+            "job_scheduled_ats": [job.scheduled_at for job in jobs],
+        }
+
 
 def query_params(
     arguments: dict[str, Any], limits: JobLimits, dumps: JsonDumps | None
 ) -> dict[str, Any]:
-    """Procrastinate's arguments with dicts sent as jsonb, as its own connector does."""
+    """Procrastinate's arguments with dicts sent as jsonb, as its own connector does.
+
+    A `JobColumns` argument becomes the arrays of the set-based defer (`columns`).
+    """
     params = _Params(limits, json.dumps if dumps is None else dumps)
-    return {key: params.convert(value) for key, value in arguments.items()}
+    converted: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if isinstance(value, JobColumns):
+            converted.update(params.columns(value))
+        else:
+            converted[key] = params.convert(value)
+    return converted

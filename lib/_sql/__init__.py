@@ -15,6 +15,8 @@ from dawdle._sql.claims import CLAIM_JOBS_TIMED_WITH_BREAKERS as CLAIM_JOBS_TIME
 from dawdle._sql.claims import FETCH_JOBS as FETCH_JOBS
 from dawdle._sql.claims import FETCH_JOBS_IGNORING_PAUSES as FETCH_JOBS_IGNORING_PAUSES
 from dawdle._sql.claims import FETCH_JOBS_WITH_BREAKERS as FETCH_JOBS_WITH_BREAKERS
+from dawdle._sql.defers import DEFER_JOBS as DEFER_JOBS
+from dawdle._sql.defers import DEFER_JOBS_TRACED as DEFER_JOBS_TRACED
 from dawdle._sql.outcomes import ADD_BREAKER as ADD_BREAKER
 from dawdle._sql.outcomes import ADD_RETRY_BUDGETS as ADD_RETRY_BUDGETS
 from dawdle._sql.outcomes import RECORD_OUTCOMES as RECORD_OUTCOMES

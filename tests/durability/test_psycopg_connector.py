@@ -97,7 +97,7 @@ async def test_sync_queries_keep_the_reason_and_drop_the_sql(app: App) -> None:
 
 
 async def test_defer_without_the_schema_says_to_apply_it(database_dsn: str) -> None:
-    """Deferring on a database without the schema names the missing type and `schema --apply`."""
+    """Deferring on a database without the schema names the missing table and `schema --apply`."""
     # A search_path without Procrastinate's schema, as a database where it was never applied.
     empty = conninfo.make_conninfo(database_dsn, options="-c search_path=pg_temp")
     app = App(connector=PsycopgConnector(conninfo=empty, max_size=1))
@@ -105,10 +105,10 @@ async def test_defer_without_the_schema_says_to_apply_it(database_dsn: str) -> N
         with pytest.raises(exceptions.ConnectorException) as caught:
             await app.configure_task("any.task", allow_unknown=True).defer_async()
     assert str(caught.value) == (
-        'type "procrastinate_job_to_defer_v1[]" does not exist (undefined_object): the '
+        'relation "procrastinate_jobs" does not exist (undefined_table): the '
         "schema is missing or outdated: run `dawdle schema --apply`"
     )
-    assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedObject)
+    assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedTable)
 
 
 async def test_defer_and_batch_defer_through_procrastinate(app: App) -> None:

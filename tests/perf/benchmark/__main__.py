@@ -5,9 +5,9 @@
 
 One run, one fresh database, three configurations (see `_configurations`). The families run
 in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
-worker, throughput by queue depth, several worker processes, and memory (whose job count
-comes from the depth-100,000 rates). Progress goes to stderr; the report to stdout; the JSON
-and the charts to `--output`.
+worker, throughput by queue depth, a claim on one lock's 300,000 jobs, several worker
+processes, and memory (whose job count comes from the depth-100,000 rates). Progress goes
+to stderr; the report to stdout; the JSON and the charts to `--output`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.perf.benchmark import (
     _idle,
     _latency,
     _memory,
+    _one_lock,
     _outage,
     _pgbouncer,
     _processes,
@@ -83,12 +84,14 @@ def _measure(dsn: str, settings: Settings, started: float) -> list[Section]:
     idle = _idle.measure(dsn, settings)
     step(f"throughput at depths {', '.join(f'{d:,}' for d in settings.deep_depths)}")
     depth = _depth.measure(dsn, settings, worked.metric(f"worked.c{settings.depth_concurrency}"))
+    step("claim on one lock's 300,000 jobs")
+    one_lock = _one_lock.measure(dsn, settings)
     step("worker processes")
     processes = _processes.measure(dsn, settings)
     step("memory")
     rates = depth.metric(f"depth.{settings.deep_depths[0]}")
     memory = _memory.measure(dsn, settings, {c: rates.median(c) for c in CONFIGURATIONS})
-    return [defer, worked, latency, depth, idle, memory, processes]
+    return [defer, worked, latency, depth, one_lock, idle, memory, processes]
 
 
 def main(argv: list[str] | None = None) -> None:

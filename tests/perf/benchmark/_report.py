@@ -113,7 +113,7 @@ def retry_line(micros: dict[str, float]) -> str:
 def targets(verdicts: list[Verdict]) -> str:
     """One line per verdict: met, NOT met or not measured, with its figure."""
     words = {True: "met", False: "NOT met", None: "skipped"}
-    lines = ["targets (issue 6), on the medians above:"]
+    lines = ["targets (issues 6 and 16), on the medians above:"]
     lines += [f"  {words[v.met]:<8} {v.configuration:<15} {v.target}: {v.figure}" for v in verdicts]
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ SINGLE_DEFER_FLOOR = 2_000  # jobs/s, defer_async one at a time from 10 tasks
 BATCH_DEFER_FLOOR = 20_000  # jobs/s, batch_defer_async
 P99_CEILING_MS = 20.0  # defer to start, on an idle worker
 IDLE_CPU_CEILING = 1.0  # % of one core
+BATCH_DEFER_FACTOR = 2.0  # times Procrastinate's batch_defer_async jobs/s (issue 16)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,29 @@ def _times_procrastinate(metric: Metric, configuration: str, condition: str) -> 
         configuration,
         f"{ours / theirs:.1f}x ({ours:,.0f} vs {theirs:,.0f} jobs/s)",
         ours >= DEEP_FACTOR * theirs,
+    )
+
+
+def _batch_defer(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    ours, theirs = (metrics["defer.batch"].median(c) for c in (configuration, PROCRASTINATE))
+    return Verdict(
+        f"batch_defer_async >= {BATCH_DEFER_FACTOR:g}x Procrastinate's",
+        configuration,
+        f"{ours / theirs:.2f}x ({ours:,.0f} vs {theirs:,.0f} jobs/s)",
+        ours >= BATCH_DEFER_FACTOR * theirs,
+    )
+
+
+def _one_lock(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    """The claims of 1 and of 10 on one lock's 300,000 jobs against Procrastinate's."""
+    claims = [m for key, m in metrics.items() if key.startswith("one_lock.")]
+    theirs = claims[0].median(PROCRASTINATE)
+    ours = {m.key.removeprefix("one_lock.claim"): m.median(configuration) for m in claims}
+    return Verdict(
+        "claim on one lock's 300,000 jobs no slower than Procrastinate's",
+        configuration,
+        ", ".join(f"taking {n}: {ms:,.1f} ms" for n, ms in ours.items()) + f" vs {theirs:,.1f} ms",
+        max(ours.values()) <= theirs,
     )
 
 
@@ -138,7 +162,7 @@ def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> V
 def check(metrics: dict[str, Metric]) -> list[Verdict]:
     """Every target's verdicts, from a run's metrics by key."""
     verdicts: list[Verdict] = []
-    for rule in (_worked, _deep):
+    for rule in (_worked, _deep, _batch_defer, _one_lock):
         verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
     verdicts += [
         _times_procrastinate(metrics[key], configuration, condition)
