@@ -6,26 +6,25 @@ outdated, unhealthy), 2 bad input (bad option, unloadable --app, unknown task wi
 worker could take over SIGINT. Every error is one line on stderr (`-v` adds the traceback),
 passwords hidden. This module parses the command line; `_cli_errors` reports errors,
 `_cli_commands` runs the commands (`_cli_queue`, `_cli_jobs`, `_cli_actions`, `_cli_fleet` and
-`_cli_embedded` add their own), `_cli_app` loads --app.
+`_cli_embedded` add their own), `_cli_values` checks option values, `_cli_app` loads --app.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, Final, NoReturn
+from typing import NoReturn
 
 import anyio
 
 from dawdle._cli_actions import add_action_parsers
 from dawdle._cli_app import load_app
-from dawdle._cli_commands import NO_LIMIT, cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
+from dawdle._cli_commands import cmd_defer, cmd_healthcheck, cmd_schema, cmd_worker
 from dawdle._cli_dashboard import add_dashboard_parser
 from dawdle._cli_embedded import add_embedded_parser
 from dawdle._cli_errors import (
@@ -38,30 +37,30 @@ from dawdle._cli_errors import (
     print_traceback,
     redact,
     report_failure,
-    shown,
 )
 from dawdle._cli_fleet import add_fleet_parsers
 from dawdle._cli_jobs import add_jobs_parsers
 from dawdle._cli_metrics import add_metrics_options
 from dawdle._cli_queue import add_queue_parser
+from dawdle._cli_values import (
+    MAX_JSON_DEPTH,
+    MAX_SCHEDULE_IN,
+    json_object,
+    max_recoveries,
+    non_empty,
+    positive_int,
+    priority,
+    queues,
+    seconds,
+    seconds_parser,
+)
 from dawdle._errors import leaves
-from dawdle._validate import integer, number
 
-# load_app lives in _cli_app; tests and scripts know it as dawdle._cli.load_app.
-__all__ = ["build_parser", "load_app", "main"]
+# load_app lives in _cli_app and MAX_JSON_DEPTH in _cli_values; tests and scripts know
+# them as dawdle._cli.load_app and dawdle._cli.MAX_JSON_DEPTH.
+__all__ = ["MAX_JSON_DEPTH", "build_parser", "load_app", "main"]
 
 # -- argument parsing --------------------------------------------------------------------------
-
-
-# Deeper --json is refused: Procrastinate and psycopg walk job arguments recursively, and
-# a few hundred levels already exhaust Python's recursion limit on the way to the database.
-MAX_JSON_DEPTH: Final = 100
-
-# PostgreSQL's integer, the type of a job's priority.
-PRIORITY_RANGE: Final = (-(2**31), 2**31 - 1)
-
-# A job scheduled further ahead than this is a typo; Python's dates end in year 9999.
-MAX_SCHEDULE_IN: Final = 100 * 365 * 86400
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,136 +70,6 @@ class _Parser(argparse.ArgumentParser):
         """Print `prog: error: message (see 'prog --help')` on stderr and exit 2."""
         line = redact(first_line(message))
         self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see '{self.prog} --help')\n")
-
-
-def _positive_int(text: str) -> int:
-    """An int >= 1 for argparse, or its error naming the value."""
-    try:
-        return integer("a count", int(text), at_least=1)
-    except ValueError:  # not an int (int()), or below 1 (integer()'s ConfigurationError)
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {shown(text)}") from None
-
-
-def _max_recoveries(text: str) -> int | str:
-    """An int >= 0, or "none" (no limit), for argparse; or its error naming the value."""
-    if text.strip().lower() == NO_LIMIT:
-        return NO_LIMIT
-    try:
-        return integer("a count", int(text), at_least=0)
-    except ValueError:  # not an int (int()), or below 0 (integer()'s ConfigurationError)
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 0 or 'none', got {shown(text)}"
-        ) from None
-
-
-def _priority(text: str) -> int:
-    """An int that fits PostgreSQL's integer, or argparse's error naming the value."""
-    low, high = PRIORITY_RANGE
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer from {low} to {high}, got {shown(text)}"
-        )
-    return value
-
-
-def _seconds_parser(*, above: float | None, at_most: float | None) -> Callable[[str], float]:
-    """A parser of finite seconds (>= 0, or > `above`; <= `at_most`) for argparse."""
-
-    def seconds(text: str) -> float:
-        """Seconds for argparse, or its error naming the value."""
-        try:
-            return number(
-                "seconds",
-                float(text),
-                at_least=None if above is not None else 0,
-                above=above,
-                at_most=at_most,
-            )
-        except ValueError:  # not a number (float()), or out of bounds, NaN, infinite (number())
-            low = f"> {above:g}" if above is not None else ">= 0"
-            high = f" and <= {at_most:g}" if at_most is not None else ""
-            raise argparse.ArgumentTypeError(
-                f"expected seconds (a number {low}{high}), got {shown(text)}"
-            ) from None
-
-    return seconds
-
-
-_seconds = _seconds_parser(above=None, at_most=None)
-
-
-def _non_empty(what: str) -> Callable[[str], str]:
-    """A parser refusing an empty (or blank) value: e.g. an unset shell variable."""
-
-    def parse(text: str) -> str:
-        """`text`, unless blank."""
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"expected a non-empty {what}, got {shown(text)}")
-        return text
-
-    return parse
-
-
-def _queues(text: str) -> list[str]:
-    """A comma-separated list of queue names; an empty name is refused, not dropped."""
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(
-            f"an empty queue name is not a queue, got {shown(text)} "
-            "(expected names separated by commas, like 'mail,reports')"
-        )
-    return names
-
-
-class _JsonConstantError(Exception):
-    """NaN or Infinity in --json: Python reads them, JSON and PostgreSQL's jsonb do not."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _JsonConstantError(name)
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True if `value` nests lists and objects more than `limit` levels (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = list(item.values())
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    """A JSON object (the task's keyword arguments), or an argparse error naming the value."""
-    too_deep = f"nested more than {MAX_JSON_DEPTH} levels deep"
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {shown(text)} ({exc})") from None
-    except _JsonConstantError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{exc} is not valid JSON (nor storable in jsonb), in {shown(text)}"
-        ) from None
-    except RecursionError:
-        raise argparse.ArgumentTypeError(f"{too_deep}: {shown(text)}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object of keyword arguments like '{{\"a\": 1}}', got {shown(text)}"
-        )
-    if _deeper_than(value, MAX_JSON_DEPTH):
-        raise argparse.ArgumentTypeError(f"{too_deep}: {shown(text)}")
-    return value
 
 
 def _version() -> str:
@@ -253,13 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "signal cancels them.",
     )
     worker.add_argument(
-        "--queues", type=_queues, metavar="A,B", help="listen to these queues only (default: all)"
+        "--queues", type=queues, metavar="A,B", help="listen to these queues only (default: all)"
     )
     worker.add_argument(
-        "--concurrency", type=_positive_int, metavar="N", help="jobs run at once (default: 1)"
+        "--concurrency", type=positive_int, metavar="N", help="jobs run at once (default: 1)"
     )
     worker.add_argument(
-        "--name", type=_non_empty("name"), help="the worker's name, in logs and job contexts"
+        "--name", type=non_empty("name"), help="the worker's name, in logs and job contexts"
     )
     mode = worker.add_mutually_exclusive_group()
     mode.add_argument(
@@ -283,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--shutdown-graceful-timeout",
-        type=_seconds,
+        type=seconds,
         metavar="S",
         help="on stop, cancel jobs still running after S seconds and put them back "
         "(default: wait for them)",
@@ -296,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--max-recoveries",
-        type=_max_recoveries,
+        type=max_recoveries,
         metavar="N",
         help="fail a job recovered from dead or stalled workers more than N times in a row, "
         "instead of putting it back (default: 5; 'none': no limit)",
@@ -335,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defer.add_argument(
         "task_name",
-        type=_non_empty("task name"),
+        type=non_empty("task name"),
         metavar="TASK_NAME",
         help="the task's registered name",
     )
@@ -348,26 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     defer.add_argument(
         "--json",
         dest="task_kwargs",
-        type=_json_object,
+        type=json_object,
         default={},
         metavar="OBJECT",
         help="the task's keyword arguments as a JSON object, e.g. '{\"a\": 1}'",
     )
     defer.add_argument(
-        "--queue", type=_non_empty("queue name"), help="queue to use instead of the task's"
+        "--queue", type=non_empty("queue name"), help="queue to use instead of the task's"
     )
     defer.add_argument(
-        "--lock", type=_non_empty("lock"), help="no two jobs with this lock run at once"
+        "--lock", type=non_empty("lock"), help="no two jobs with this lock run at once"
     )
     defer.add_argument(
         "--queueing-lock",
-        type=_non_empty("queueing lock"),
+        type=non_empty("queueing lock"),
         help="refuse the job if one with this queueing lock is waiting",
     )
-    defer.add_argument("--priority", type=_priority, help="higher runs first (default: the task's)")
+    defer.add_argument("--priority", type=priority, help="higher runs first (default: the task's)")
     defer.add_argument(
         "--schedule-in",
-        type=_seconds_parser(above=None, at_most=MAX_SCHEDULE_IN),
+        type=seconds_parser(above=None, at_most=MAX_SCHEDULE_IN),
         metavar="S",
         help="run no earlier than S seconds from now",
     )
@@ -383,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     healthcheck.add_argument(
         "--timeout",
-        type=_seconds_parser(above=0, at_most=None),
+        type=seconds_parser(above=0, at_most=None),
         default=10.0,
         metavar="S",
         help="give up after S seconds (default: 10)",
