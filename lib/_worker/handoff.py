@@ -47,12 +47,10 @@ class Handoff:
             try:
                 await woken.wait()
             except BaseException:
-                # Cancelled: leave the queue of waiters, and pass on a wake-up meant for
-                # this runner, so that the job it announced does not wait for nobody.
-                if woken.is_set():
-                    if self._jobs and self._waiting:
-                        self._waiting.popleft().set()
-                else:
+                # Cancelled while waiting: leave the waiters, or a later job would wake this
+                # runner and nobody else. (anyio never cancels a task whose wait has ended:
+                # a woken runner resumes and takes its job.)
+                if not woken.is_set():
                     self._waiting.remove(woken)
                 raise
         return self._jobs.popleft()
