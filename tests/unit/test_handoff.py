@@ -6,8 +6,8 @@ from typing import cast
 
 import anyio
 import pytest
-from anyio.lowlevel import checkpoint
 from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
 
 from dawdle._worker.handoff import Handoff
 from dawdle._worker.state import Running
