@@ -15,10 +15,10 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 from procrastinate import exceptions, job_context
 
 from dawdle._hooks import JobsClaimed, LoopRestarted
+from dawdle._worker.handoff import Handoff
 from dawdle._worker.housekeeping import Registration
 from dawdle._worker.outcomes import job_deadline
 from dawdle._worker.state import Running, WorkerState
@@ -58,7 +58,7 @@ class Claimer:
         """Wake up to claim when a retry becomes due at `at`."""
         heapq.heappush(self._retry_times, at.timestamp())
 
-    async def claim_until_stopped(self, dispatch: MemoryObjectSendStream[Running]) -> None:
+    async def claim_until_stopped(self, dispatch: Handoff) -> None:
         """Claim until the worker stops (or, with `wait=False`, until nothing is left to do)."""
         state = self._state
         restarts = Restarts()

@@ -19,12 +19,12 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream
 from procrastinate import exceptions, middleware, tasks
 
 from dawdle._errors import JobTimeout
 from dawdle._hooks import JobStarted
 from dawdle._worker.claimer import Claimer
+from dawdle._worker.handoff import Handoff
 from dawdle._worker.joblog import describe, log_job, log_task_not_found
 from dawdle._worker.outcomes import Outcome, Verdict, decide, job_deadline
 from dawdle._worker.run_events import emit_outcome, started_event
@@ -69,13 +69,12 @@ class Runners:
         self._writer = writer
         self._jobs_group = jobs_group  # where overrun watchers of sync jobs run
 
-    async def run_jobs(self, handed: MemoryObjectReceiveStream[Running]) -> None:
+    async def run_jobs(self, handoff: Handoff) -> None:
         """One slot's runner: run the jobs it is handed, one after another, until the end."""
         # One long-lived runner per slot: spawning a task (and anyio's scope) per job took
         # 6-7 % of the worker's samples on no-op jobs (py-spy).
-        with handed:
-            async for running in handed:
-                await self._run_job(running)
+        while (running := await handoff.receive()) is not None:
+            await self._run_job(running)
 
     async def _run_job(self, running: Running) -> None:
         context = running.context
@@ -173,6 +172,13 @@ class Runners:
             mw for mw in settings.task_middleware if middleware.is_async_middleware(mw) == is_async
         ] + list(task.task_middleware)
         worker: Any = self._worker  # Procrastinate types the argument as its own Worker
+        if is_async and not chain and not settings.worker_middleware:
+            # No middleware: the task itself, without the composed closures (what
+            # `run_task` below does with empty chains).
+            result = await task(*args, **job.task_kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
 
         async def run_task() -> Any:
             if is_async:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, get_args
@@ -27,12 +26,12 @@ from dawdle._validate import integer, number
 from dawdle._worker.builtin_hooks import OutcomeLog, StatsHook
 from dawdle._worker.claimer import Claimer
 from dawdle._worker.fencing import guard_lease_forever
+from dawdle._worker.handoff import Handoff
 from dawdle._worker.housekeeping import Housekeeping, Registration
 from dawdle._worker.lease import check_lease, default_lease
 from dawdle._worker.runners import Runners
 from dawdle._worker.shutdown import end_running_jobs
 from dawdle._worker.state import (
-    Running,
     UnknownTasks,
     WorkerSettings,
     WorkerState,
@@ -309,16 +308,17 @@ class Worker:
 
     async def _work(self, state: WorkerState, claimer: Claimer, writer: OutcomeWriter) -> None:
         """Claim and run jobs until stopped, then end the running ones."""
-        # The stream never holds more jobs than there are free slots.
-        dispatch, handed = anyio.create_memory_object_stream[Running](math.inf)
+        # The hand-off never holds more jobs than there are free slots.
+        handoff = Handoff()
         async with anyio.create_task_group() as jobs_group:
             runners = Runners(state, self, claimer, writer, jobs_group)
-            with handed:
-                for _ in range(self.settings.concurrency):
-                    jobs_group.start_soon(runners.run_jobs, handed.clone())
-            with dispatch:
-                await claimer.claim_until_stopped(dispatch)
+            for _ in range(self.settings.concurrency):
+                jobs_group.start_soon(runners.run_jobs, handoff)
+            try:
+                await claimer.claim_until_stopped(handoff)
                 await end_running_jobs(state)
+            finally:
+                handoff.close()
 
     async def _handle_signals(self, state: WorkerState) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -4,10 +4,11 @@
 `--scenario pgbouncer` the pooler scenario (`_pgbouncer`, when PgBouncer is installed).
 
 One run, one fresh database, three configurations (see `_configurations`). The families run
-in this order: defer rates, worked jobs by concurrency, defer-to-start latency, the idle
-worker, throughput by queue depth, a claim on one lock's 300,000 jobs, several worker
-processes, and memory (whose job count comes from the depth-100,000 rates). Progress goes
-to stderr; the report to stdout; the JSON and the charts to `--output`.
+in this order: defer rates, worked jobs by concurrency, the deep drain beside the plain-SQL
+floor (`_floor`), defer-to-start latency, the idle worker, throughput by queue depth, a
+claim on one lock's 300,000 jobs, several worker processes, and memory (whose job count
+comes from the depth-100,000 rates). Progress goes to stderr; the report to stdout; the
+JSON and the charts to `--output`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.perf.benchmark import (
     _charts,
     _defer,
     _depth,
+    _floor,
     _idle,
     _latency,
     _memory,
@@ -78,6 +80,8 @@ def _measure(dsn: str, settings: Settings, started: float) -> list[Section]:
     defer = _defer.measure(dsn, settings)
     step("worked jobs by concurrency")
     worked = _worked.measure(dsn, settings)
+    step("deep drain and the plain-SQL floor")
+    floor = _floor.measure(dsn, settings)
     step("defer-to-start latency")
     latency = _latency.measure(dsn, settings)
     step("idle worker")
@@ -91,7 +95,7 @@ def _measure(dsn: str, settings: Settings, started: float) -> list[Section]:
     step("memory")
     rates = depth.metric(f"depth.{settings.deep_depths[0]}")
     memory = _memory.measure(dsn, settings, {c: rates.median(c) for c in CONFIGURATIONS})
-    return [defer, worked, latency, depth, one_lock, idle, memory, processes]
+    return [defer, worked, floor, latency, depth, one_lock, idle, memory, processes]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ class Metric:
     values: dict[str, list[float]] = field(
         default_factory=lambda: {configuration: [] for configuration in CONFIGURATIONS}
     )
+    floor: list[float] = field(default_factory=list)  # the plain-SQL floor's rounds (`_floor`)
 
     def add(self, configuration: str, value: float) -> None:
         """Record one round's value of a configuration."""
@@ -39,6 +40,11 @@ class Metric:
             "better": self.better if self.compare else None,
             "median": {c: self.median(c) for c in CONFIGURATIONS},
             "rounds": self.values,
+            **(
+                {"floor": {"median": statistics.median(self.floor), "rounds": self.floor}}
+                if self.floor
+                else {}
+            ),
         }
 
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +18,17 @@ from tests.perf.benchmark._settings import Settings
 from tests.perf.benchmark._targets import Verdict
 
 PACKAGES = ("dawdle", "procrastinate", "psycopg", "psycopg-pool", "anyio", "trio")
-COLUMNS = ("procrastinate", "dawdle/aio", "dawdle/trio", "ratio aio", "ratio trio", "trio÷aio")
-WIDTHS = (15, 12, 12, 10, 11, 10)
+COLUMNS = (
+    "procrastinate",
+    "dawdle/aio",
+    "dawdle/trio",
+    "ratio aio",
+    "ratio trio",
+    "trio÷aio",
+    "floor",
+    "÷ floor",
+)
+WIDTHS = (15, 12, 12, 10, 11, 10, 9, 12)
 LOWER = " ↓"  # marks the rows where lower is better
 
 
@@ -80,6 +90,9 @@ def _row(metric: Metric, width: int) -> str:
     cells = [f"{value:{metric.style}}" for value in (theirs, aio, trio)]
     if metric.compare:
         cells += [_ratio(aio, theirs), _ratio(trio, theirs), _ratio(trio, aio)]
+    if metric.floor:  # the plain-SQL floor (`_floor`): its rate, and dawdle's share of it
+        floor = statistics.median(metric.floor)
+        cells += [f"{floor:{metric.style}}", f"{_ratio(aio, floor)}/{_ratio(trio, floor)}"]
     return f"{label:<{width}}" + "".join(
         f"{cell:>{w}}" for cell, w in zip(cells, WIDTHS, strict=False)
     )

@@ -7,6 +7,7 @@ was judged on: met, NOT met, or not measured (a depth that quick mode skips).
 from __future__ import annotations
 
 import operator
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ BATCH_DEFER_FLOOR = 20_000  # jobs/s, batch_defer_async
 P99_CEILING_MS = 20.0  # defer to start, on an idle worker
 IDLE_CPU_CEILING = 1.0  # % of one core
 BATCH_DEFER_FACTOR = 2.0  # times Procrastinate's batch_defer_async jobs/s (issue 16)
+FLOOR_SHARE = 0.8  # of the plain-SQL floor's jobs/s, on the deep drain (issue 16)
+WORKED_TRIO_SHARE = 0.9  # trio ÷ asyncio on every worked-jobs row (issue 16)
+CPU_CEILING = 30.0  # client CPU µs per no-op job at concurrency 10 (issue 16)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,33 @@ def _trio(metrics: dict[str, Metric]) -> Verdict:
     )
 
 
+def _floor(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    """The deep drain against the plain-SQL floor measured in the same rounds."""
+    drain = metrics["drain.c50"]
+    ours, floor = drain.median(configuration), statistics.median(drain.floor)
+    share = ours / floor
+    return Verdict(
+        f">= {FLOOR_SHARE} of the plain-SQL floor ({drain.label})",
+        configuration,
+        f"{ours / floor:.2f} ({ours:,.0f} vs {floor:,.0f})",
+        share >= FLOOR_SHARE,
+    )
+
+
+def _worked_trio(metrics: dict[str, Metric]) -> Verdict:
+    """Trio against asyncio on every worked-jobs row: the worst one decides."""
+    rows = [m for m in metrics.values() if m.key.startswith(("worked.", "drain.")) and m.in_table]
+    rates = [m for m in rows if "jobs/s" in m.label]
+    worst = min(rates, key=lambda m: m.median("dawdle/trio") / m.median("dawdle/asyncio"))
+    ratio = worst.median("dawdle/trio") / worst.median("dawdle/asyncio")
+    return Verdict(
+        f"trio >= {WORKED_TRIO_SHARE} of asyncio on every worked-jobs row ({len(rates)})",
+        "dawdle/trio",
+        f"trio ÷ aio {ratio:.2f} at {worst.label}",
+        ratio >= WORKED_TRIO_SHARE,
+    )
+
+
 @dataclass(frozen=True)
 class _Bound:
     """A target that is one metric's median against a fixed limit."""
@@ -147,6 +178,13 @@ BOUNDS = (
         IDLE_CPU_CEILING,
         operator.lt,
     ),
+    _Bound(
+        "worked.c10.cpu",
+        f"client CPU <= {CPU_CEILING:g} µs per no-op job at concurrency 10",
+        "{:.1f} µs",
+        CPU_CEILING,
+        operator.le,
+    ),
 )
 # The depth-100,000 metrics compared with Procrastinate, and the condition each measures.
 VERSUS_PROCRASTINATE = (("depth.100000", "analysed"), ("depth.100000.burst", "after a burst"))
@@ -170,6 +208,8 @@ def check(metrics: dict[str, Metric]) -> list[Verdict]:
         for configuration in DAWDLE
     ]
     verdicts.append(_trio(metrics))
+    verdicts.append(_worked_trio(metrics))
+    verdicts += [_floor(metrics, configuration) for configuration in DAWDLE]
     verdicts += [
         _bounded(bound, metrics, configuration) for bound in BOUNDS for configuration in DAWDLE
     ]
