@@ -22,6 +22,8 @@ SINGLE_DEFER_FLOOR = 2_000  # jobs/s, defer_async one at a time from 10 tasks
 BATCH_DEFER_FLOOR = 20_000  # jobs/s, batch_defer_async
 P99_CEILING_MS = 20.0  # defer to start, on an idle worker
 IDLE_CPU_CEILING = 1.0  # % of one core
+INPROCESS_FLOOR = 5_000  # jobs/s, producer and worker in one loop, at the highest concurrency
+FEATURE_COST = 0.05  # each feature at its defaults at most this much slower than without
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,55 @@ BOUNDS = (
 VERSUS_PROCRASTINATE = (("depth.100000", "analysed"), ("depth.100000.burst", "after a burst"))
 
 
+def _inprocess(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    key = max(
+        (k for k in metrics if k.startswith("inprocess.c") and k[11:].isdigit()),
+        key=lambda k: int(k[11:]),
+    )
+    figure = metrics[key].median(configuration)
+    return Verdict(
+        f"producer + worker in one loop >= {INPROCESS_FLOOR:,} jobs/s (concurrency {key[11:]})",
+        configuration,
+        f"{figure:,.0f}",
+        figure >= INPROCESS_FLOOR,
+    )
+
+
+def _features(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
+    ratios = [m for k, m in metrics.items() if k.startswith("features.") and m.in_table]
+    return [
+        Verdict(
+            f"{m.label.removesuffix(' (ratio)')}: at most {FEATURE_COST:.0%} slower",
+            configuration,
+            f"{m.median(configuration):.2f}",
+            m.median(configuration) >= 1 - FEATURE_COST,
+        )
+        for m in ratios
+    ]
+
+
+def _peers(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
+    """Each peer behind dawdle on every worked-jobs row the peer was measured on."""
+    rows = [m for k, m in metrics.items() if k.startswith("worked.") and m.peers]
+    peers = sorted({peer for m in rows for peer in m.peers})
+    verdicts = []
+    for peer in peers:
+        worst = min(
+            (m for m in rows if peer in m.peers),
+            key=lambda m: m.median(configuration) / m.median(peer),
+        )
+        ratio = worst.median(configuration) / worst.median(peer)
+        verdicts.append(
+            Verdict(
+                f"ahead of {peer} on every worked-jobs row it ran",
+                configuration,
+                f"{ratio:.2f}x at {worst.label}",
+                ratio > 1,
+            )
+        )
+    return verdicts
+
+
 def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> Verdict:
     figure = metrics[bound.key].median(configuration)
     return Verdict(
@@ -136,17 +187,27 @@ def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> V
 
 
 def check(metrics: dict[str, Metric]) -> list[Verdict]:
-    """Every target's verdicts, from a run's metrics by key."""
+    """Every target's verdicts, from a run's metrics by key.
+
+    A target whose metrics the run did not measure (`--only`) is left out.
+    """
+    rules: list[Callable[[], list[Verdict]]] = [
+        lambda: [_worked(metrics, c) for c in DAWDLE],
+        lambda: [_deep(metrics, c) for c in DAWDLE],
+        lambda: [
+            _times_procrastinate(metrics[key], c, condition)
+            for key, condition in VERSUS_PROCRASTINATE
+            for c in DAWDLE
+        ],
+        lambda: [_trio(metrics)],
+        lambda: [_bounded(bound, metrics, c) for bound in BOUNDS for c in DAWDLE],
+        lambda: [_inprocess(metrics, c) for c in DAWDLE],
+        lambda: [v for c in DAWDLE for v in _features(metrics, c) + _peers(metrics, c)],
+    ]
     verdicts: list[Verdict] = []
-    for rule in (_worked, _deep):
-        verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
-    verdicts += [
-        _times_procrastinate(metrics[key], configuration, condition)
-        for key, condition in VERSUS_PROCRASTINATE
-        for configuration in DAWDLE
-    ]
-    verdicts.append(_trio(metrics))
-    verdicts += [
-        _bounded(bound, metrics, configuration) for bound in BOUNDS for configuration in DAWDLE
-    ]
+    for rule in rules:
+        try:
+            verdicts += rule()
+        except (KeyError, ValueError):  # not measured in this run: min/max of nothing
+            continue
     return verdicts
