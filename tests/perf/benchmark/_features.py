@@ -8,8 +8,9 @@ the median of each round's ratio (1.00: no cost; 0.95: 5 % slower with the featu
 - unknown-task filter: claims name the app's tasks (`unknown_tasks="leave"`, the default)
   against claims of any task (`"fail"`);
 - built-in hooks: the worker's `StatsHook` and `OutcomeLog` against none (taken out by a
-  patch of the benchmark's own; no option removes them), and one user `Hooks()` that does
-  nothing added to them;
+  patch of the benchmark's own; no option removes them), and one user hook whose
+  `job_started`, `job_finished` and `jobs_claimed` do nothing added to them (a bare
+  `Hooks()` overrides nothing, so the worker never calls it);
 - budgets and breakers: a `FleetRetryBudget()` and a `Breaker()` on the task, which switch
   the claims and outcome writes to their statements, against neither;
 - stored errors: jobs that fail once and then succeed (every run a retry, then a success),
@@ -17,6 +18,8 @@ the median of each round's ratio (1.00: no cost; 0.95: 5 % slower with the featu
 
 Each pair is drained in the order with, without, without, with, and its ratio is that of
 the two sums, so that a load rising or falling through the four drains weighs on both sides.
+A first row divides the no-op drain by itself the same way: how far from 1.00 the machine's
+noise alone moves a ratio in this run.
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ from tests.perf.benchmark._settings import Settings
 DAWDLE = tuple(c for c in CONFIGURATIONS if c.startswith("dawdle"))
 
 
+class NoOpHook(dawdle.Hooks):
+    """A user's hook on every run and claim that does nothing: the cost of being called."""
+
+    def job_started(self, event: dawdle.JobStarted) -> None:
+        """Nothing."""
+
+    def job_finished(self, event: dawdle.JobFinished) -> None:
+        """Nothing."""
+
+    def jobs_claimed(self, event: dawdle.JobsClaimed) -> None:
+        """Nothing."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """One drain: its task, whether the task is guarded, worker options, hooks patched out."""
@@ -61,15 +77,17 @@ class Variant:
 
 VARIANTS = {
     "baseline": Variant(),
+    "baseline_again": Variant(),
     "unknown_any": Variant(options=(("unknown_tasks", "fail"),)),
     "no_hooks": Variant(without_builtin_hooks=True),
-    "user_hook": Variant(options=(("hooks", (dawdle.Hooks(),)),)),
+    "user_hook": Variant(options=(("hooks", (NoOpHook(),)),)),
     "guarded": Variant(guarded=True),
     "flaky": Variant(task="flaky"),
     "flaky_no_table": Variant(task="flaky", without_errors_table=True),
 }
 # (key, label, numerator, denominator): each row's ratio, per round.
 RATIOS = (
+    ("noise", "no-op ÷ the same no-op: the noise", "baseline", "baseline_again"),
     ("unknown_tasks", "unknown-task filter on ÷ off, no-op", "baseline", "unknown_any"),
     ("builtin_hooks", "built-in hooks ÷ no hooks, no-op", "baseline", "no_hooks"),
     ("user_hook", "one user no-op hook ÷ built-ins only, no-op", "user_hook", "baseline"),

@@ -50,7 +50,7 @@ def _worked(metrics: dict[str, Metric], configuration: str) -> Verdict:
 def _deep(metrics: dict[str, Metric], configuration: str) -> Verdict:
     target = f"depth 1,000,000 within {DEEP_SLOWDOWN:.0%} of depth 1,000"
     if "depth.1000000" not in metrics:
-        return Verdict(target, configuration, "depth 1,000,000 not measured (quick mode)", None)
+        return Verdict(target, configuration, "not measured (quick mode, or --only)", None)
     deep = metrics["depth.1000000"].median(configuration)
     shallow = metrics["depth.1000"].median(configuration)
     return Verdict(
@@ -145,7 +145,11 @@ def _inprocess(metrics: dict[str, Metric], configuration: str) -> Verdict:
 
 
 def _features(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
-    ratios = [m for k, m in metrics.items() if k.startswith("features.") and m.in_table]
+    ratios = [
+        m
+        for k, m in metrics.items()
+        if k.startswith("features.") and m.in_table and k != "features.noise"
+    ]
     return [
         Verdict(
             f"{m.label.removesuffix(' (ratio)')}: at most {FEATURE_COST:.0%} slower",
