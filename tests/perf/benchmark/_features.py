@@ -24,15 +24,17 @@ noise alone moves a ratio in this run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from unittest.mock import patch
 
 import anyio
 import psycopg
 
 import dawdle
+from dawdle._hooks_dispatch import HookDispatch
 from dawdle._worker import worker as worker_module
 from dawdle._worker.builtin_hooks import OutcomeLog, StatsHook
 from tests.perf.benchmark._configurations import (
@@ -102,16 +104,12 @@ def _builtin_hooks_removed(remove: bool) -> Iterator[None]:
     if not remove:
         yield
         return
-    original: Callable[..., Any] = worker_module.HookDispatch
 
-    def without(hooks: tuple[Any, ...]) -> Any:
-        return original(tuple(h for h in hooks if not isinstance(h, StatsHook | OutcomeLog)))
+    def without(hooks: tuple[Any, ...]) -> HookDispatch:
+        return HookDispatch(h for h in hooks if not isinstance(h, StatsHook | OutcomeLog))
 
-    worker_module.HookDispatch = without  # type: ignore[assignment,misc]
-    try:
+    with patch.object(worker_module, "HookDispatch", without):
         yield
-    finally:
-        worker_module.HookDispatch = original  # type: ignore[misc]
 
 
 def _bench(configuration: str, dsn: str, guarded: bool) -> Bench:
