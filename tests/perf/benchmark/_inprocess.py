@@ -95,7 +95,7 @@ def measure(dsn: str, settings: Settings) -> Section:
     deferred = {
         c: Metric(
             f"inprocess.c{c}.deferred",
-            f"  of which the producer deferred, concurrency {c} (jobs/s)",
+            f"  of which the producer deferred, concurrency {c} (defers/s)",
         )
         for c in concurrencies
     }
