@@ -28,6 +28,7 @@ T = TypeVar("T")
 CONFIGURATIONS = ("procrastinate/asyncio", "dawdle/asyncio", "dawdle/trio")
 POOL_SIZE = 10
 SLEEP_SECONDS = 0.01  # what a `sleep` job awaits
+PAUSE_SECONDS = 0.001  # what a `pause` job awaits
 
 
 def backend_of(configuration: str) -> str:
@@ -63,11 +64,12 @@ class Bench:
 
 
 def make_bench(configuration: str, dsn: str) -> Bench:
-    """The configuration's app on `dsn`, with the benchmark's three tasks.
+    """The configuration's app on `dsn`, with the benchmark's four tasks.
 
-    `noop(i)` does nothing, `sleep(i)` awaits SLEEP_SECONDS, and `stamp(deferred_at)` records
-    how long ago `deferred_at` (a `time.perf_counter()` of the deferring process) was. Each
-    counts itself in `worked`, which costs the same few nanoseconds in every configuration.
+    `noop(i)` does nothing, `sleep(i)` awaits SLEEP_SECONDS, `pause(i)` PAUSE_SECONDS, and
+    `stamp(deferred_at)` records how long ago `deferred_at` (a `time.perf_counter()` of the
+    deferring process) was. Each counts itself in `worked`, which costs the same few
+    nanoseconds in every configuration.
     """
     if is_procrastinate(configuration):
         connector: Any = procrastinate.PsycopgConnector(
@@ -87,6 +89,11 @@ def make_bench(configuration: str, dsn: str) -> Bench:
     @app.task(name="sleep")
     async def sleep(i: int) -> None:
         await anyio.sleep(SLEEP_SECONDS)
+        bench.worked += 1
+
+    @app.task(name="pause")
+    async def pause(i: int) -> None:
+        await anyio.sleep(PAUSE_SECONDS)
         bench.worked += 1
 
     @app.task(name="stamp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,14 +24,21 @@ class Metric:
         default_factory=lambda: {configuration: [] for configuration in CONFIGURATIONS}
     )
     floor: list[float] = field(default_factory=list)  # the plain-SQL floor's rounds (`_floor`)
+    # Other queues measured the same way (e.g. "awa-pg"), shown as extra columns.
+    peers: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, configuration: str, value: float) -> None:
         """Record one round's value of a configuration."""
         self.values[configuration].append(value)
 
     def median(self, configuration: str) -> float:
-        """The median over the rounds of a configuration."""
-        return statistics.median(self.values[configuration])
+        """The median over the rounds of a configuration (or a peer); NaN if not measured."""
+        rounds = self.values.get(configuration) or self.peers.get(configuration)
+        return statistics.median(rounds) if rounds else math.nan
+
+    def add_peer(self, peer: str, value: float) -> None:
+        """Record one round's value of another queue measured the same way."""
+        self.peers.setdefault(peer, []).append(value)
 
     def as_json(self) -> dict[str, Any]:
         """The metric with its medians and every round."""
@@ -38,8 +46,11 @@ class Metric:
             "key": self.key,
             "label": self.label,
             "better": self.better if self.compare else None,
-            "median": {c: self.median(c) for c in CONFIGURATIONS},
-            "rounds": self.values,
+            "median": {
+                c: None if math.isnan(m := self.median(c)) else m
+                for c in [*CONFIGURATIONS, *self.peers]
+            },
+            "rounds": self.values | self.peers,
             **(
                 {"floor": {"median": statistics.median(self.floor), "rounds": self.floor}}
                 if self.floor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -17,7 +18,7 @@ from tests.perf.benchmark._figures import Metric, Section
 from tests.perf.benchmark._settings import Settings
 from tests.perf.benchmark._targets import Verdict
 
-PACKAGES = ("dawdle", "procrastinate", "psycopg", "psycopg-pool", "anyio", "trio")
+PACKAGES = ("dawdle", "procrastinate", "psycopg", "psycopg-pool", "anyio", "trio", "awa-pg")
 COLUMNS = (
     "procrastinate",
     "dawdle/aio",
@@ -30,6 +31,7 @@ COLUMNS = (
 )
 WIDTHS = (15, 12, 12, 10, 11, 10, 9, 12)
 LOWER = " ↓"  # marks the rows where lower is better
+PEER_WIDTH = 11  # each peer's column (its figure), and then dawdle/aio ÷ it
 
 
 @dataclass
@@ -57,8 +59,14 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """The installed versions of the packages under test."""
-    return {name: importlib.metadata.version(name) for name in PACKAGES}
+    """The installed versions of the packages under test (a peer's only if installed)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def header(run: Run) -> str:
@@ -81,38 +89,60 @@ def header(run: Run) -> str:
 
 
 def _ratio(numerator: float, denominator: float) -> str:
+    if math.isnan(numerator) or math.isnan(denominator):
+        return "-"
     return f"{numerator / denominator:.2f}" if denominator else "n/a"
 
 
-def _row(metric: Metric, width: int) -> str:
+def _figure(value: float, style: str) -> str:
+    return "-" if math.isnan(value) else f"{value:{style}}"
+
+
+def _row(metric: Metric, width: int, peers: list[str]) -> str:
     theirs, aio, trio = (metric.median(c) for c in CONFIGURATIONS)
     label = metric.label + (LOWER if metric.better == "lower" and metric.compare else "")
-    cells = [f"{value:{metric.style}}" for value in (theirs, aio, trio)]
+    cells = [_figure(value, metric.style) for value in (theirs, aio, trio)]
     if metric.compare:
         cells += [_ratio(aio, theirs), _ratio(trio, theirs), _ratio(trio, aio)]
+    else:
+        cells += [""] * 3
     if metric.floor:  # the plain-SQL floor (`_floor`): its rate, and dawdle's share of it
         floor = statistics.median(metric.floor)
         cells += [f"{floor:{metric.style}}", f"{_ratio(aio, floor)}/{_ratio(trio, floor)}"]
-    return f"{label:<{width}}" + "".join(
-        f"{cell:>{w}}" for cell, w in zip(cells, WIDTHS, strict=False)
-    )
+    else:
+        cells += [""] * 2
+    for peer in peers:  # blank where the peer was not measured
+        figure = metric.median(peer)
+        cells += [_figure(figure, metric.style), _ratio(aio, figure)]
+    widths = [*WIDTHS, *[PEER_WIDTH] * 2 * len(peers)]
+    return (
+        f"{label:<{width}}" + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+    ).rstrip()
 
 
 def table(sections: list[Section]) -> str:
-    """One row per metric shown, grouped by section, with the section's notes beneath."""
+    """One row per metric shown, grouped by section, with the section's notes beneath.
+
+    Peers (other queues measured on some rows) get two columns each: their figure, and
+    dawdle/asyncio's divided by it.
+    """
     shown = [metric for section in sections for metric in section.metrics if metric.in_table]
+    peers = sorted({peer for metric in shown for peer in metric.peers})
     width = max(len(metric.label) for metric in shown) + len(LOWER) + 1
+    titles = [*COLUMNS, *[t for peer in peers for t in (peer, f"aio÷{peer}")]]
+    widths = [*WIDTHS, *[PEER_WIDTH] * 2 * len(peers)]
     lines = [
-        f"{'median':<{width}}" + "".join(f"{t:>{w}}" for t, w in zip(COLUMNS, WIDTHS, strict=True))
+        f"{'median':<{width}}" + "".join(f"{t:>{w}}" for t, w in zip(titles, widths, strict=True))
     ]
     lines.append("-" * len(lines[0]))
     for section in sections:
         lines.append(f"[{section.title}]")
-        lines += [_row(metric, width) for metric in section.metrics if metric.in_table]
+        lines += [_row(metric, width, peers) for metric in section.metrics if metric.in_table]
         lines += [f"    {note}" for note in section.notes]
     lines.append(
-        "ratio = dawdle ÷ procrastinate, trio÷aio = dawdle/trio ÷ dawdle/asyncio; "
-        f"above 1 is better, except on rows marked{LOWER} (lower is better)"
+        "ratio = dawdle ÷ procrastinate, trio÷aio = dawdle/trio ÷ dawdle/asyncio"
+        + "".join(f", aio÷{peer} = dawdle/asyncio ÷ {peer}" for peer in peers)
+        + f"; above 1 is better, except on rows marked{LOWER} (lower is better); - = not measured"
     )
     return "\n".join(lines)
 

@@ -52,6 +52,13 @@ class Settings:
     process_window: float
     # What a retry decision costs.
     retry_decisions: int
+    # A producer and a worker in one event loop: 1 ms jobs, the queue held this deep.
+    inprocess_concurrencies: tuple[int, ...] = (10, 100)
+    inprocess_depth: int = 4_000
+    inprocess_window: float = 3.0
+    # The features' cost: no-op drains of this many jobs with each feature and without it.
+    features_depth: int = 2_000
+    features_concurrency: int = 10
     # Seconds a worker is given to start (LISTEN in place, first poll done) before measuring.
     settle: float = 1.0
     concurrency: int = 10  # of the latency, memory and process measurements
@@ -118,4 +125,6 @@ FULL = Settings(
     process_depth=100_000,
     process_window=5.0,
     retry_decisions=50_000,
+    inprocess_window=5.0,
+    features_depth=5_000,
 )

@@ -27,6 +27,8 @@ BATCH_DEFER_FACTOR = 2.0  # times Procrastinate's batch_defer_async jobs/s (issu
 FLOOR_SHARE = 0.8  # of the plain-SQL floor's jobs/s, on the deep drain (issue 16)
 WORKED_TRIO_SHARE = 0.9  # trio ÷ asyncio on every worked-jobs row (issue 16)
 CPU_CEILING = 30.0  # client CPU µs per no-op job at concurrency 10 (issue 16)
+INPROCESS_FLOOR = 5_000  # jobs/s, producer and worker in one loop, at the highest concurrency
+FEATURE_COST = 0.05  # each feature at its defaults at most this much slower than without
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def _worked(metrics: dict[str, Metric], configuration: str) -> Verdict:
 def _deep(metrics: dict[str, Metric], configuration: str) -> Verdict:
     target = f"depth 1,000,000 within {DEEP_SLOWDOWN:.0%} of depth 1,000"
     if "depth.1000000" not in metrics:
-        return Verdict(target, configuration, "depth 1,000,000 not measured (quick mode)", None)
+        return Verdict(target, configuration, "not measured (quick mode, or --only)", None)
     deep = metrics["depth.1000000"].median(configuration)
     shallow = metrics["depth.1000"].median(configuration)
     return Verdict(
@@ -190,6 +192,59 @@ BOUNDS = (
 VERSUS_PROCRASTINATE = (("depth.100000", "analysed"), ("depth.100000.burst", "after a burst"))
 
 
+def _inprocess(metrics: dict[str, Metric], configuration: str) -> Verdict:
+    key = max(
+        (k for k in metrics if k.startswith("inprocess.c") and k[11:].isdigit()),
+        key=lambda k: int(k[11:]),
+    )
+    figure = metrics[key].median(configuration)
+    return Verdict(
+        f"producer + worker in one loop >= {INPROCESS_FLOOR:,} jobs/s (concurrency {key[11:]})",
+        configuration,
+        f"{figure:,.0f}",
+        figure >= INPROCESS_FLOOR,
+    )
+
+
+def _features(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
+    ratios = [
+        m
+        for k, m in metrics.items()
+        if k.startswith("features.") and m.in_table and k != "features.noise"
+    ]
+    return [
+        Verdict(
+            f"{m.label.removesuffix(' (ratio)')}: at most {FEATURE_COST:.0%} slower",
+            configuration,
+            f"{m.median(configuration):.2f}",
+            m.median(configuration) >= 1 - FEATURE_COST,
+        )
+        for m in ratios
+    ]
+
+
+def _peers(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
+    """Each peer behind dawdle on every worked-jobs row the peer was measured on."""
+    rows = [m for k, m in metrics.items() if k.startswith("worked.") and m.peers]
+    peers = sorted({peer for m in rows for peer in m.peers})
+    verdicts = []
+    for peer in peers:
+        worst = min(
+            (m for m in rows if peer in m.peers),
+            key=lambda m: m.median(configuration) / m.median(peer),
+        )
+        ratio = worst.median(configuration) / worst.median(peer)
+        verdicts.append(
+            Verdict(
+                f"ahead of {peer} on every worked-jobs row it ran",
+                configuration,
+                f"{ratio:.2f}x at {worst.label}",
+                ratio > 1,
+            )
+        )
+    return verdicts
+
+
 def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> Verdict:
     figure = metrics[bound.key].median(configuration)
     return Verdict(
@@ -198,19 +253,31 @@ def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> V
 
 
 def check(metrics: dict[str, Metric]) -> list[Verdict]:
-    """Every target's verdicts, from a run's metrics by key."""
+    """Every target's verdicts, from a run's metrics by key.
+
+    A target whose metrics the run did not measure (`--only`) is left out.
+    """
+    rules: list[Callable[[], list[Verdict]]] = [
+        lambda: [_worked(metrics, c) for c in DAWDLE],
+        lambda: [_deep(metrics, c) for c in DAWDLE],
+        lambda: [_batch_defer(metrics, c) for c in DAWDLE],
+        lambda: [_one_lock(metrics, c) for c in DAWDLE],
+        lambda: [_floor(metrics, c) for c in DAWDLE],
+        lambda: [_worked_trio(metrics)],
+        lambda: [
+            _times_procrastinate(metrics[key], c, condition)
+            for key, condition in VERSUS_PROCRASTINATE
+            for c in DAWDLE
+        ],
+        lambda: [_trio(metrics)],
+        lambda: [_bounded(bound, metrics, c) for bound in BOUNDS for c in DAWDLE],
+        lambda: [_inprocess(metrics, c) for c in DAWDLE],
+        lambda: [v for c in DAWDLE for v in _features(metrics, c) + _peers(metrics, c)],
+    ]
     verdicts: list[Verdict] = []
-    for rule in (_worked, _deep, _batch_defer, _one_lock):
-        verdicts += [rule(metrics, configuration) for configuration in DAWDLE]
-    verdicts += [
-        _times_procrastinate(metrics[key], configuration, condition)
-        for key, condition in VERSUS_PROCRASTINATE
-        for configuration in DAWDLE
-    ]
-    verdicts.append(_trio(metrics))
-    verdicts.append(_worked_trio(metrics))
-    verdicts += [_floor(metrics, configuration) for configuration in DAWDLE]
-    verdicts += [
-        _bounded(bound, metrics, configuration) for bound in BOUNDS for configuration in DAWDLE
-    ]
+    for rule in rules:
+        try:
+            verdicts += rule()
+        except (KeyError, IndexError, ValueError):  # not measured in this run (--only)
+            continue
     return verdicts
