@@ -7,10 +7,10 @@ helpers `retry` and `retrying` run calls under a policy on asyncio, Trio or plai
 from __future__ import annotations
 
 from dawdle.backoff._budget import RetryBudget as RetryBudget
+from dawdle.backoff._hints import RetryAfter as RetryAfter
 from dawdle.backoff._policy import MAX_JOB_DELAY as MAX_JOB_DELAY
 from dawdle.backoff._policy import Decision as Decision
 from dawdle.backoff._policy import ExponentialBackoffStrategy as ExponentialBackoffStrategy
-from dawdle.backoff._policy import RetryAfter as RetryAfter
 from dawdle.backoff._policy import RetryEvent as RetryEvent
 from dawdle.backoff._policy import RetryPolicy as RetryPolicy
 from dawdle.backoff._retrying import Attempt as Attempt

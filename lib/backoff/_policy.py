@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import datetime
-import email.utils
-import importlib
-import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Literal, TypeAlias, cast
+from typing import Any, Final, cast
 
 from procrastinate import BaseRetryStrategy, RetryDecision
 from procrastinate.jobs import Job
 
 from dawdle._errors import ConfigurationError
-from dawdle._validate import integer, is_number, number
+from dawdle._validate import integer, number
+from dawdle.backoff._exceptions import ExceptionTypes, exception_types, why_refused
+from dawdle.backoff._hints import RetryAfter, retry_after_hint, retry_after_mode
+from dawdle.backoff._names import dotted_name, resolve
 from dawdle.backoff._seeded import SplitMix
 from dawdle.backoff._strategies import DEFAULT_MAX_DELAY, Backoff, Exponential, Jitter
-
-ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
-
-RetryAfter: TypeAlias = Literal["max", "hint", "ignore"]
-"""How a Retry-After hint is used: the larger of hint and backoff, the hint alone, or not."""
 
 MAX_JOB_DELAY: Final = 100 * 365.25 * 86400.0
 """The longest a job waits for its retry, in seconds (100 years): past it, `retry_at` would
 leave the dates Python and PostgreSQL can store, so a longer wait is shortened to this."""
-
-_RETRY_AFTER_MODES: Final = ("max", "hint", "ignore")
 
 # Jitter on hints spreads retries apart; it is not a security boundary.
 _HINT_RNG: Final = random.Random()  # noqa: S311
@@ -78,158 +71,6 @@ def _duration(where: str, value: object, *, above: float | None = None) -> float
     if above is None:
         return number(where, value, at_least=0)
     return number(where, value, above=above)
-
-
-def _exception_types(where: str, value: object) -> tuple[type[BaseException], ...]:
-    """`value`, one exception class or a tuple of them, as a tuple; `where` names it."""
-    types = value if isinstance(value, tuple) else (value,)
-    for item in types:
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise ConfigurationError(
-                f"{where} must be exception classes, got {item!r} in {value!r}"
-            )
-    return types
-
-
-def _hint_seconds(value: object, now: datetime.datetime) -> float | None:
-    """A Retry-After hint in seconds (inf past the float range), or None if it is not one.
-
-    Seconds (int or float), a timedelta, an absolute datetime (naive ones read as UTC) or an
-    HTTP header's text (delay-seconds or an HTTP-date). A date in the past means now (0 s);
-    a negative or NaN delay is not a hint, as RFC 9110 allows none.
-    """
-    if isinstance(value, str):
-        value = value.strip()
-        if value.isdigit():
-            value = int(value)
-        else:
-            try:
-                value = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-    if isinstance(value, datetime.datetime):
-        when = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
-        return max(0.0, (when - now).total_seconds())
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    if not is_number(value) or value != value or value < 0:  # noqa: PLR0124 (NaN test)
-        return None
-    return float(value) if value < 2**1023 else math.inf
-
-
-def _retry_after(exc: BaseException, now: datetime.datetime | None) -> float | None:
-    """The longest valid `retry_after` hint carried by `exc`, its groups or their leaves."""
-    if not isinstance(exc, BaseExceptionGroup) and not hasattr(exc, "retry_after"):
-        return None  # the common case, without building lists or reading the clock
-    now = now or datetime.datetime.now(datetime.UTC)
-    hints = (_hint_seconds(getattr(node, "retry_after", None), now) for node in _nodes(exc))
-    return max((hint for hint in hints if hint is not None), default=None)
-
-
-def _nodes(exc: BaseException) -> list[BaseException]:
-    """`exc` and, if it is a group, every group and leaf nested in it."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [exc, *(node for inner in exc.exceptions for node in _nodes(inner))]
-    return [exc]
-
-
-def _matches(node: BaseException, types: tuple[type[BaseException], ...]) -> bool:
-    """A leaf matches any of `types`; a group only a group class named in `types` itself."""
-    if isinstance(node, BaseExceptionGroup):
-        return any(
-            issubclass(kind, BaseExceptionGroup) and isinstance(node, kind) for kind in types
-        )
-    return isinstance(node, types)
-
-
-def _retryable(
-    exc: BaseException, retry_on: tuple[type[BaseException], ...]
-) -> BaseException | None:
-    """None if `exc` is covered by `retry_on`, else the first leaf or group that is not.
-
-    A group is covered if a group class in `retry_on` matches it, or else if everything in
-    it is covered.
-    """
-    if _matches(exc, retry_on):
-        return None
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            refused = _retryable(inner, retry_on)
-            if refused is not None:
-                return refused
-        return None
-    return exc
-
-
-def _unwanted(
-    exc: BaseException,
-    retry_on: tuple[type[BaseException], ...],
-    give_up_on: tuple[type[BaseException], ...],
-) -> str | None:
-    """Why `retry_on` and `give_up_on` refuse `exc`, or None if they allow a retry."""
-    if not isinstance(exc, BaseExceptionGroup):  # the common case, without the tree walk
-        if isinstance(exc, give_up_on):
-            return f"{type(exc).__name__} is in give_up_on"
-        if not isinstance(exc, retry_on):
-            return f"{type(exc).__name__} is not in retry_on"
-        return None
-    for node in _nodes(exc):
-        if _matches(node, give_up_on):
-            return f"{type(node).__name__} is in give_up_on"
-    refused = _retryable(exc, retry_on)
-    if refused is not None:
-        return f"{type(refused).__name__} is not in retry_on"
-    return None
-
-
-def _dotted_name(where: str, value: object) -> str:
-    """The importable `module.qualname` of a class or module-level function, checked."""
-    module = getattr(value, "__module__", None)
-    qualname = getattr(value, "__qualname__", None)
-    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
-        name = f"{module}.{qualname}"
-        try:
-            if _resolve(where, name) is value:
-                return name
-        except ConfigurationError:
-            pass
-    raise ConfigurationError(
-        f"{where}: {value!r} is not importable by name (a lambda, a local function or an "
-        "instance), so it cannot be written as data"
-    )
-
-
-def _resolve(where: str, name: object) -> Any:
-    """The object a dotted name points at: the longest importable module, then attributes."""
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"{where} must be dotted names, got {name!r}")
-    parts = name.split(".")
-    for split in range(len(parts), 0, -1):
-        try:
-            value: Any = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attribute in parts[split:]:
-                value = getattr(value, attribute)
-        except AttributeError:
-            break
-        return value
-    raise ConfigurationError(f"{where}: {name!r} does not resolve to an importable object")
-
-
-def _retry_after_mode(value: object) -> RetryAfter:
-    """`value` as a mode; True and False, the earlier spelling, mean "max" and "ignore"."""
-    if value is True:
-        return "max"
-    if value is False:
-        return "ignore"
-    for mode in _RETRY_AFTER_MODES:
-        if value == mode:
-            return mode
-    raise ConfigurationError(
-        f'RetryPolicy: retry_after must be "max", "hint" or "ignore", got {value!r}'
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,16 +127,16 @@ class RetryPolicy(BaseRetryStrategy):
             deadline = _duration("RetryPolicy: deadline", self.deadline, above=0)
             object.__setattr__(self, "deadline", deadline)
         object.__setattr__(
-            self, "retry_on", _exception_types("RetryPolicy: retry_on", self.retry_on)
+            self, "retry_on", exception_types("RetryPolicy: retry_on", self.retry_on)
         )
         object.__setattr__(
-            self, "give_up_on", _exception_types("RetryPolicy: give_up_on", self.give_up_on)
+            self, "give_up_on", exception_types("RetryPolicy: give_up_on", self.give_up_on)
         )
         for name in ("retry_if", "on_retry"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigurationError(f"RetryPolicy: {name} must be callable, got {value!r}")
-        object.__setattr__(self, "retry_after", _retry_after_mode(self.retry_after))
+        object.__setattr__(self, "retry_after", retry_after_mode(self.retry_after))
         ceiling = _duration("RetryPolicy: retry_after_max", self.retry_after_max)
         object.__setattr__(self, "retry_after_max", ceiling)
         spread = number(
@@ -331,7 +172,7 @@ class RetryPolicy(BaseRetryStrategy):
         name = type(exc).__name__
         rng = rng or self.rng
         backoff = self.backoff.delay(attempt, rng, previous=previous_delay)
-        hint = None if self.retry_after == "ignore" else _retry_after(exc, now)
+        hint = None if self.retry_after == "ignore" else retry_after_hint(exc, now)
         if hint is not None and hint > self.retry_after_max:
             return _refusal(
                 f"{name} on attempt {attempt}: retry_after={hint:g}s is above "
@@ -359,7 +200,7 @@ class RetryPolicy(BaseRetryStrategy):
         # __post_init__ made both tuples.
         give_up_on = cast("tuple[type[BaseException], ...]", self.give_up_on)
         retry_on = cast("tuple[type[BaseException], ...]", self.retry_on)
-        unwanted = _unwanted(exc, retry_on, give_up_on)
+        unwanted = why_refused(exc, retry_on, give_up_on)
         if unwanted is not None:
             return _refusal(unwanted)
         name = type(exc).__name__
@@ -426,9 +267,9 @@ class RetryPolicy(BaseRetryStrategy):
             if isinstance(value, Backoff):
                 value = value.to_dict()
             elif isinstance(value, tuple):
-                value = [_dotted_name(where, kind) for kind in value]
+                value = [dotted_name(where, kind) for kind in value]
             elif callable(value):
-                value = _dotted_name(where, value)
+                value = dotted_name(where, value)
             data[item.name] = value
         return data
 
@@ -453,11 +294,11 @@ class RetryPolicy(BaseRetryStrategy):
             if name == "backoff" and isinstance(value, Mapping):
                 arguments[name] = Backoff.from_dict(value)
             elif name in _EXCEPTION_FIELDS and isinstance(value, str):
-                arguments[name] = _resolve(where, value)
+                arguments[name] = resolve(where, value)
             elif name in _EXCEPTION_FIELDS and isinstance(value, list | tuple):
-                arguments[name] = tuple(_resolve(where, item) for item in value)
+                arguments[name] = tuple(resolve(where, item) for item in value)
             elif name in _FUNCTION_FIELDS and value is not None:
-                arguments[name] = _resolve(where, value)
+                arguments[name] = resolve(where, value)
         return policy_class(**arguments)
 
 
@@ -498,7 +339,7 @@ class ExponentialBackoffStrategy(RetryPolicy):
         owner = "ExponentialBackoffStrategy"
         base_delay = number(f"{owner}: base_delay", self.base_delay, above=0)
         max_delay = number(f"{owner}: max_delay", self.max_delay, above=0)
-        retry_on = _exception_types(f"{owner}: retry_exceptions", self.retry_exceptions)
+        retry_on = exception_types(f"{owner}: retry_exceptions", self.retry_exceptions)
         object.__setattr__(self, "base_delay", base_delay)
         object.__setattr__(self, "max_delay", max_delay)
         object.__setattr__(self, "retry_exceptions", retry_on)
