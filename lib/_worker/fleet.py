@@ -3,7 +3,7 @@
 `JobStore` asks `Fleet` what an outcome write carries for them and which statement sends
 it. Without their tables (dawdle_retry_budgets and dawdle_breakers of schema 3,
 dawdle_budget_pushed of schema 4) both are off, one warning each, and the tables are tried
-again every FLEET_TABLES_RECHECK seconds.
+again every TABLE_RECHECK seconds (`table_watch`).
 """
 
 from __future__ import annotations
@@ -31,13 +31,10 @@ from dawdle._sql import (
     RECORD_OUTCOMES_WITH_ERRORS,
 )
 from dawdle._worker.outcomes import Outcome, Verdict
+from dawdle._worker.table_watch import TableWatch
 
 if TYPE_CHECKING:
     import procrastinate
-
-# Without the tables of budgets and breakers, how long the worker goes without fleet retry
-# budgets and breakers before trying the tables again.
-FLEET_TABLES_RECHECK: Final = 60.0
 
 logger = logging.getLogger("dawdle.worker")
 
@@ -93,10 +90,10 @@ class Fleet:
             for name, task in app.tasks.items()
             if (breaker := getattr(task, "dawdle_breaker", None)) is not None
         }
-        # Whether the rows of this worker's budgets and breakers were added, and when the
-        # worker last found their tables missing (anyio's clock; None: found).
+        # Whether the rows of this worker's budgets and breakers were added, and whether
+        # their tables are believed there.
         self._rows_added = False
-        self._missing_at: float | None = None
+        self._tables = TableWatch()
         # Claimed jobs that probe a half-open breaker, until their verdict is written.
         self.probes: set[int] = set()
 
@@ -135,8 +132,7 @@ class Fleet:
         """Whether budgets and breakers can be used now (their rows added once per worker)."""
         if not (self.budgets or self.breakers):
             return False
-        missing_at = self._missing_at
-        if missing_at is not None and anyio.current_time() - missing_at < FLEET_TABLES_RECHECK:
+        if not self._tables.ready():
             return False
         if not self._rows_added:
             try:
@@ -148,7 +144,7 @@ class Fleet:
                 self.missing()
                 return False
             self._rows_added = True
-        self._missing_at = None
+        self._tables.found()
         return True
 
     async def _add_rows(self) -> None:
@@ -168,8 +164,8 @@ class Fleet:
             )
 
     def missing(self) -> None:
-        """Go without budgets and breakers for FLEET_TABLES_RECHECK seconds; warn the first time."""
-        if self._missing_at is None:
+        """Go without budgets and breakers for TABLE_RECHECK seconds; warn the first time."""
+        if self._tables.missing():
             for used, feature, action in (
                 (self.budgets, "fleet retry budgets", "retry_budgets_off"),
                 (self.breakers, "circuit breakers", "breakers_off"),
@@ -182,5 +178,4 @@ class Fleet:
                         feature,
                         extra={"action": action},
                     )
-        self._missing_at = anyio.current_time()
         self._rows_added = False

@@ -34,7 +34,8 @@ from dawdle._sql import (
 )
 from dawdle._worker.fleet import Fleet, outcome_write
 from dawdle._worker.outcomes import Verdict
-from dawdle._worker.stored_errors import ErrorsTable, error_arguments
+from dawdle._worker.stored_errors import error_arguments, names_errors_table, warn_errors_off
+from dawdle._worker.table_watch import TableWatch
 
 if TYPE_CHECKING:
     import procrastinate
@@ -42,10 +43,6 @@ if TYPE_CHECKING:
 # The longest a claim or an outcome write may take before it counts as failed (and is
 # retried): what a half-open connection would otherwise hold up forever (Procrastinate #1513).
 QUERY_TIMEOUT: Final = 30.0
-
-# Without dawdle_queue_pauses, how long the claims ignore pauses before trying the table
-# again (so `dawdle schema --apply` takes effect without restarting the worker).
-PAUSES_RECHECK: Final = 60.0
 
 logger = logging.getLogger("dawdle.worker")
 
@@ -112,9 +109,9 @@ class JobStore:
         self._manager = app.job_manager
         self._tasks = app.tasks
         # When the claim last found no dawdle_queue_pauses (anyio's clock); None: it has it.
-        self._pauses_missing_at: float | None = None
+        self._pauses = TableWatch()
         self._fleet = Fleet(app, timeout=QUERY_TIMEOUT)
-        self._errors_table = ErrorsTable()
+        self._errors_table = TableWatch()
         # Whether dawdle_job_traces exists: the app's check when its job manager is dawdle's
         # (one answer, one warning for its defers and claims), else the store's own.
         manager = app.job_manager
@@ -167,7 +164,7 @@ class JobStore:
 
         Only jobs of `task_names` (None: of any task) and of `queues` (None: any queue),
         never of a paused queue. Without dawdle's table of pauses, claims ignore pauses
-        (one warning) and try the table again every PAUSES_RECHECK seconds. The jobs of
+        (one warning) and try the table again every TABLE_RECHECK seconds. The jobs of
         `timed_tasks` (tasks with a job deadline) come with the age of their first run,
         read in the same statement. With `trace_contexts`, a non-empty claim reads its jobs'
         trace contexts too, in one more query (`_carriers.read_carriers`).
@@ -225,26 +222,21 @@ class JobStore:
 
     async def _claim_rows(self, arguments: dict[str, Any]) -> list[dict[str, Any]]:
         """The claim without breakers: skipping paused queues if the database has pauses."""
-        missing_at = self._pauses_missing_at
-        now = anyio.current_time()
-        if missing_at is not None and now - missing_at < PAUSES_RECHECK:
-            rows = await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
-        else:
-            try:
-                rows = await self._fetch(FETCH_JOBS, arguments)
-            except exceptions.ConnectorException as exc:
-                if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
-                    raise
-                if missing_at is None:
-                    logger.warning(
-                        "queue pauses are ignored: the database has no dawdle_queue_pauses "
-                        "table; run `dawdle schema --apply`",
-                        extra={"action": "queue_pauses_ignored"},
-                    )
-                self._pauses_missing_at = now
-                rows = await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
-            else:
-                self._pauses_missing_at = None
+        if not self._pauses.ready():
+            return await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
+        try:
+            rows = await self._fetch(FETCH_JOBS, arguments)
+        except exceptions.ConnectorException as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+                raise
+            if self._pauses.missing():
+                logger.warning(
+                    "queue pauses are ignored: the database has no dawdle_queue_pauses "
+                    "table; run `dawdle schema --apply`",
+                    extra={"action": "queue_pauses_ignored"},
+                )
+            return await self._fetch(FETCH_JOBS_IGNORING_PAUSES, arguments)
+        self._pauses.found()
         return rows
 
     async def _fetch(self, query: LiteralString, arguments: dict[str, Any]) -> list[dict[str, Any]]:
@@ -273,7 +265,7 @@ class JobStore:
         have a fleet retry budget, the same statement counts their runs and spaces their
         retries; with tasks that have a breaker, it counts their calls and moves their
         breakers. Without their tables both are off (one warning each) and the tables are
-        tried again every `fleet.FLEET_TABLES_RECHECK` seconds.
+        tried again every TABLE_RECHECK seconds.
         """
         arguments: dict[str, Any] = {
             "ids": [verdict.job_id for verdict in verdicts],
@@ -307,8 +299,9 @@ class JobStore:
             cause = exc.__cause__
             if not isinstance(cause, psycopg.errors.UndefinedTable):
                 raise
-            if errors and ErrorsTable.is_the_table(cause.diag.message_primary):
-                self._errors_table.missing()
+            if errors and names_errors_table(cause.diag.message_primary):
+                if self._errors_table.missing():
+                    warn_errors_off()
                 return await self.record(verdicts, worker_id=worker_id, store_errors=False)
             if not fleet:
                 raise

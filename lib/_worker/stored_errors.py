@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import anyio
-
 from dawdle._dawdle_schema import JOB_ERRORS_TABLE
 from dawdle._worker.outcomes import Outcome, Verdict
 
@@ -27,8 +25,6 @@ logger = logging.getLogger("dawdle.worker")
 # The most characters stored of an exception's message, and of its formatted traceback.
 MAX_MESSAGE_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 16_384
-# Without dawdle_job_errors, how long outcomes go without errors before trying it again.
-ERRORS_TABLE_RECHECK: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,34 +142,16 @@ def error_arguments(verdicts: Sequence[Verdict]) -> dict[str, list[Any]]:
     }
 
 
-class ErrorsTable:
-    """Whether outcome writes store errors: off for ERRORS_TABLE_RECHECK s once it is missing."""
+def warn_errors_off() -> None:
+    """Say once that outcomes are written without errors until the table is there."""
+    logger.warning(
+        "stored errors are off: the database lacks dawdle schema 4's table %s; "
+        "run `dawdle schema --apply`",
+        JOB_ERRORS_TABLE,
+        extra={"action": "job_errors_off"},
+    )
 
-    def __init__(self) -> None:
-        # When a write last found no dawdle_job_errors (anyio's clock); None: it has it.
-        self._missing_at: float | None = None
 
-    def ready(self) -> bool:
-        """Whether the next write with errors should store them."""
-        missing_at = self._missing_at
-        return missing_at is None or anyio.current_time() - missing_at >= ERRORS_TABLE_RECHECK
-
-    def found(self) -> None:
-        """A write stored errors: the table is there."""
-        self._missing_at = None
-
-    def missing(self) -> None:
-        """The table is missing: no errors stored for a while; warn the first time."""
-        if self._missing_at is None:
-            logger.warning(
-                "stored errors are off: the database lacks dawdle schema 4's table %s; "
-                "run `dawdle schema --apply`",
-                JOB_ERRORS_TABLE,
-                extra={"action": "job_errors_off"},
-            )
-        self._missing_at = anyio.current_time()
-
-    @staticmethod
-    def is_the_table(missing: str | None) -> bool:
-        """Whether an undefined-table error's primary message names dawdle_job_errors."""
-        return missing is not None and f'"{JOB_ERRORS_TABLE}"' in missing
+def names_errors_table(missing: str | None) -> bool:
+    """Whether an undefined-table error's primary message names dawdle_job_errors."""
+    return missing is not None and f'"{JOB_ERRORS_TABLE}"' in missing

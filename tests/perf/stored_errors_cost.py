@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import inspect
 import os
 import statistics
 import time
@@ -29,6 +31,7 @@ from psycopg import conninfo, sql
 
 from dawdle import App, PsycopgConnector, RetryPolicy
 from dawdle._dawdle_schema import DAWDLE_SCHEMA
+from dawdle._worker.store import JobStore
 from dawdle.backoff import Constant
 
 FILL = """
@@ -71,13 +74,12 @@ def refill(dsn: str, task: str, jobs: int) -> None:
 
 def errors_stored(on: bool) -> None:
     """Turn stored errors on or off in every JobStore (no-op on code without them)."""
-    try:
-        from dawdle._worker.stored_errors import ErrorsTable  # noqa: PLC0415
-    except ImportError:
+    original: Any = JobStore.__dict__.get("_original_record", JobStore.record)
+    if "store_errors" not in inspect.signature(original).parameters:
         return
-    original: Any = ErrorsTable.__dict__.get("_original_ready", ErrorsTable.ready)
-    ErrorsTable._original_ready = original  # type: ignore[attr-defined]
-    ErrorsTable.ready = original if on else (lambda self: False)  # type: ignore[method-assign]
+    JobStore._original_record = original  # type: ignore[attr-defined]
+    record = original if on else functools.partialmethod(original, store_errors=False)
+    JobStore.record = record  # type: ignore[method-assign]
 
 
 async def drain(dsn: str, concurrency: int) -> float:

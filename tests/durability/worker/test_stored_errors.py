@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dawdle import App, InMemoryConnector, RetryPolicy, Snooze
-from dawdle._worker import stored_errors
+from dawdle._worker import table_watch
 from dawdle._worker.outcomes import Outcome, Verdict
 from dawdle._worker.store import JobStore
 from dawdle._worker.stored_errors import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, job_error
@@ -248,7 +248,7 @@ async def test_the_table_is_tried_again_after_the_recheck(
             written = await store.record([failed_verdict(before, "lost")], worker_id=worker_id)
         assert written.count == 1
         assert len(log.of("job_errors_off")) == 1
-    monkeypatch.setattr(stored_errors, "ERRORS_TABLE_RECHECK", 0.0)  # the minute is over
+    monkeypatch.setattr(table_watch, "TABLE_RECHECK", 0.0)  # the minute is over
     await returning.defer_async()
     (claimed,) = await store.claim(queues=None, task_names=None, limit=1, worker_id=worker_id)
     assert claimed.job.id is not None
