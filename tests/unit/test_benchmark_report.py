@@ -70,3 +70,14 @@ def test_only_adds_the_families_a_family_starts_from() -> None:
     assert families("features, inprocess") == {"features", "inprocess"}
     with pytest.raises(argparse.ArgumentTypeError, match="unknown families bogus"):
         families("worked,bogus")
+
+
+def test_a_verdict_shows_the_bound_measured_beside_its_figure() -> None:
+    rates = {"procrastinate/asyncio": 200.0, "dawdle/asyncio": 900.0, "dawdle/trio": 800.0}
+    inprocess = _metric("inprocess.c100", "in one loop (jobs/s)", rates)
+    inprocess.floor += [1_200.0, 1_000.0, 1_100.0]
+
+    figures = {v.configuration: v.figure for v in check({inprocess.key: inprocess})}
+
+    assert figures["dawdle/asyncio"] == "900 (floor measured beside it: 1,100)"
+    assert figures["dawdle/trio"] == "800 (floor measured beside it: 1,100)"

@@ -20,6 +20,7 @@ import time
 import anyio
 from psycopg import conninfo
 
+from tests.perf.benchmark._bounds import commit_ceiling
 from tests.perf.benchmark._configurations import (
     Bench,
     make_bench,
@@ -109,6 +110,7 @@ def measure(dsn: str, settings: Settings) -> Section:
     }
     unflushed = conninfo.make_conninfo(dsn, options=NO_FLUSH)
     for order in rotations(settings.rounds):
+        worked[top].floor.append(commit_ceiling(dsn))
         for configuration in order:
             for c in concurrencies:
                 refill(dsn, depth, "pause")
@@ -129,6 +131,9 @@ def measure(dsn: str, settings: Settings) -> Section:
             f"queue {depth:,} deep at the start, topped up by one task deferring one job at a "
             f"time; worker defaults (LISTEN/NOTIFY); rate over {settings.inprocess_window:g} s "
             f"after {settings.settle:g} s; once the start's backlog is worked, jobs/s worked can "
-            "only be jobs/s deferred; the depth left at the end in the JSON"
+            "only be jobs/s deferred; the depth left at the end in the JSON",
+            f"floor of the concurrency {top} row: single-row inserts one sequential psycopg "
+            "client commits per second, the most one producer that waits for each defer "
+            "can defer (`_bounds`)",
         ],
     )

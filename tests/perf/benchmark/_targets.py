@@ -201,7 +201,7 @@ def _inprocess(metrics: dict[str, Metric], configuration: str) -> Verdict:
     return Verdict(
         f"producer + worker in one loop >= {INPROCESS_FLOOR:,} jobs/s (concurrency {key[11:]})",
         configuration,
-        f"{figure:,.0f}",
+        f"{figure:,.0f}" + _beside_floor(metrics[key], "{:,.0f}"),
         figure >= INPROCESS_FLOOR,
     )
 
@@ -245,10 +245,21 @@ def _peers(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
     return verdicts
 
 
+def _beside_floor(metric: Metric, shown: str) -> str:
+    """A figure, and the bound measured beside it in the same run (`_bounds`) if any."""
+    if not metric.floor:
+        return ""
+    return f" (floor measured beside it: {shown.format(statistics.median(metric.floor))})"
+
+
 def _bounded(bound: _Bound, metrics: dict[str, Metric], configuration: str) -> Verdict:
-    figure = metrics[bound.key].median(configuration)
+    metric = metrics[bound.key]
+    figure = metric.median(configuration)
     return Verdict(
-        bound.target, configuration, bound.shown.format(figure), bound.holds(figure, bound.limit)
+        bound.target,
+        configuration,
+        bound.shown.format(figure) + _beside_floor(metric, bound.shown),
+        bound.holds(figure, bound.limit),
     )
 
 

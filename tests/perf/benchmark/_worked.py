@@ -9,6 +9,7 @@ when jobs wait on I/O.
 
 from __future__ import annotations
 
+from tests.perf.benchmark._bounds import bare_worker_cpu
 from tests.perf.benchmark._configurations import SLEEP_SECONDS, rotations, work
 from tests.perf.benchmark._database import refill, tally
 from tests.perf.benchmark._figures import Metric, Section
@@ -46,7 +47,9 @@ def measure(dsn: str, settings: Settings) -> Section:
         "worked.sleep",
         f"{SLEEP_SECONDS * 1000:g} ms sleep, concurrency {settings.sleep_concurrency} (jobs/s)",
     )
+    shown_cpu = cpu[settings.depth_concurrency]
     for order in rotations(settings.rounds):
+        shown_cpu.floor.append(bare_worker_cpu(dsn, depth, settings.depth_concurrency))
         for configuration in order:
             for c in settings.concurrencies:
                 rate, micros = _drain(
@@ -74,6 +77,8 @@ def measure(dsn: str, settings: Settings) -> Section:
         notes=[
             f"each drain: {depth:,} no-op or {settings.sleep_jobs:,} sleeping jobs, "
             "wait=False, listen_notify=False; rate = succeeded / the worker's whole run "
-            f"(stopped after {settings.drain_window:g} s if not drained)"
+            f"(stopped after {settings.drain_window:g} s if not drained)",
+            "floor of the CPU row: a bare asyncio loop on psycopg with dawdle's claim and "
+            "outcome statements, one task per job, nothing else (`_bounds`)",
         ],
     )
