@@ -140,6 +140,7 @@ class PsycopgConnector(connector.BaseAsyncConnector):
             configure=configure,
             json_dumps=json_dumps,
             json_loads=json_loads,
+            session_settings=self._pooler != "transaction",
         )
         self._preparing = Preparing(self._connect.options)
         self._min_size = min_size

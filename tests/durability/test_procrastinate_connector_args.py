@@ -108,6 +108,36 @@ async def test_kwargs_reach_every_pooled_and_listen_connection(
         await connector.close_async()
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "off"),
+        ({"kwargs": {"options": "-c jit=on"}}, "on"),
+        ({"pooler": "transaction"}, "the server's"),
+    ],
+    ids=["default", "chosen-by-the-client", "transaction-pooler"],
+)
+@pytest.mark.anyio
+async def test_jit_is_off_on_each_connection_unless_chosen_or_pooled(
+    schema_dsn: str, options: dict[str, Any], expected: str
+) -> None:
+    """JIT compiles a deep queue's claim for tens of ms: off, unless chosen or behind a pooler."""
+    with psycopg.connect(schema_dsn) as plain:
+        servers = plain.execute("SELECT current_setting('jit')").fetchone()
+    assert servers is not None
+    connector = PsycopgConnector(conninfo=schema_dsn, max_size=2, **options)
+    await connector.open_async()
+    try:
+        await fill_pool(connector, 2)
+        settings = {
+            (await connector.execute_query_one_async("SELECT current_setting('jit') AS jit"))["jit"]
+            for _ in range(4)
+        }
+    finally:
+        await connector.close_async()
+    assert settings == {servers[0] if expected == "the server's" else expected}
+
+
 @pytest.mark.anyio
 async def test_configure_runs_on_every_new_connection_after_terminations(
     schema_dsn: str, app_name: str
