@@ -2,7 +2,8 @@
 
 Every defer path goes through the app's job manager: `defer_async`, `batch_defer_async`,
 their sync twins and the periodic deferrer. With no hooks, each is Procrastinate's own call,
-whose statement is, on dawdle's `PsycopgConnector`, the set-based `_sql.DEFER_JOBS`.
+whose statement is, on dawdle's `PsycopgConnector`, the single-row `_sql.DEFER_JOB` for
+one job and the set-based `_sql.DEFER_JOBS` for more.
 With a hook that traces (`DeferTracer`, such as `OpenTelemetryHooks`), its spans begin
 before the insert and their trace contexts are written by the insert itself
 (`_carriers.DEFER_JOBS_TRACED`); after it, every hook gets `JobDeferred` with the stored job.
@@ -27,7 +28,7 @@ from dawdle._carriers import (
     HAS_JOB_TRACES,
     TableCheck,
 )
-from dawdle._connector._params import JobColumns
+from dawdle._connector._params import JobColumns, JobRow
 from dawdle._connector.psycopg import PsycopgConnector
 from dawdle._hooks import Hooks, JobDeferred, TraceContext
 from dawdle._sql import defers
@@ -197,6 +198,17 @@ class JobManager(manager.JobManager):
     def _defer_jobs_query_kwargs(self, jobs: list[jobs_module.Job]) -> dict[str, Any]:
         arguments = super()._defer_jobs_query_kwargs(jobs)
         carriers = _CARRIERS.get()
+        if self._set_based and len(jobs) == 1:
+            # One job (each `defer_async`): scalar parameters, no arrays to adapt.
+            arguments["jobs"] = JobRow(arguments["jobs"][0])
+            if carriers is None:
+                arguments["query"] = defers.DEFER_JOB
+                return arguments
+            (carrier,) = carriers
+            arguments["query"] = defers.DEFER_JOB_TRACED
+            arguments["traceparent"] = carrier.traceparent
+            arguments["tracestate"] = carrier.tracestate
+            return arguments
         if self._set_based:
             arguments["jobs"] = JobColumns(arguments["jobs"])
             arguments["query"] = defers.DEFER_JOBS if carriers is None else defers.DEFER_JOBS_TRACED

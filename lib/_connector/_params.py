@@ -123,6 +123,17 @@ class JobColumns:
     jobs: Sequence[JobToDefer]
 
 
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job to defer, sent as scalar parameters (`_sql.DEFER_JOB`).
+
+    `query_params` checks it and expands it into the statement's `job_*` parameters, as
+    `JobColumns` does a batch's arrays.
+    """
+
+    job: JobToDefer
+
+
 class _Encoded:
     """A `dumps` for psycopg's Jsonb that hands over JSON encoded already, once.
 
@@ -164,6 +175,20 @@ class _Params:
             return tuple(self.convert(item) for item in value)
         return value
 
+    def row(self, row: JobRow) -> dict[str, Any]:
+        """The job's `job_*` values, checked and its argument encoded once."""
+        job = row.job
+        self._limits.check_job(job)
+        return {
+            "job_queue_name": job.queue_name,
+            "job_task_name": job.task_name,
+            "job_priority": job.priority,
+            "job_lock": job.lock,
+            "job_queueing_lock": job.queueing_lock,
+            "job_args": self.convert(job.args),
+            "job_scheduled_at": job.scheduled_at,
+        }
+
     def columns(self, batch: JobColumns) -> dict[str, Any]:
         """The batch's `job_*` arrays, each job checked and its argument encoded once."""
         jobs = batch.jobs
@@ -185,12 +210,15 @@ def query_params(
 ) -> dict[str, Any]:
     """Procrastinate's arguments with dicts sent as jsonb, as its own connector does.
 
-    A `JobColumns` argument becomes the arrays of the set-based defer (`columns`).
+    A `JobColumns` argument becomes the arrays of the set-based defer (`columns`), a
+    `JobRow` the values of the single-row one (`row`).
     """
     params = _Params(limits, json.dumps if dumps is None else dumps)
     converted: dict[str, Any] = {}
     for key, value in arguments.items():
-        if isinstance(value, JobColumns):
+        if isinstance(value, JobRow):
+            converted.update(params.row(value))
+        elif isinstance(value, JobColumns):
             converted.update(params.columns(value))
         else:
             converted[key] = params.convert(value)

@@ -1,4 +1,4 @@
-"""The set-based defer: a batch of jobs inserted by one INSERT, from one array per column.
+"""dawdle's defer statements: one job by a single-row INSERT, a batch by one set-based INSERT.
 
 Procrastinate's `procrastinate_defer_jobs_v1` takes an array of composite records, which
 psycopg adapts value by value in Python; plain arrays (text, integer, jsonb, timestamptz)
@@ -7,6 +7,10 @@ same: one statement (a queueing lock clash fails it whole, inserting nothing), t
 columns, the same triggers of `procrastinate_jobs` firing per row (the `deferred` event
 and the NOTIFY of each job). `job_*` are the parameters that `_connector._params.JobColumns`
 expands to, after the connector's job checks.
+
+A single job (`defer_async`, a web request's defer) is inserted by `DEFER_JOB`: one row of
+scalar parameters, with no arrays to adapt, short enough for psycopg to cache its
+conversion and prepare it. Its parameters are `_connector._params.JobRow`'s.
 """
 
 from __future__ import annotations
@@ -46,3 +50,23 @@ WITH deferred AS ({insert}
 )
 SELECT id FROM numbered ORDER BY n
 """.replace("{insert}", _INSERT)
+
+
+# One job: the same columns, casts and triggers as one row of DEFER_JOBS.
+DEFER_JOB: Final = """
+INSERT INTO procrastinate_jobs
+       (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+VALUES (%(job_queue_name)s::varchar, %(job_task_name)s::varchar, %(job_priority)s::integer,
+        %(job_lock)s::text, %(job_queueing_lock)s::text, %(job_args)s::jsonb,
+        %(job_scheduled_at)s::timestamptz)
+RETURNING id"""
+
+# The same, plus its trace context in dawdle_job_traces.
+DEFER_JOB_TRACED: Final = """
+WITH deferred AS ({insert}
+), traced AS (
+    INSERT INTO dawdle_job_traces (job_id, traceparent, tracestate)
+    SELECT id, %(traceparent)s::text, %(tracestate)s::text FROM deferred
+)
+SELECT id FROM deferred
+""".replace("{insert}", DEFER_JOB)

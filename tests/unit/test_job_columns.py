@@ -1,4 +1,4 @@
-"""`JobColumns`: a batch expanded into the set-based defer's arrays, after the job checks."""
+"""`JobColumns` and `JobRow`: a batch into the set-based defer's arrays, one job into scalars."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from procrastinate.types import JobToDefer
 from psycopg.types.json import Jsonb
 
 from dawdle import UnsupportedValue
-from dawdle._connector._params import JobColumns, JobLimits, query_params
+from dawdle._connector._params import JobColumns, JobLimits, JobRow, query_params
 
 
 def _job(n: int, **fields: object) -> JobToDefer:
@@ -51,3 +51,31 @@ def test_a_batch_with_one_bad_job_is_refused_whole() -> None:
             JobLimits("test", None),
             None,
         )
+
+
+def test_one_job_becomes_one_value_per_column() -> None:
+    """A `JobRow` gives the single-row defer's `job_*` scalars; its argument goes as jsonb."""
+    job = _job(3, lock="a", priority=2, queue_name="q")
+    params = query_params({"query_id": 7, "jobs": JobRow(job)}, JobLimits("test", None), None)
+    args = params.pop("job_args")
+    assert params == {
+        "query_id": 7,
+        "job_queue_name": "q",
+        "job_task_name": "task",
+        "job_priority": 2,
+        "job_lock": "a",
+        "job_queueing_lock": None,
+        "job_scheduled_at": None,
+    }
+    assert isinstance(args, Jsonb)
+    assert args.obj == {"n": 3}
+
+
+def test_one_bad_job_is_refused_before_it_is_sent() -> None:
+    """The batch's checks: the payload limit and the columns' sizes."""
+    with pytest.raises(UnsupportedValue, match="exceeds max_payload_bytes=100"):
+        query_params(
+            {"jobs": JobRow(_job(1, args={"blob": "x" * 200}))}, JobLimits("test", 100), json.dumps
+        )
+    with pytest.raises(UnsupportedValue, match="queue_name"):
+        query_params({"jobs": JobRow(_job(1, queue_name="q" * 200))}, JobLimits("test", None), None)
