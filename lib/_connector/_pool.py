@@ -6,7 +6,7 @@ import logging
 import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import psycopg
@@ -23,7 +23,7 @@ C = TypeVar("C", bound=psycopg.AsyncConnection[object])
 RESET_TIMEOUT = 5.0
 
 
-def has_gone_bad(conn: psycopg.AsyncConnection[object]) -> bool:
+def has_gone_bad(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
     """True if an idle connection can no longer be trusted.
 
     An idle connection that does not LISTEN receives nothing from the server unless the

@@ -96,6 +96,21 @@ async def test_sync_queries_keep_the_reason_and_drop_the_sql(app: App) -> None:
     assert isinstance(caught.value.__cause__, psycopg.errors.DivisionByZero)
 
 
+def test_sync_pool_replaces_a_connection_terminated_while_idle(schema_dsn: str) -> None:
+    """The sync pool checks idle connections locally: a terminated one is replaced, not used."""
+    sync = PsycopgConnector(conninfo=schema_dsn, max_size=1).get_sync_connector()
+    try:
+        first = sync.execute_query_one("SELECT pg_backend_pid() AS pid")["pid"]
+        with psycopg.connect(schema_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [first]).fetchone():
+                admin.execute("SELECT pg_stat_clear_snapshot()")
+        second = sync.execute_query_one("SELECT pg_backend_pid() AS pid")["pid"]
+    finally:
+        sync.close()
+    assert second != first
+
+
 async def test_defer_without_the_schema_says_to_apply_it(database_dsn: str) -> None:
     """Deferring on a database without the schema names the missing table and `schema --apply`."""
     # A search_path without Procrastinate's schema, as a database where it was never applied.
