@@ -102,9 +102,7 @@ def test_sync_pool_replaces_a_connection_terminated_while_idle(schema_dsn: str) 
     try:
         first = sync.execute_query_one("SELECT pg_backend_pid() AS pid")["pid"]
         with psycopg.connect(schema_dsn, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [first])
-            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [first]).fetchone():
-                admin.execute("SELECT pg_stat_clear_snapshot()")
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", [first])  # waits till gone
         second = sync.execute_query_one("SELECT pg_backend_pid() AS pid")["pid"]
     finally:
         sync.close()
