@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from dawdle._sql.compact import compact
+
 # How many of the first ready locked jobs a claim reads to know their locks' first jobs.
 LOCK_FRONT: Final = 100
 
@@ -88,8 +90,8 @@ RETURNING {claimed_columns}
 _SKIP_PAUSED_QUEUES: Final = """
        AND (job.queue_name::text || '') <> ALL (
             ARRAY(SELECT pause.queue_name::text FROM dawdle_queue_pauses AS pause))"""
-FETCH_JOBS: Final = _FETCH_JOBS_TEMPLATE.replace("{paused}", _SKIP_PAUSED_QUEUES)
-FETCH_JOBS_IGNORING_PAUSES: Final = _FETCH_JOBS_TEMPLATE.replace("{paused}", "")
+FETCH_JOBS: Final = compact(_FETCH_JOBS_TEMPLATE.replace("{paused}", _SKIP_PAUSED_QUEUES))
+FETCH_JOBS_IGNORING_PAUSES: Final = compact(_FETCH_JOBS_TEMPLATE.replace("{paused}", ""))
 
 # The claim of a worker whose app has tasks with a circuit breaker (`Breaker`), on a
 # database with dawdle's tables. Jobs of a task whose breaker is not closed are skipped
@@ -213,12 +215,14 @@ _FIRST_RUN_AGE: Final = """,
                                           AND retried.type = 'retried'), 0)
        ) END AS first_run_age"""
 _WITH_FIRST_RUN_AGE: Final = "\nWITH claimed AS ({claim})\nSELECT claimed.*{age}\n  FROM claimed\n"
-CLAIM_JOBS_TIMED: Final = _WITH_FIRST_RUN_AGE.replace("{claim}", FETCH_JOBS).replace(
-    "{age}", _FIRST_RUN_AGE
+CLAIM_JOBS_TIMED: Final = compact(
+    _WITH_FIRST_RUN_AGE.replace("{claim}", FETCH_JOBS).replace("{age}", _FIRST_RUN_AGE)
 )
-CLAIM_JOBS_TIMED_IGNORING_PAUSES: Final = _WITH_FIRST_RUN_AGE.replace(
-    "{claim}", FETCH_JOBS_IGNORING_PAUSES
-).replace("{age}", _FIRST_RUN_AGE)
+CLAIM_JOBS_TIMED_IGNORING_PAUSES: Final = compact(
+    _WITH_FIRST_RUN_AGE.replace("{claim}", FETCH_JOBS_IGNORING_PAUSES).replace(
+        "{age}", _FIRST_RUN_AGE
+    )
+)
 # The claims with breakers (they need dawdle_queue_pauses too: both come with `dawdle
 # schema --apply`), plain and with first runs.
 _PROBING: Final = (
@@ -230,8 +234,8 @@ _PROBING: Final = (
     .replace("{paused}", _SKIP_PAUSED_QUEUES)
     .replace("{claimed_columns}", _CLAIMED_COLUMNS)
 )
-FETCH_JOBS_WITH_BREAKERS: Final = _PROBING.replace("{first_run_age}", "")
-CLAIM_JOBS_TIMED_WITH_BREAKERS: Final = _PROBING.replace("{first_run_age}", _FIRST_RUN_AGE)
+FETCH_JOBS_WITH_BREAKERS: Final = compact(_PROBING.replace("{first_run_age}", ""))
+CLAIM_JOBS_TIMED_WITH_BREAKERS: Final = compact(_PROBING.replace("{first_run_age}", _FIRST_RUN_AGE))
 # The same two while no breaker may probe (a worker with breakers sends these first).
 _UNLESS_PROBES: Final = (
     _UNLESS_PROBES_TEMPLATE.replace("{may_probe}", _MAY_PROBE)
@@ -241,5 +245,7 @@ _UNLESS_PROBES: Final = (
     .replace("{paused}", _SKIP_PAUSED_QUEUES)
     .replace("{claimed_columns}", _CLAIMED_COLUMNS)
 )
-FETCH_JOBS_UNLESS_PROBES: Final = _UNLESS_PROBES.replace("{first_run_age}", "")
-CLAIM_JOBS_TIMED_UNLESS_PROBES: Final = _UNLESS_PROBES.replace("{first_run_age}", _FIRST_RUN_AGE)
+FETCH_JOBS_UNLESS_PROBES: Final = compact(_UNLESS_PROBES.replace("{first_run_age}", ""))
+CLAIM_JOBS_TIMED_UNLESS_PROBES: Final = compact(
+    _UNLESS_PROBES.replace("{first_run_age}", _FIRST_RUN_AGE)
+)
