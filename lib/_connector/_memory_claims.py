@@ -12,9 +12,11 @@ from dawdle._breaker import BreakerRow, free_probes, take_probes
 from dawdle._sql import (
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_UNLESS_PROBES,
     CLAIM_JOBS_TIMED_WITH_BREAKERS,
     FETCH_JOBS,
     FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_UNLESS_PROBES,
     FETCH_JOBS_WITH_BREAKERS,
 )
 
@@ -36,6 +38,8 @@ class ClaimsInMemory:
         reverse_queries[CLAIM_JOBS_TIMED_IGNORING_PAUSES] = "claim_jobs_timed_ignoring_pauses"
         reverse_queries[FETCH_JOBS_WITH_BREAKERS] = "fetch_jobs_with_breakers"
         reverse_queries[CLAIM_JOBS_TIMED_WITH_BREAKERS] = "claim_jobs_timed_with_breakers"
+        reverse_queries[FETCH_JOBS_UNLESS_PROBES] = "fetch_jobs_unless_probes"
+        reverse_queries[CLAIM_JOBS_TIMED_UNLESS_PROBES] = "claim_jobs_timed_unless_probes"
 
     async def fetch_jobs_all(
         self, *, queues: list[str] | None, task_names: list[str] | None, limit: int, worker_id: int
@@ -71,6 +75,31 @@ class ClaimsInMemory:
         """The same, with each timed task's `first_run_age`."""
         claimed = await self.fetch_jobs_with_breakers_all(**claim)
         return self._with_first_run_age(claimed, timed_tasks)
+
+    async def fetch_jobs_unless_probes_all(self, **claim: Any) -> list[dict[str, Any]]:
+        """The claim with breakers while none may probe; one `probes_due` row if one may."""
+        if self._probes_due(claim["task_names"]):
+            return [{"id": None, "probes_due": True}]
+        claimed = await self.fetch_jobs_with_breakers_all(**claim)
+        return _unless_probes(claimed)
+
+    async def claim_jobs_timed_unless_probes_all(
+        self, *, timed_tasks: list[str], **claim: Any
+    ) -> list[dict[str, Any]]:
+        """The same, with each timed task's `first_run_age`."""
+        if self._probes_due(claim["task_names"]):
+            return [{"id": None, "probes_due": True}]
+        claimed = await self.claim_jobs_timed_with_breakers_all(timed_tasks=timed_tasks, **claim)
+        return _unless_probes(claimed)
+
+    def _probes_due(self, task_names: list[str] | None) -> bool:
+        """Whether a breaker of `task_names` (None: any) may probe now."""
+        now = utils.utcnow()
+        return any(
+            free_probes(row, now) > 0
+            and (task_names is None or bool(set(row.names) & set(task_names)))
+            for row in self.breakers.values()
+        )
 
     def _claim(
         self,
@@ -194,3 +223,9 @@ class ClaimsInMemory:
                     first_run_age = (now - min(starts)).total_seconds()
             rows.append({**job, "first_run_age": first_run_age})
         return rows
+
+
+def _unless_probes(claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the claim without probes: `probes_due` false, one NULL-id row if none."""
+    rows = [{key: value for key, value in job.items() if key != "probe_of"} for job in claimed]
+    return [{**row, "probes_due": False} for row in rows] or [{"id": None, "probes_due": False}]

@@ -11,9 +11,11 @@ from dawdle._sql.admin import LIST_WORKERS as LIST_WORKERS
 from dawdle._sql.admin import RETRY_JOBS as RETRY_JOBS
 from dawdle._sql.claims import CLAIM_JOBS_TIMED as CLAIM_JOBS_TIMED
 from dawdle._sql.claims import CLAIM_JOBS_TIMED_IGNORING_PAUSES as CLAIM_JOBS_TIMED_IGNORING_PAUSES
+from dawdle._sql.claims import CLAIM_JOBS_TIMED_UNLESS_PROBES as CLAIM_JOBS_TIMED_UNLESS_PROBES
 from dawdle._sql.claims import CLAIM_JOBS_TIMED_WITH_BREAKERS as CLAIM_JOBS_TIMED_WITH_BREAKERS
 from dawdle._sql.claims import FETCH_JOBS as FETCH_JOBS
 from dawdle._sql.claims import FETCH_JOBS_IGNORING_PAUSES as FETCH_JOBS_IGNORING_PAUSES
+from dawdle._sql.claims import FETCH_JOBS_UNLESS_PROBES as FETCH_JOBS_UNLESS_PROBES
 from dawdle._sql.claims import FETCH_JOBS_WITH_BREAKERS as FETCH_JOBS_WITH_BREAKERS
 from dawdle._sql.defers import DEFER_JOBS as DEFER_JOBS
 from dawdle._sql.defers import DEFER_JOBS_TRACED as DEFER_JOBS_TRACED

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from dawdle._budget_fleet import RETRY_SUCCESS_REFUND
+from dawdle._sql.compact import compact
 
 # One statement for a batch of outcomes, of jobs this worker still owns (a job recovered
 # from it after a lost heartbeat belongs to whoever runs it now). outcome.status is
@@ -117,28 +118,30 @@ _BUDGET_CTES_TEMPLATE: Final = """, budgeted AS (
      WHERE counted.retries_succeeded > 0
 ), locked AS (
     -- Rows are locked in name order, so two batches of several budgeted tasks never
-    -- deadlock; the UPDATE below only reaches a row through its lock here.
-    SELECT budget.task_name
+    -- deadlock; the UPDATE below only reaches a row through its lock here. The new first
+    -- runs and spacing are computed here once, from the row as locked: its latest version,
+    -- which the UPDATE below changes (no other statement can change it in between).
+    SELECT budget.task_name, {first_runs} AS first_runs, {spacing} AS spacing
       FROM dawdle_retry_budgets AS budget
-     WHERE budget.task_name IN (SELECT task_name FROM counted)
+      JOIN counted ON counted.task_name = budget.task_name
      ORDER BY budget.task_name
-       FOR UPDATE
+       FOR UPDATE OF budget
 ), budget AS (
     UPDATE dawdle_retry_budgets AS budget
-       SET first_runs = {first_runs},
+       SET first_runs = locked.first_runs,
            counted_at = now(),
-           spacing = {spacing},
+           spacing = locked.spacing,
            previous_next_retry_at = budget.next_retry_at,
            next_retry_at = greatest(
                COALESCE((
                    SELECT greatest(budget.next_retry_at,
                                    max(ranked.retry_at - ranked.rank
-                                       * make_interval(secs => {spacing})))
-                          + counted.retries * make_interval(secs => {spacing})
+                                       * make_interval(secs => locked.spacing)))
+                          + counted.retries * make_interval(secs => locked.spacing)
                      FROM ranked
                     WHERE ranked.task_name = budget.task_name), budget.next_retry_at)
                - (SELECT count(*) FROM refunded WHERE refunded.task_name = budget.task_name)
-                 * make_interval(secs => {spacing}),
+                 * make_interval(secs => locked.spacing),
                least(budget.next_retry_at, now()))
       FROM counted
       JOIN locked USING (task_name)
@@ -234,35 +237,38 @@ _BREAKER_CTES_TEMPLATE: Final = """, judged AS (
               setting.min_calls, setting.open_for, setting.max_open_for,
               setting.half_open_probes
 ), breakers_locked AS (
-    SELECT breaker.task_name
+    -- Locked in name order; what the batch does to each is computed here once, from the
+    -- row as locked: its latest version, which the UPDATE below changes.
+    SELECT breaker.task_name, <CALLS> AS calls, <FAILURES> AS failures, <OPENS> AS opens,
+           <CLOSED_AGAIN> AS closed_again
       FROM dawdle_breakers AS breaker
-     WHERE breaker.task_name IN (SELECT task_name FROM judged)
+      JOIN judged ON judged.task_name = breaker.task_name
      ORDER BY breaker.task_name
-       FOR UPDATE
+       FOR UPDATE OF breaker
 ), breaker_moved AS (
     UPDATE dawdle_breakers AS breaker
        SET previous_state = breaker.state,
-           state = CASE WHEN <OPENS> THEN 'open'
-                        WHEN <CLOSED_AGAIN> THEN 'closed'
+           state = CASE WHEN moved.opens THEN 'open'
+                        WHEN moved.closed_again THEN 'closed'
                         ELSE breaker.state END,
-           calls = CASE WHEN breaker.state = 'closed' AND NOT <OPENS> THEN <CALLS>
+           calls = CASE WHEN breaker.state = 'closed' AND NOT moved.opens THEN moved.calls
                         ELSE 0 END,
-           failures = CASE WHEN breaker.state = 'closed' AND NOT <OPENS> THEN <FAILURES>
-                           ELSE 0 END,
+           failures = CASE WHEN breaker.state = 'closed' AND NOT moved.opens
+                           THEN moved.failures ELSE 0 END,
            counted_at = now(),
-           trips = CASE WHEN <OPENS> THEN breaker.trips + 1
-                        WHEN <CLOSED_AGAIN> THEN 0
+           trips = CASE WHEN moved.opens THEN breaker.trips + 1
+                        WHEN moved.closed_again THEN 0
                         ELSE breaker.trips END,
-           open_until = CASE WHEN <OPENS> THEN now() + make_interval(secs => least(
+           open_until = CASE WHEN moved.opens THEN now() + make_interval(secs => least(
                                  judged.open_for * power(2::float8, least(breaker.trips, 60)),
                                  judged.max_open_for))
                              ELSE breaker.open_until END,
-           probes = CASE WHEN <OPENS> OR <CLOSED_AGAIN> THEN 0
+           probes = CASE WHEN moved.opens OR moved.closed_again THEN 0
                          ELSE greatest(breaker.probes - judged.released, 0) END,
            max_probes = judged.half_open_probes,
            probe_lease = judged.max_open_for
       FROM judged
-      JOIN breakers_locked USING (task_name)
+      JOIN breakers_locked AS moved USING (task_name)
      WHERE breaker.task_name = judged.task_name
     RETURNING breaker.task_name, breaker.previous_state, breaker.state, breaker.open_until
 )"""
@@ -311,8 +317,11 @@ _ERRORS_CTE: Final = """, errors AS (
 
 
 def _record_outcomes(*, budget: bool, breaker: bool, errors: bool = False) -> str:
-    """The outcome statement, with the fleet retry budget, the breakers, stored errors."""
-    return _RECORD_OUTCOMES_TEMPLATE.format(
+    """The outcome statement, with the fleet retry budget, the breakers, stored errors.
+
+    Compact (`compact`): the budgeted one with breakers is 17.5 KB with its comments.
+    """
+    statement = _RECORD_OUTCOMES_TEMPLATE.format(
         errors=_ERRORS_CTE if errors else "",
         budget=_BUDGET_CTES if budget else "",
         breaker=_BREAKER_CTES if breaker else "",
@@ -323,6 +332,7 @@ def _record_outcomes(*, budget: bool, breaker: bool, errors: bool = False) -> st
         pushed=_PUSHED if budget else "",
         moved=_MOVED if breaker else "",
     )
+    return compact(statement)
 
 
 RECORD_OUTCOMES: Final = _record_outcomes(budget=False, breaker=False)

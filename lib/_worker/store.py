@@ -23,9 +23,11 @@ from dawdle._hooks import TraceContext
 from dawdle._sql import (
     CLAIM_JOBS_TIMED,
     CLAIM_JOBS_TIMED_IGNORING_PAUSES,
+    CLAIM_JOBS_TIMED_UNLESS_PROBES,
     CLAIM_JOBS_TIMED_WITH_BREAKERS,
     FETCH_JOBS,
     FETCH_JOBS_IGNORING_PAUSES,
+    FETCH_JOBS_UNLESS_PROBES,
     FETCH_JOBS_WITH_BREAKERS,
     HEARTBEAT,
     PUBLISH_TASKS,
@@ -52,6 +54,7 @@ _TIMED_CLAIMS: Final[dict[str, LiteralString]] = {
     FETCH_JOBS: CLAIM_JOBS_TIMED,
     FETCH_JOBS_IGNORING_PAUSES: CLAIM_JOBS_TIMED_IGNORING_PAUSES,
     FETCH_JOBS_WITH_BREAKERS: CLAIM_JOBS_TIMED_WITH_BREAKERS,
+    FETCH_JOBS_UNLESS_PROBES: CLAIM_JOBS_TIMED_UNLESS_PROBES,
 }
 
 
@@ -194,12 +197,18 @@ class JobStore:
     async def _claim_with_breakers(self, arguments: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The claim that skips tasks whose breaker is open and takes probes; None: no breakers.
 
-        Logs the half-open transition of a breaker whose first probe this claim took.
+        The claim without probes goes first: cheaper, it takes the same jobs while no
+        breaker may probe, and takes nothing when one may (then the claim with probes is
+        sent). Logs the half-open transition of a breaker whose first probe this claim took.
         """
         if not self._fleet.breakers or not await self._fleet.ready():
             return None
         try:
-            rows = await self._fetch(FETCH_JOBS_WITH_BREAKERS, arguments)
+            rows = await self._fetch(FETCH_JOBS_UNLESS_PROBES, arguments)
+            if rows[0]["probes_due"]:
+                rows = await self._fetch(FETCH_JOBS_WITH_BREAKERS, arguments)
+            else:
+                rows = [row for row in rows if row["id"] is not None]
         except exceptions.ConnectorException as exc:
             if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
                 raise

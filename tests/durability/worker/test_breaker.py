@@ -15,7 +15,7 @@ from procrastinate import utils
 
 from dawdle import App, Breaker, InMemoryConnector
 from dawdle._breaker import BreakerRow
-from dawdle._sql import ADD_BREAKER, FETCH_JOBS_WITH_BREAKERS
+from dawdle._sql import ADD_BREAKER, FETCH_JOBS_UNLESS_PROBES, FETCH_JOBS_WITH_BREAKERS
 from tests.durability.worker.helpers import (
     actions,
     dawdle_table_dropped,
@@ -155,6 +155,36 @@ async def open_breaker(app: App, task: str, names: list[str], *, seconds: float)
         seconds=seconds,
         task=task,
     )
+
+
+async def test_the_claim_without_probes_takes_nothing_once_a_breaker_may_probe(app: App) -> None:
+    """Open breaker: the other task's jobs, probes_due false; due to probe: nothing, true."""
+    await clear_breakers(app)
+
+    @app.task(name="held")
+    async def held() -> None:
+        pass
+
+    @app.task(name="free")
+    async def free() -> None:
+        pass
+
+    await held.defer_async()
+    free_ids = [await free.defer_async() for _ in range(2)]
+    await open_breaker(app, "held", ["held"], seconds=3600)
+    worker_id = await app.job_manager.register_worker()
+    claim = {"queues": None, "task_names": ["held", "free"], "worker_id": worker_id}
+
+    rows = await app.connector.execute_query_all_async(FETCH_JOBS_UNLESS_PROBES, **claim, limit=1)
+    assert [(row["id"], row["probes_due"]) for row in rows] == [(free_ids[0], False)]
+    await open_breaker(app, "held", ["held"], seconds=-1)  # its open time is over
+    rows = await app.connector.execute_query_all_async(FETCH_JOBS_UNLESS_PROBES, **claim, limit=5)
+    assert [(row["id"], row["probes_due"]) for row in rows] == [(None, True)]
+    assert await statuses(app) == {"todo": 2, "doing": 1}
+    rows = await app.connector.execute_query_all_async(FETCH_JOBS_WITH_BREAKERS, **claim, limit=5)
+    assert sorted(row["task_name"] for row in rows) == ["free", "held"]
+    rows = await app.connector.execute_query_all_async(FETCH_JOBS_UNLESS_PROBES, **claim, limit=5)
+    assert [(row["id"], row["probes_due"]) for row in rows] == [(None, False)]
 
 
 @postgres_only("concurrent claims on one breaker row are the point: PostgreSQL's row locks")
