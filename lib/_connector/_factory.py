@@ -118,7 +118,8 @@ class ConnectionFactory:
         """JIT off, then `configure`; a lost connection is retried like a failed connect."""
         if self._session_settings:
             try:
-                await conn.execute(JIT_OFF_UNLESS_CHOSEN)
+                # Never prepared: once per connection, and a pooler may share the name space.
+                await conn.execute(JIT_OFF_UNLESS_CHOSEN, prepare=False)
             except psycopg.OperationalError as exc:
                 raise self._unavailable(exc) from exc
         if self.configure is not None:

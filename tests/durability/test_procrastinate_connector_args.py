@@ -139,6 +139,20 @@ async def test_jit_is_off_on_each_connection_unless_chosen_or_pooled(
 
 
 @pytest.mark.anyio
+async def test_the_jit_setting_is_never_prepared(schema_dsn: str) -> None:
+    """Sent once per connection, never prepared: names prepared behind a pooler would clash."""
+    connector = PsycopgConnector(conninfo=schema_dsn, kwargs={"prepare_threshold": 0}, max_size=1)
+    await connector.open_async()
+    try:
+        rows = await connector.execute_query_all_async(
+            "SELECT statement FROM pg_prepared_statements"
+        )
+    finally:
+        await connector.close_async()
+    assert [row for row in rows if "pg_settings" in row["statement"]] == []
+
+
+@pytest.mark.anyio
 async def test_configure_runs_on_every_new_connection_after_terminations(
     schema_dsn: str, app_name: str
 ) -> None:
