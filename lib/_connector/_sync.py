@@ -22,8 +22,8 @@ def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
     """Refuse a pooled connection that went bad while idle, without a round trip.
 
     It is closed first, so that psycopg_pool replaces it rather than offering it again.
-    Procrastinate's pool sends an empty query before every use instead: 75 µs of a sync
-    defer's 520 here.
+    Procrastinate's pool sends an empty query before every use instead: a sync defer took
+    572 µs with it here, 441 without.
     """
     if has_gone_bad(conn):
         conn.close()
