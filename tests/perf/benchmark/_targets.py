@@ -246,7 +246,7 @@ def _peers(metrics: dict[str, Metric], configuration: str) -> list[Verdict]:
 
 
 def _beside_floor(metric: Metric, shown: str) -> str:
-    """A figure, and the bound measured beside it in the same run (`_bounds`) if any."""
+    """What follows a figure: the bound measured beside it in the same run (`_bounds`), if any."""
     if not metric.floor:
         return ""
     return f" (floor measured beside it: {shown.format(statistics.median(metric.floor))})"
