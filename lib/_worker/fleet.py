@@ -90,6 +90,10 @@ class Fleet:
             for name, task in app.tasks.items()
             if (breaker := getattr(task, "dawdle_breaker", None)) is not None
         }
+        # Their settings by every name and alias, as the outcome statement's arrays: fixed
+        # for the worker's life, so built once rather than for every batch.
+        self._budget_settings = _budget_settings(self.budgets)
+        self._breaker_settings = _breaker_settings(self.breakers)
         # Whether the rows of this worker's budgets and breakers were added, and whether
         # their tables are believed there.
         self._rows_added = False
@@ -99,34 +103,13 @@ class Fleet:
 
     def budget_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
         """The runs that succeeded, and the budgeted tasks' settings by every name and alias."""
-        names = sorted(self.budgets)
-        settings = [self.budgets[name] for name in names]
-        return {
-            "budget_successes": [
-                one.job_id for one in verdicts if one.outcome is Outcome.SUCCEEDED
-            ],
-            "budget_names": names,
-            "budget_tasks": [task for task, _ in settings],
-            "budget_ratios": [budget.ratio for _, budget in settings],
-            "budget_floors": [budget.min_per_second for _, budget in settings],
-            "budget_windows": [budget.window for _, budget in settings],
-        }
+        successes = [one.job_id for one in verdicts if one.outcome is Outcome.SUCCEEDED]
+        return {"budget_successes": successes, **self._budget_settings}
 
     def breaker_arguments(self, verdicts: Sequence[Verdict]) -> dict[str, Any]:
         """What each verdict tells a breaker, and the breakers' settings by name and alias."""
-        names = sorted(self.breakers)
-        settings = [self.breakers[name] for name in names]
-        return {
-            "calls": [call_kind(one, probe=one.job_id in self.probes) for one in verdicts],
-            "breaker_names": names,
-            "breaker_tasks": [task for task, _ in settings],
-            "breaker_ratios": [breaker.failure_ratio for _, breaker in settings],
-            "breaker_windows": [breaker.window for _, breaker in settings],
-            "breaker_min_calls": [breaker.min_calls for _, breaker in settings],
-            "breaker_open_for": [breaker.open_for for _, breaker in settings],
-            "breaker_max_open_for": [breaker.max_open_for for _, breaker in settings],
-            "breaker_probes": [breaker.half_open_probes for _, breaker in settings],
-        }
+        calls = [call_kind(one, probe=one.job_id in self.probes) for one in verdicts]
+        return {"calls": calls, **self._breaker_settings}
 
     async def ready(self) -> bool:
         """Whether budgets and breakers can be used now (their rows added once per worker)."""
@@ -179,3 +162,32 @@ class Fleet:
                         extra={"action": action},
                     )
         self._rows_added = False
+
+
+def _budget_settings(budgets: dict[str, tuple[str, FleetRetryBudget]]) -> dict[str, list[Any]]:
+    """The budgets' `budget_*` arrays of the outcome statement, in name order."""
+    names = sorted(budgets)
+    settings = [budgets[name] for name in names]
+    return {
+        "budget_names": names,
+        "budget_tasks": [task for task, _ in settings],
+        "budget_ratios": [budget.ratio for _, budget in settings],
+        "budget_floors": [budget.min_per_second for _, budget in settings],
+        "budget_windows": [budget.window for _, budget in settings],
+    }
+
+
+def _breaker_settings(breakers: dict[str, tuple[str, Breaker]]) -> dict[str, list[Any]]:
+    """The breakers' `breaker_*` arrays of the outcome statement, in name order."""
+    names = sorted(breakers)
+    settings = [breakers[name] for name in names]
+    return {
+        "breaker_names": names,
+        "breaker_tasks": [task for task, _ in settings],
+        "breaker_ratios": [breaker.failure_ratio for _, breaker in settings],
+        "breaker_windows": [breaker.window for _, breaker in settings],
+        "breaker_min_calls": [breaker.min_calls for _, breaker in settings],
+        "breaker_open_for": [breaker.open_for for _, breaker in settings],
+        "breaker_max_open_for": [breaker.max_open_for for _, breaker in settings],
+        "breaker_probes": [breaker.half_open_probes for _, breaker in settings],
+    }
