@@ -201,13 +201,11 @@ class JobManager(manager.JobManager):
         if self._set_based and len(jobs) == 1:
             # One job (each `defer_async`): scalar parameters, no arrays to adapt.
             arguments["jobs"] = JobRow(arguments["jobs"][0])
-            if carriers is None:
-                arguments["query"] = defers.DEFER_JOB
-                return arguments
-            (carrier,) = carriers
-            arguments["query"] = defers.DEFER_JOB_TRACED
-            arguments["traceparent"] = carrier.traceparent
-            arguments["tracestate"] = carrier.tracestate
+            arguments["query"] = defers.DEFER_JOB if carriers is None else defers.DEFER_JOB_TRACED
+            if carriers is not None:
+                (carrier,) = carriers
+                arguments["traceparent"] = carrier.traceparent
+                arguments["tracestate"] = carrier.tracestate
             return arguments
         if self._set_based:
             arguments["jobs"] = JobColumns(arguments["jobs"])
